@@ -1,0 +1,135 @@
+# Tern top-level Makefile: builds libtern (shared/) and every program
+# (mta/, policyd/, milters/) into build/, runs the tests, installs.
+#
+#   make            build everything
+#   make deps       install the Debian packages the build, programs and tests need
+#   make check      deps + build + unit + integration tests
+#   make install    PREFIX=/usr/local DESTDIR=
+#   SAN=1           build with ASan+UBSan (objects in build/san/)
+#   CC=clang        any C11 compiler with gcc-compatible flags
+
+CC      ?= cc
+PREFIX  ?= /usr/local
+DESTDIR ?=
+PYTHON  ?= /usr/bin/python3
+SAN     ?= 0
+
+ifeq ($(SAN),1)
+BUILD   := build/san
+SANFLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+OPT     := -O1
+else
+BUILD   := build
+SANFLAGS :=
+OPT     := -O2
+endif
+
+PKGS    := libpcre2-8 libunbound sqlite3 libevent
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+WARN    := -Wall -Wextra -Werror -Wno-unused-parameter
+HARDEN  := -fstack-protector-strong -D_FORTIFY_SOURCE=2 -fPIE
+CFLAGS  ?=
+CFLAGS  += -std=gnu11 $(WARN) $(OPT) -g $(HARDEN) $(SANFLAGS) -Ishared $(PKG_CFLAGS) -MMD -MP
+LDFLAGS += -pie -Wl,-z,relro -Wl,-z,now $(SANFLAGS)
+LDLIBS  := $(PKG_LIBS) -lcdb -lpthread
+
+# libtern: every .c in shared/ except test doubles.
+LIB_SRC := $(wildcard shared/*.c)
+LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
+LIBTERN := $(BUILD)/libtern.a
+
+# Programs: one directory each; the program is named after its directory.
+# Later issues add mta/ternd, policyd/, milters/* here.
+PROG_DIRS := $(sort $(dir $(wildcard mta/*/main.c policyd/main.c milters/*/main.c)))
+PROGRAMS  := $(foreach d,$(PROG_DIRS),$(BUILD)/bin/$(notdir $(patsubst %/,%,$(d))))
+
+# Unit tests: tests/unit/test_<module>.c, each its own cmocka binary.
+UNIT_SRC  := $(wildcard tests/unit/test_*.c)
+UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+
+# Test tools: tests/tools/<name>.c, small programs the integration tests drive.
+TOOL_SRC  := $(wildcard tests/tools/*.c)
+TOOL_BIN  := $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tests/%)
+
+.PHONY: all deps check unit integration install clean run bench fuzz format
+all: $(LIBTERN) $(PROGRAMS)
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+$(LIBTERN): $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+define program_rule
+$(BUILD)/bin/$(notdir $(patsubst %/,%,$(1))): $(patsubst %.c,$(BUILD)/%.o,$(wildcard $(1)*.c)) $(LIBTERN)
+	@mkdir -p $$(dir $$@)
+	$$(CC) $$(LDFLAGS) -o $$@ $$(filter %.o,$$^) $(LIBTERN) $$(LDLIBS)
+endef
+$(foreach d,$(PROG_DIRS),$(eval $(call program_rule,$(d))))
+
+$(BUILD)/tests/test_%: $(BUILD)/tests/unit/test_%.o $(LIBTERN)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $< $(LIBTERN) $(LDLIBS) -lcmocka
+
+$(BUILD)/tests/%: $(BUILD)/tests/tools/%.o $(LIBTERN)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $< $(LIBTERN) $(LDLIBS)
+
+# Debian 12 packages, by reason (see the README's dependency table).
+DEPS_BUILD := build-essential pkg-config clang libevent-dev libssl-dev \
+	libunbound-dev libmilter-dev libopendkim-dev libspf2-dev libpcre2-dev \
+	libcdb-dev liblmdb-dev libhiredis-dev libsqlite3-dev libcmocka-dev
+DEPS_TEST  := python3 python3-pytest python3-milter python3-dkim sqlite3 \
+	postfix postfix-pcre postfix-cdb swaks dnsmasq opendkim opendkim-tools \
+	postgrey postfix-policyd-spf-python
+# Daemons the test peers bring along: installed, never left running or enabled.
+DEPS_DAEMONS := postfix opendkim postgrey dnsmasq
+
+deps:
+	@missing=$$(dpkg-query -W -f='$${Package} $${db:Status-Status}\n' $(DEPS_BUILD) $(DEPS_TEST) 2>/dev/null \
+		| awk '$$2 != "installed" {print $$1}'; \
+		for p in $(DEPS_BUILD) $(DEPS_TEST); do dpkg-query -W $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "make deps: installing $$(echo $$missing | tr '\n' ' ')"; \
+		printf '#!/bin/sh\nexit 101\n' > /tmp/tern-policy-rc.d; \
+		[ -e /usr/sbin/policy-rc.d ] || { cp /tmp/tern-policy-rc.d /usr/sbin/policy-rc.d; chmod 755 /usr/sbin/policy-rc.d; rmpol=1; }; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$(echo $$missing | sort -u) >/tmp/tern-deps.log 2>&1 \
+		|| { apt-get update -q >>/tmp/tern-deps.log 2>&1; DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$(echo $$missing | sort -u) >>/tmp/tern-deps.log 2>&1; } \
+		|| { cat /tmp/tern-deps.log; [ -z "$$rmpol" ] || rm -f /usr/sbin/policy-rc.d; exit 1; }; \
+		[ -z "$$rmpol" ] || rm -f /usr/sbin/policy-rc.d; \
+	fi; \
+	for d in $(DEPS_DAEMONS); do \
+		if [ -e /etc/systemd/system/multi-user.target.wants/$$d.service ]; then \
+			systemctl disable $$d >/dev/null 2>&1 || rm -f /etc/systemd/system/multi-user.target.wants/$$d.service; fi; \
+		if [ -x /etc/init.d/$$d ] && ls /etc/rc2.d/S*$$d >/dev/null 2>&1; then update-rc.d $$d disable >/dev/null 2>&1 || true; fi; \
+	done; \
+	pkill -x -f '/usr/lib/postfix/sbin/master -w' 2>/dev/null; \
+	for d in opendkim postgrey dnsmasq; do \
+		pidf=/run/$$d/$$d.pid; [ -f $$pidf ] && kill $$(cat $$pidf) 2>/dev/null; \
+	done; true
+
+check: deps all $(UNIT_BIN) $(TOOL_BIN)
+	@$(MAKE) --no-print-directory unit integration
+
+unit: $(UNIT_BIN)
+	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; ./$$t; done
+
+integration: all $(TOOL_BIN)
+	TERN_BUILD=$(CURDIR)/$(BUILD) $(PYTHON) -m pytest -q tests/integration
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/share/tern/conf
+	for p in $(PROGRAMS); do install -m 755 $$p $(DESTDIR)$(PREFIX)/sbin/; done
+	install -m 644 conf/* $(DESTDIR)$(PREFIX)/share/tern/conf/
+
+format:
+	clang-format -i shared/*.[ch] mta/*/*.[ch] tests/unit/*.[ch]
+
+clean:
+	rm -rf build
+
+-include $(shell find build -name '*.d' 2>/dev/null)

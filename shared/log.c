@@ -1,0 +1,173 @@
+/* log.c - Postfix-style log lines to stderr, syslog or a file (see log.h).
+ *
+ * The line is formatted into a private buffer first and emitted with one
+ * write(2) (or one syslog(3) call): concurrent threads never interleave.
+ */
+#include "log.h"
+#include "buf.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <syslog.h>
+#include <time.h>
+#include <unistd.h>
+
+enum log_dest { LOG_DEST_STDERR, LOG_DEST_SYSLOG, LOG_DEST_FILE };
+
+static char log_name[64] = "tern/tern";
+static enum log_dest log_dest = LOG_DEST_STDERR;
+static int log_fd = 2;
+int msg_verbose;
+
+static const struct {
+	const char *name;
+	int facility;
+} log_facilities[] = {
+	{"mail", LOG_MAIL},     {"daemon", LOG_DAEMON}, {"user", LOG_USER},
+	{"local0", LOG_LOCAL0}, {"local1", LOG_LOCAL1}, {"local2", LOG_LOCAL2},
+	{"local3", LOG_LOCAL3}, {"local4", LOG_LOCAL4}, {"local5", LOG_LOCAL5},
+	{"local6", LOG_LOCAL6}, {"local7", LOG_LOCAL7},
+};
+
+void log_open(const char *service)
+{
+	snprintf(log_name, sizeof(log_name), "tern/%s", service);
+}
+
+const char *log_service(void)
+{
+	return log_name + 5;
+}
+
+int log_to_syslog(const char *facility)
+{
+	int fac = -1;
+	for (size_t i = 0; i < sizeof(log_facilities) / sizeof(log_facilities[0]); i++)
+		if (strcasecmp(facility ? facility : "mail", log_facilities[i].name) == 0)
+			fac = log_facilities[i].facility;
+	if (fac < 0)
+		return -1;
+	openlog(log_name, LOG_PID | LOG_NDELAY, fac);
+	log_dest = LOG_DEST_SYSLOG;
+	return 0;
+}
+
+int log_to_file(const char *path)
+{
+	int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+	if (fd < 0)
+		return -1;
+	if (log_dest == LOG_DEST_FILE && log_fd > 2)
+		close(log_fd);
+	log_fd = fd;
+	log_dest = LOG_DEST_FILE;
+	return 0;
+}
+
+void log_to_stderr(void)
+{
+	if (log_dest == LOG_DEST_FILE && log_fd > 2)
+		close(log_fd);
+	log_fd = 2;
+	log_dest = LOG_DEST_STDERR;
+}
+
+void log_set_verbose(int level)
+{
+	msg_verbose = level;
+}
+
+static void log_emit(int prio, const char *prefix, const char *fmt, va_list ap)
+{
+	int saved_errno = errno;
+	struct buf line = BUF_INIT;
+
+	buf_init(&line);
+	if (log_dest == LOG_DEST_SYSLOG) {
+		buf_puts(&line, prefix);
+		buf_vprintf(&line, fmt, ap);
+		syslog(prio, "%s", buf_str(&line));
+		buf_free(&line);
+		errno = saved_errno;
+		return;
+	}
+	if (log_dest == LOG_DEST_FILE) {
+		char stamp[32], host[256];
+		time_t now = time(NULL);
+		struct tm tm;
+		localtime_r(&now, &tm);
+		strftime(stamp, sizeof(stamp), "%b %e %H:%M:%S", &tm);
+		if (gethostname(host, sizeof(host)) != 0)
+			strcpy(host, "localhost");
+		host[sizeof(host) - 1] = 0;
+		char *dot = strchr(host, '.');
+		if (dot)
+			*dot = 0;
+		buf_printf(&line, "%s %s ", stamp, host);
+	}
+	buf_printf(&line, "%s[%ld]: %s", log_name, (long)getpid(), prefix);
+	buf_vprintf(&line, fmt, ap);
+	buf_putc(&line, '\n');
+	/* One write per line; a short write to a log is not worth retrying. */
+	if (write(log_fd, line.data, line.len) < 0)
+		(void)0;
+	buf_free(&line);
+	errno = saved_errno;
+}
+
+void msg_info(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	log_emit(LOG_INFO, "", fmt, ap);
+	va_end(ap);
+}
+
+void msg_warn(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	log_emit(LOG_WARNING, "warning: ", fmt, ap);
+	va_end(ap);
+}
+
+void msg_error(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	log_emit(LOG_ERR, "error: ", fmt, ap);
+	va_end(ap);
+}
+
+void msg_fatal(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	log_emit(LOG_CRIT, "fatal: ", fmt, ap);
+	va_end(ap);
+	exit(1);
+}
+
+void msg_debug(const char *fmt, ...)
+{
+	va_list ap;
+	if (!msg_verbose)
+		return;
+	va_start(ap, fmt);
+	log_emit(LOG_DEBUG, "", fmt, ap);
+	va_end(ap);
+}
+
+void msg_qid(const char *qid, const char *fmt, ...)
+{
+	char prefix[64];
+	va_list ap;
+	snprintf(prefix, sizeof(prefix), "%.40s: ", qid && *qid ? qid : "NOQUEUE");
+	va_start(ap, fmt);
+	log_emit(LOG_INFO, prefix, fmt, ap);
+	va_end(ap);
+}

@@ -1,0 +1,35 @@
+/* log.h - Postfix-compatible logging for every Tern program.
+ *
+ * Lines read "tern/<service>[<pid>]: <text>", with "warning: ", "error: ",
+ * "fatal: " prefixes, exactly like Postfix's "postfix/<service>[pid]:"
+ * lines, so pflogsumm (--syslog-name=tern) and admins' greps carry over.
+ * Destinations: stderr (the default, for foreground runs and tools),
+ * syslog (facility mail unless told otherwise), or an append-only file
+ * whose lines carry a syslog-style "Mmm dd hh:mm:ss host" prefix.
+ * Each line is written with one write(2), so threads do not interleave.
+ * msg_fatal() logs and exits with status 1; never call it on input that
+ * came from outside the process (return an error instead).
+ */
+#ifndef TERN_LOG_H
+#define TERN_LOG_H
+
+#include <stdarg.h>
+
+void log_open(const char *service);
+const char *log_service(void);
+int log_to_syslog(const char *facility);
+int log_to_file(const char *path);
+void log_to_stderr(void);
+void log_set_verbose(int level);
+extern int msg_verbose;
+
+void msg_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void msg_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void msg_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void msg_fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+void msg_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* "QUEUEID: text", Postfix's per-message line; qid NULL gives "NOQUEUE". */
+void msg_qid(const char *qid, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#endif
