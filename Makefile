@@ -53,7 +53,7 @@ UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 TOOL_SRC  := $(wildcard tests/tools/*.c)
 TOOL_BIN  := $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tests/%)
 
-.PHONY: all deps check unit integration install clean run bench fuzz format
+.PHONY: all deps check unit integration install clean format
 all: $(LIBTERN) $(PROGRAMS)
 
 $(BUILD)/%.o: %.c

@@ -1,0 +1,90 @@
+/* test_log.c - the exact Postfix-compatible line format of shared/log.c,
+ * on stderr and in a log file (pflogsumm and admins' greps depend on it). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "buf.h"
+#include "log.h"
+
+static char *slurp(const char *path)
+{
+	struct buf b = BUF_INIT;
+	char chunk[512];
+	ssize_t n;
+	int fd = open(path, O_RDONLY);
+	assert_true(fd >= 0);
+	while ((n = read(fd, chunk, sizeof(chunk))) > 0)
+		buf_append(&b, chunk, (size_t)n);
+	close(fd);
+	return buf_detach(&b);
+}
+
+static void test_log_stderr_format(void **state)
+{
+	char path[] = "/tmp/tern-log-XXXXXX", expect[256];
+	int fd = mkstemp(path), saved = dup(2);
+	dup2(fd, 2);
+	log_open("smtpd");
+	log_to_stderr();
+	msg_info("connect from %s", "localhost[127.0.0.1]");
+	msg_warn("bad %d", 1);
+	msg_error("worse");
+	msg_qid("B27928276DA1", "client=%s", "x[1.2.3.4]");
+	msg_qid(NULL, "reject: %s", "RCPT");
+	msg_debug("invisible unless verbose");
+	dup2(saved, 2);
+	close(saved);
+	close(fd);
+	char *got = slurp(path);
+	long pid = (long)getpid();
+	snprintf(expect, sizeof(expect),
+		 "tern/smtpd[%ld]: connect from localhost[127.0.0.1]\n"
+		 "tern/smtpd[%ld]: warning: bad 1\n"
+		 "tern/smtpd[%ld]: error: worse\n"
+		 "tern/smtpd[%ld]: B27928276DA1: client=x[1.2.3.4]\n"
+		 "tern/smtpd[%ld]: NOQUEUE: reject: RCPT\n",
+		 pid, pid, pid, pid, pid);
+	assert_string_equal(got, expect);
+	assert_string_equal(log_service(), "smtpd");
+	free(got);
+	unlink(path);
+}
+
+static void test_log_file_has_syslog_prefix(void **state)
+{
+	char path[] = "/tmp/tern-logf-XXXXXX", tail[128];
+	int fd = mkstemp(path);
+	close(fd);
+	log_open("policyd");
+	assert_int_equal(log_to_file(path), 0);
+	msg_info("hello");
+	log_to_stderr();
+	char *got = slurp(path);
+	/* "Mmm dd hh:mm:ss host tern/policyd[pid]: hello" */
+	snprintf(tail, sizeof(tail), " tern/policyd[%ld]: hello\n", (long)getpid());
+	assert_non_null(strstr(got, tail));
+	assert_int_equal(got[3], ' ');
+	assert_int_equal(got[9], ':');
+	free(got);
+	unlink(path);
+	assert_int_equal(log_to_file("/nonexistent-dir/x.log"), -1);
+	assert_int_equal(log_to_syslog("nosuchfacility"), -1);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_log_stderr_format),
+		cmocka_unit_test(test_log_file_has_syslog_prefix),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
