@@ -53,7 +53,7 @@ UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 TOOL_SRC  := $(wildcard tests/tools/*.c)
 TOOL_BIN  := $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tests/%)
 
-.PHONY: all deps check unit integration install clean format
+.PHONY: all deps check tests unit integration install clean format
 all: $(LIBTERN) $(PROGRAMS)
 
 $(BUILD)/%.o: %.c
@@ -112,8 +112,14 @@ deps:
 		pidf=/run/$$d/$$d.pid; [ -f $$pidf ] && kill $$(cat $$pidf) 2>/dev/null; \
 	done; true
 
-check: deps all $(UNIT_BIN) $(TOOL_BIN)
+# deps first, then a fresh make: pkg-config flags are read at parse time and
+# on a new machine the packages only exist once deps has run.
+check:
+	@$(MAKE) --no-print-directory deps
+	@$(MAKE) --no-print-directory all tests
 	@$(MAKE) --no-print-directory unit integration
+
+tests: $(UNIT_BIN) $(TOOL_BIN)
 
 unit: $(UNIT_BIN)
 	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; ./$$t; done

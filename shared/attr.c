@@ -1,0 +1,236 @@
+/* attr.c - Postfix plain attribute protocol codec (see attr.h).
+ *
+ * Grammar (Postfix attr_scan_plain): attr-list = (name "=" value "\n")* "\n";
+ * a name has no NUL, '=' or newline, a value no NUL or newline, each at
+ * most 4*line_length_limit octets. CR is an ordinary value byte, as in
+ * Postfix: "action=DUNNO\r" is not DUNNO.
+ */
+#include "attr.h"
+
+#include "addr.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+void attr_list_init(struct attr_list *l)
+{
+	l->v = NULL;
+	l->n = l->cap = 0;
+}
+
+void attr_list_reset(struct attr_list *l)
+{
+	size_t i;
+
+	for (i = 0; i < l->n; i++) {
+		free(l->v[i].name);
+		free(l->v[i].value);
+	}
+	l->n = 0;
+}
+
+void attr_list_free(struct attr_list *l)
+{
+	attr_list_reset(l);
+	free(l->v);
+	attr_list_init(l);
+}
+
+static struct attr *attr_list_find(const struct attr_list *l, const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < l->n; i++)
+		if (strcmp(l->v[i].name, name) == 0)
+			return &l->v[i];
+	return NULL;
+}
+
+int attr_list_set(struct attr_list *l, const char *name, const char *value)
+{
+	struct attr *a = attr_list_find(l, name);
+
+	if (a != NULL) {
+		free(a->value);
+		a->value = xstrdup(value);
+		return 1;
+	}
+	if (l->n == l->cap) {
+		l->cap = l->cap ? 2 * l->cap : 32;
+		l->v = xrealloc(l->v, l->cap * sizeof(*l->v));
+	}
+	l->v[l->n].name = xstrdup(name);
+	l->v[l->n].value = xstrdup(value);
+	l->n++;
+	return 0;
+}
+
+const char *attr_get(const struct attr_list *l, const char *name)
+{
+	const struct attr *a = attr_list_find(l, name);
+
+	return a != NULL ? a->value : "";
+}
+
+int attr_has(const struct attr_list *l, const char *name)
+{
+	return attr_list_find(l, name) != NULL;
+}
+
+int attr_print(struct buf *out, const char *name, const char *value, struct buf *err)
+{
+	/* Newlines would inject attributes or end the list early; '=' in
+	 * the name would shift the name/value split on the other side. */
+	if (*name == 0 || strpbrk(name, "=\n") != NULL) {
+		buf_set(err, "attribute name is empty or contains '=' or newline");
+		return -1;
+	}
+	if (strchr(value, '\n') != NULL) {
+		buf_printf(err, "value of attribute \"%s\" contains a newline", name);
+		return -1;
+	}
+	if (strlen(name) > ATTR_STRING_MAX || strlen(value) > ATTR_STRING_MAX) {
+		buf_printf(err, "attribute \"%.40s\" longer than %d octets", name, ATTR_STRING_MAX);
+		return -1;
+	}
+	buf_printf(out, "%s=%s\n", name, value);
+	return 0;
+}
+
+int attr_print_list(struct buf *out, const struct attr_list *l, struct buf *err)
+{
+	size_t i, mark = out->len;
+
+	for (i = 0; i < l->n; i++) {
+		if (attr_print(out, l->v[i].name, l->v[i].value, err) < 0) {
+			buf_truncate(out, mark); /* never send half a request */
+			return -1;
+		}
+	}
+	buf_putc(out, '\n');
+	return 0;
+}
+
+int attr_print_reply(struct buf *out, const char *action, struct buf *err)
+{
+	if (attr_print(out, "action", action, err) < 0)
+		return -1;
+	buf_putc(out, '\n');
+	return 0;
+}
+
+void attr_decoder_init(struct attr_decoder *d, size_t max_string, size_t max_count)
+{
+	attr_list_init(&d->list);
+	buf_init(&d->line);
+	buf_init(&d->err);
+	buf_init(&d->warn);
+	d->max_string = max_string ? max_string : ATTR_STRING_MAX;
+	d->max_count = max_count ? max_count : ATTR_COUNT_MAX;
+	d->done = d->failed = 0;
+}
+
+void attr_decoder_free(struct attr_decoder *d)
+{
+	attr_list_free(&d->list);
+	buf_free(&d->line);
+	buf_free(&d->err);
+	buf_free(&d->warn);
+}
+
+static enum attr_decode_status attr_decoder_fail(struct attr_decoder *d, const char *msg)
+{
+	buf_set(&d->err, msg);
+	d->failed = 1;
+	return ATTR_DECODE_ERROR;
+}
+
+/* attr_decoder_line - one complete line (without "\n") in d->line */
+static enum attr_decode_status attr_decoder_line(struct attr_decoder *d)
+{
+	char *line = d->line.data, *eq;
+
+	if (d->line.len == 0) {
+		d->done = 1;
+		return ATTR_DECODE_DONE;
+	}
+	if ((eq = strchr(line, '=')) == NULL)
+		return attr_decoder_fail(d, "malformed attribute line: missing '='");
+	if (eq == line)
+		return attr_decoder_fail(d, "malformed attribute line: empty name");
+	*eq = 0;
+	if ((size_t)(eq - line) > d->max_string || strlen(eq + 1) > d->max_string)
+		return attr_decoder_fail(d, "attribute name or value too long");
+	if (!attr_has(&d->list, line) && d->list.n >= d->max_count)
+		return attr_decoder_fail(d, "too many attributes");
+	if (attr_list_set(&d->list, line, eq + 1) && d->warn.len == 0)
+		buf_printf(&d->warn, "repeated attribute \"%.64s\": keeping the last value", line);
+	return ATTR_DECODE_MORE;
+}
+
+enum attr_decode_status attr_decoder_feed(struct attr_decoder *d, const char *data, size_t len,
+					  size_t *used)
+{
+	enum attr_decode_status st = ATTR_DECODE_MORE;
+	size_t pos = 0, n;
+	const char *nl;
+
+	if (d->failed) {
+		*used = 0;
+		return ATTR_DECODE_ERROR;
+	}
+	if (d->done) {
+		attr_list_reset(&d->list);
+		buf_reset(&d->warn);
+		d->done = 0;
+	}
+	while (pos < len && st == ATTR_DECODE_MORE) {
+		nl = memchr(data + pos, '\n', len - pos);
+		n = (nl != NULL ? (size_t)(nl - data) : len) - pos;
+		if (memchr(data + pos, 0, n) != NULL) {
+			st = attr_decoder_fail(d, "NUL byte in attribute stream");
+			break;
+		}
+		/* Bound the carried-over line before buffering: name, '=', value. */
+		if (d->line.len + n > 2 * d->max_string + 1) {
+			st = attr_decoder_fail(d, "attribute line too long");
+			break;
+		}
+		buf_append(&d->line, data + pos, n);
+		pos += n;
+		if (nl == NULL)
+			break;
+		pos++;
+		st = attr_decoder_line(d);
+		buf_reset(&d->line);
+	}
+	*used = pos;
+	return st;
+}
+
+int attr_decoder_eof(struct attr_decoder *d)
+{
+	if (d->failed)
+		return -1;
+	if (d->line.len > 0 || (!d->done && d->list.n > 0)) {
+		attr_decoder_fail(d, "premature end of input inside an attribute list");
+		return -1;
+	}
+	return 0;
+}
+
+int attr_reply_action(const struct attr_list *l, int utf8, const char **action, struct buf *err)
+{
+	const char *a = attr_get(l, "action");
+
+	*action = a;
+	if (*a == 0) {
+		buf_set(err, "policy reply without action attribute");
+		return -1;
+	}
+	if (utf8 && !addr_utf8_valid(a, strlen(a))) {
+		buf_set(err, "policy reply action is not valid UTF-8");
+		return -1;
+	}
+	return 0;
+}
