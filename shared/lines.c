@@ -107,16 +107,15 @@ int lines_next(struct lines *lr, struct buf *out, struct buf *err)
 			return -1;
 		if (rc == 0)
 			break;
-		/* As Postfix: only a line starting at column 0 with a
-		 * non-blank (a '#' comment included) ends the logical line;
-		 * indented comments and empty lines are skipped inside it. */
-		if (lr->phys.len && !isspace((unsigned char)lr->phys.data[0])) {
+		/* As Postfix's readllines(): comment and blank lines, even a
+		 * '#' at column 0, are skipped without ending the logical
+		 * line; only text starting at column 0 does. */
+		if (lines_is_skippable(&lr->phys))
+			continue;
+		if (!isspace((unsigned char)lr->phys.data[0])) {
 			lr->have_phys = 1;
 			break;
 		}
-		if (lines_is_skippable(&lr->phys))
-			continue;
-		buf_putc(out, '\n');
 		buf_append(out, lr->phys.data, lr->phys.len);
 	}
 	return 1;

@@ -4,9 +4,9 @@
  * blank lines and lines whose first non-blank character is '#' are
  * skipped; a line that starts with white space continues the previous
  * logical line (a skipped comment or blank line in between does not end
- * it, as Postfix's readllines()). The physical newline between joined
- * lines becomes a single newline in the logical line; callers treat it as
- * white space. lineno is the first physical line of the logical line, for
+ * it, as Postfix's readllines()). Physical lines are joined without the
+ * newline, keeping the continuation's leading white space ("a,\n  b"
+ * reads "a,  b"), exactly as postmap and postconf see them. lineno is the first physical line of the logical line, for
  * "file:line: message" errors. A logical line that starts with white
  * space at the top of the file is returned as is; callers decide.
  */

@@ -16,9 +16,10 @@
 #include <time.h>
 #include <unistd.h>
 
-enum log_dest { LOG_DEST_STDERR, LOG_DEST_SYSLOG, LOG_DEST_FILE };
+enum log_dest { LOG_DEST_STDERR, LOG_DEST_SYSLOG, LOG_DEST_FILE, LOG_DEST_CLI };
 
 static char log_name[64] = "tern/tern";
+static char log_cli_name[64] = "tern";
 static enum log_dest log_dest = LOG_DEST_STDERR;
 static int log_fd = 2;
 int msg_verbose;
@@ -68,6 +69,15 @@ int log_to_file(const char *path)
 	return 0;
 }
 
+/* Command-line tools write "tern: warning: text" as postmap/postconf do:
+ * the admin reading a terminal wants the command, not a syslog tag. */
+void log_to_cli(const char *progname)
+{
+	snprintf(log_cli_name, sizeof(log_cli_name), "%s", progname);
+	log_to_stderr();
+	log_dest = LOG_DEST_CLI;
+}
+
 void log_to_stderr(void)
 {
 	if (log_dest == LOG_DEST_FILE && log_fd > 2)
@@ -109,7 +119,10 @@ static void log_emit(int prio, const char *prefix, const char *fmt, va_list ap)
 			*dot = 0;
 		buf_printf(&line, "%s %s ", stamp, host);
 	}
-	buf_printf(&line, "%s[%ld]: %s", log_name, (long)getpid(), prefix);
+	if (log_dest == LOG_DEST_CLI)
+		buf_printf(&line, "%s: %s", log_cli_name, prefix);
+	else
+		buf_printf(&line, "%s[%ld]: %s", log_name, (long)getpid(), prefix);
 	buf_vprintf(&line, fmt, ap);
 	buf_putc(&line, '\n');
 	/* One write per line; a short write to a log is not worth retrying. */

@@ -5,7 +5,8 @@
  * lines, so pflogsumm (--syslog-name=tern) and admins' greps carry over.
  * Destinations: stderr (the default, for foreground runs and tools),
  * syslog (facility mail unless told otherwise), or an append-only file
- * whose lines carry a syslog-style "Mmm dd hh:mm:ss host" prefix.
+ * whose lines carry a syslog-style "Mmm dd hh:mm:ss host" prefix, or,
+ * for command-line tools, "tern: warning: ..." on stderr (log_to_cli).
  * Each line is written with one write(2), so threads do not interleave.
  * msg_fatal() logs and exits with status 1; never call it on input that
  * came from outside the process (return an error instead).
@@ -20,6 +21,7 @@ const char *log_service(void);
 int log_to_syslog(const char *facility);
 int log_to_file(const char *path);
 void log_to_stderr(void);
+void log_to_cli(const char *progname);
 void log_set_verbose(int level);
 extern int msg_verbose;
 

@@ -142,21 +142,22 @@ int table_reload(struct table *t, int force, struct buf *err)
 		    st.st_ino == t->ino)
 			return 0;
 	}
-	/* Load into a scratch table so a broken file keeps the old contents. */
+	/* Load into a scratch table so a broken file keeps the old contents.
+	 * The scratch copy owns its own path: a backend may re-point it. */
 	struct table scratch = *t;
 	scratch.priv = NULL;
+	scratch.path = t->path ? xstrdup(t->path) : NULL;
 	if (table_load(&scratch, err) < 0) {
 		if (scratch.priv)
 			t->ops->free(&scratch);
+		free(scratch.path);
 		return -1;
 	}
 	if (t->ops->free && t->priv)
 		t->ops->free(t);
 	t->priv = scratch.priv;
-	if (scratch.path != t->path) { /* the backend may have re-pointed it */
-		free(t->path);
-		t->path = scratch.path;
-	}
+	free(t->path);
+	t->path = scratch.path;
 	table_stat(t);
 	return 1;
 }

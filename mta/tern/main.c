@@ -80,6 +80,7 @@ int main(int argc, char **argv)
 	const struct tern_command *c;
 
 	log_open("tern");
+	log_to_cli("tern");
 	if (argc < 2) {
 		cmd_help(1, argv);
 		return 2;

@@ -80,11 +80,30 @@ static void test_log_file_has_syslog_prefix(void **state)
 	assert_int_equal(log_to_syslog("nosuchfacility"), -1);
 }
 
+static void test_log_cli_format(void **state)
+{
+	char path[] = "/tmp/tern-logc-XXXXXX";
+	int fd = mkstemp(path), saved = dup(2);
+	dup2(fd, 2);
+	log_to_cli("tern");
+	msg_warn("%s, line %d: bad", "/x/y", 3);
+	msg_info("plain");
+	dup2(saved, 2);
+	close(saved);
+	close(fd);
+	log_to_stderr();
+	char *got = slurp(path);
+	assert_string_equal(got, "tern: warning: /x/y, line 3: bad\ntern: plain\n");
+	free(got);
+	unlink(path);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_log_stderr_format),
 		cmocka_unit_test(test_log_file_has_syslog_prefix),
+		cmocka_unit_test(test_log_cli_format),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
