@@ -24,7 +24,7 @@ SANFLAGS :=
 OPT     := -O2
 endif
 
-PKGS    := libpcre2-8 libunbound sqlite3 libevent
+PKGS    := libpcre2-8 libunbound sqlite3 libevent icu-uc
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
@@ -82,7 +82,7 @@ $(BUILD)/tests/%: $(BUILD)/tests/tools/%.o $(LIBTERN)
 # Debian 12 packages, by reason (see the README's dependency table).
 DEPS_BUILD := build-essential pkg-config clang libevent-dev libssl-dev \
 	libunbound-dev libmilter-dev libopendkim-dev libspf2-dev libpcre2-dev \
-	libcdb-dev liblmdb-dev libhiredis-dev libsqlite3-dev libcmocka-dev
+	libcdb-dev liblmdb-dev libhiredis-dev libsqlite3-dev libcmocka-dev libicu-dev
 DEPS_TEST  := python3 python3-pytest python3-milter python3-dkim sqlite3 \
 	postfix postfix-pcre postfix-cdb swaks dnsmasq opendkim opendkim-tools \
 	postgrey postfix-policyd-spf-python

@@ -2,6 +2,7 @@
  * lookup tables (see table.h). Backends live in table_<type>.c.
  */
 #include "table.h"
+#include "casefold.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -125,8 +126,7 @@ int table_lookup(struct table *t, const char *key, struct buf *value, struct buf
 		return t->ops->lookup(t, key, value, err);
 	/* Postfix folds keys to lower case for all but regexp-style tables. */
 	struct buf folded = BUF_INIT;
-	buf_set(&folded, key);
-	buf_lower(&folded);
+	casefold(&folded, key, strlen(key));
 	int rc = t->ops->lookup(t, buf_str(&folded), value, err);
 	buf_free(&folded);
 	return rc;

@@ -152,7 +152,6 @@ static int table_cidr_load(struct table *t, struct lines *src, struct buf *err)
 
 	while ((rc = lines_next(src, &line, err)) > 0) {
 		struct table_cidr_rule r = {.lineno = src->lineno};
-		table_source_unfold(&line);
 		buf_trim(&line);
 		buf_reset(&why);
 		if (table_cidr_parse_line(tc, line.data + strspn(line.data, " \t"), &r, &why) < 0) {

@@ -7,6 +7,7 @@
  */
 #include "log.h"
 #include "table.h"
+#include "casefold.h"
 #include "table_source.h"
 
 #include <ctype.h>
@@ -28,7 +29,7 @@ static int table_inline_add(struct table *t, struct table_dict *d, const char *i
 	}
 	buf_append(&key, item, (size_t)(eq - item));
 	buf_trim(&key);
-	buf_lower(&key);
+	casefold_buf(&key);
 	buf_set(&value, eq + 1);
 	buf_trim(&value);
 	if (value.len == 0)

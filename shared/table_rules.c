@@ -367,18 +367,6 @@ static void rules_parse_line(struct rules_parse *p, struct rules *r, const char 
 		rules_warn(p, "ignoring unrecognized request");
 }
 
-/* The lines reader keeps a newline where a continuation line was joined;
- * Postfix's readllines() drops it, leaving the continuation's indent. */
-static void rules_line_unfold(struct buf *line)
-{
-	size_t o = 0;
-
-	for (size_t i = 0; i < line->len; i++)
-		if (line->data[i] != '\n')
-			line->data[o++] = line->data[i];
-	buf_truncate(line, o);
-}
-
 struct rules *rules_load(const struct rules_engine *engine, struct lines *src, struct buf *err)
 {
 	struct rules *r = xcalloc(1, sizeof(*r));
@@ -390,7 +378,6 @@ struct rules *rules_load(const struct rules_engine *engine, struct lines *src, s
 	r->file = xstrdup(src->path);
 	while ((rc = lines_next(src, &line, err)) > 0) {
 		p.lineno = src->lineno;
-		rules_line_unfold(&line);
 		rules_parse_line(&p, r, buf_str(&line));
 	}
 	/* An unclosed IF extends to the end of the file (Postfix warns, innermost first). */

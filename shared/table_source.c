@@ -4,6 +4,7 @@
  * Warnings reproduce postmap's wording so admins' habits carry over.
  */
 #include "table_source.h"
+#include "casefold.h"
 #include "log.h"
 
 #include <ctype.h>
@@ -33,20 +34,8 @@ int table_source_parse(const char *line, struct buf *key, struct buf *value, str
 	}
 	buf_puts(value, cp);
 	buf_trim(value);
-	buf_lower(key);
+	casefold_buf(key);
 	return 0;
-}
-
-/* Postfix joins continuation lines without the newline but with the next
- * line's leading white space ("a\n\tb" -> "a\tb"); lines.h keeps a '\n'. */
-void table_source_unfold(struct buf *line)
-{
-	size_t out = 0;
-
-	for (size_t i = 0; i < line->len; i++)
-		if (line->data[i] != '\n')
-			line->data[out++] = line->data[i];
-	buf_truncate(line, out);
 }
 
 int table_source_read(struct lines *src, table_source_fn fn, void *ctx, struct buf *err)
@@ -55,7 +44,6 @@ int table_source_read(struct lines *src, table_source_fn fn, void *ctx, struct b
 	int rc;
 
 	while ((rc = lines_next(src, &line, err)) > 0) {
-		table_source_unfold(&line);
 		if (isspace((unsigned char)line.data[0])) {
 			msg_warn("%s, line %d: logical line must not start with whitespace: \"%s\""
 				 " -- ignoring this line",

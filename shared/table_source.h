@@ -26,7 +26,6 @@ int table_source_parse(const char *line, struct buf *key, struct buf *value, str
 
 /* Join a lines.h logical line as Postfix does: drop each '\n', keep the
  * continuation line's leading white space ("a\n\tb" -> "a\tb"). */
-void table_source_unfold(struct buf *line);
 
 /* Called per entry; return <0 to stop reading (err set). */
 typedef int (*table_source_fn)(void *ctx, const char *key, const char *value, const char *file,
