@@ -198,10 +198,10 @@ int addr_domain_is_fqdn(const char *name)
 	return dot != NULL && dot != name && dot[1] != 0;
 }
 
-int addr_literal_parse(const char *lit, int *family, unsigned char *bin)
+int addr_literal_parse(const char *lit, struct inet_addr *ip)
 {
 	size_t len = strlen(lit);
-	unsigned char tmp[16];
+	struct inet_addr tmp;
 	char inner[64];
 	int fam = AF_INET;
 	size_t skip = 1;
@@ -215,12 +215,11 @@ int addr_literal_parse(const char *lit, int *family, unsigned char *bin)
 		return 0;
 	memcpy(inner, lit + skip, len - skip - 1);
 	inner[len - skip - 1] = 0;
-	if (inet_pton(fam, inner, tmp) != 1)
+	/* RFC 5321 §4.1.3: IPv6 only with the "IPv6:" tag, IPv4 only without. */
+	if (inet_addr_parse(inner, &tmp) < 0 || tmp.family != fam)
 		return 0;
-	if (family != NULL)
-		*family = fam;
-	if (bin != NULL)
-		memcpy(bin, tmp, fam == AF_INET ? 4 : 16);
+	if (ip != NULL)
+		*ip = tmp;
 	return 1;
 }
 
@@ -229,15 +228,15 @@ static enum addr_status addr_domain_set(struct addr *a, const char *d, size_t le
 					struct buf *err)
 {
 	enum addr_status st = ADDR_OK;
-	int fam;
+	struct inet_addr ip;
 
 	buf_reset(&a->domain);
 	buf_append(&a->domain, d, len);
 	if (len > 0 && d[0] == '[') {
-		if (!addr_literal_parse(buf_str(&a->domain), &fam, NULL))
+		if (!addr_literal_parse(buf_str(&a->domain), &ip))
 			return addr_fail(err, ADDR_ERR_LITERAL, NULL);
 		buf_lower(&a->domain);
-		if (fam == AF_INET6)
+		if (ip.family == AF_INET6)
 			memcpy(a->domain.data + 1, "IPv6", 4); /* RFC 5321 §4.1.3 tag spelling */
 		a->flags |= ADDR_F_LITERAL;
 		return ADDR_OK;

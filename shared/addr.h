@@ -12,6 +12,7 @@
 #define TERN_ADDR_H
 
 #include "buf.h"
+#include "inet.h"
 
 #include <stddef.h>
 
@@ -92,8 +93,8 @@ int addr_split_ext(const char *local, const char *delims, struct buf *user, stru
  * is an IP address, not a name). utf8 allows U-labels (SMTPUTF8). */
 enum addr_status addr_domain_check(const char *name, int utf8, struct buf *err);
 int addr_domain_is_fqdn(const char *name); /* has a dot, as reject_non_fqdn_* */
-/* "[1.2.3.4]" or "[IPv6:...]": 1 if valid; family/bin (16 bytes) if non-NULL. */
-int addr_literal_parse(const char *lit, int *family, unsigned char *bin);
+/* "[1.2.3.4]" or "[IPv6:...]": 1 if valid (and *ip set when non-NULL). */
+int addr_literal_parse(const char *lit, struct inet_addr *ip);
 /* Valid UTF-8 (no overlongs, surrogates or > U+10FFFF)? */
 int addr_utf8_valid(const char *s, size_t len);
 

@@ -7,6 +7,7 @@
  * hands us names uncompressed, so a compression pointer is malformed data.
  */
 #include "resolver.h"
+#include "inet.h"
 
 #include "addr.h"
 
@@ -371,16 +372,17 @@ void resolver_rr_format(int qtype, const struct resolver_rr *rr, struct buf *out
 
 int resolver_reverse_name(const char *ipaddr, struct buf *out)
 {
-	unsigned char b[16];
+	struct inet_addr ip;
+	const unsigned char *b = ip.bytes;
 	int i;
 
 	buf_reset(out);
-	if (inet_pton(AF_INET, ipaddr, b) == 1) {
+	if (inet_addr_parse(ipaddr, &ip) < 0)
+		return -1;
+	if (ip.family == AF_INET) {
 		buf_printf(out, "%u.%u.%u.%u.in-addr.arpa", b[3], b[2], b[1], b[0]);
 		return 0;
 	}
-	if (inet_pton(AF_INET6, ipaddr, b) != 1)
-		return -1;
 	for (i = 15; i >= 0; i--)
 		buf_printf(out, "%x.%x.", b[i] & 0xf, b[i] >> 4);
 	buf_puts(out, "ip6.arpa");
@@ -682,18 +684,18 @@ void resolver_lookup(struct resolver *r, const char *name, int qtype, struct res
 }
 
 /* resolver_forward_match - does name have an A/AAAA record equal to bin? */
-static enum resolver_status resolver_forward_match(struct resolver *r, const char *name, int family,
-						   const unsigned char *bin)
+static enum resolver_status resolver_forward_match(struct resolver *r, const char *name,
+						   const struct inet_addr *ip)
 {
 	struct resolver_result res;
 	enum resolver_status st;
 	size_t i;
 
 	resolver_result_init(&res);
-	resolver_lookup(r, name, family == AF_INET ? RESOLVER_T_A : RESOLVER_T_AAAA, &res);
+	resolver_lookup(r, name, ip->family == AF_INET ? RESOLVER_T_A : RESOLVER_T_AAAA, &res);
 	st = res.status == RESOLVER_TEMPFAIL ? RESOLVER_TEMPFAIL : RESOLVER_NODATA;
 	for (i = 0; res.status == RESOLVER_FOUND && i < res.count; i++)
-		if (memcmp(res.rr[i].addr, bin, family == AF_INET ? 4 : 16) == 0)
+		if (memcmp(res.rr[i].addr, ip->bytes, ip->family == AF_INET ? 4 : 16) == 0)
 			st = RESOLVER_FOUND;
 	resolver_result_free(&res);
 	return st;
@@ -704,14 +706,13 @@ enum resolver_status resolver_verify_client(struct resolver *r, const char *ipad
 {
 	struct resolver_result ptr;
 	struct buf rev = BUF_INIT;
-	unsigned char bin[16];
-	int family = strchr(ipaddr, ':') != NULL ? AF_INET6 : AF_INET;
+	struct inet_addr ip;
 	enum resolver_status st = RESOLVER_PERMFAIL, fwd;
 	size_t i;
 
 	resolver_result_init(&ptr);
 	buf_reset(name);
-	if (inet_pton(family, ipaddr, bin) != 1 || resolver_reverse_name(ipaddr, &rev) < 0) {
+	if (inet_addr_parse(ipaddr, &ip) < 0 || resolver_reverse_name(ipaddr, &rev) < 0) {
 		buf_printf(err, "bad IP address \"%.64s\"", ipaddr);
 		goto out;
 	}
@@ -725,7 +726,7 @@ enum resolver_status resolver_verify_client(struct resolver *r, const char *ipad
 		/* Postfix ignores malformed or numeric PTR names ("1.2.3.4"). */
 		if (addr_domain_check(ptr.rr[i].text, 0, NULL) != ADDR_OK)
 			continue;
-		fwd = resolver_forward_match(r, ptr.rr[i].text, family, bin);
+		fwd = resolver_forward_match(r, ptr.rr[i].text, &ip);
 		if (fwd == RESOLVER_FOUND) {
 			buf_set(name, ptr.rr[i].text);
 			st = RESOLVER_FOUND;

@@ -9,6 +9,7 @@
 #include <cmocka.h>
 
 #include <string.h>
+#include <sys/socket.h>
 
 #include "addr.h"
 
@@ -115,8 +116,7 @@ static void test_quoted(void **state)
 
 static void test_literals(void **state)
 {
-	unsigned char bin[16];
-	int fam;
+	struct inet_addr ip;
 
 	parse_ok("<u@[192.0.2.1]>", 0, "u@[192.0.2.1]", "<u@[192.0.2.1]>", "");
 	parse_ok("<u@[ipv6:2001:DB8::1]>", 0, "u@[IPv6:2001:db8::1]", "<u@[IPv6:2001:db8::1]>", "");
@@ -129,10 +129,13 @@ static void test_literals(void **state)
 	parse_bad("<u@x[1]>", 0, ADDR_ERR_LITERAL);
 	parse_bad("<u@[IPv6:1111:2222:3333:4444:5555:6666:7777:8888:9999:aaaa:bbbb:ccc]>", 0,
 		  ADDR_ERR_LITERAL);
-	assert_true(addr_literal_parse("[IPv6:::1]", &fam, bin));
-	assert_int_equal(bin[15], 1);
-	assert_false(addr_literal_parse("[]", NULL, NULL));
-	assert_false(addr_literal_parse("1.2.3.4", NULL, NULL));
+	assert_true(addr_literal_parse("[IPv6:::1]", &ip));
+	assert_int_equal(ip.family, AF_INET6);
+	assert_int_equal(ip.bytes[15], 1);
+	assert_false(addr_literal_parse("[IPv6:192.0.2.1]", NULL));
+	assert_false(addr_literal_parse("[::1]", NULL));
+	assert_false(addr_literal_parse("[]", NULL));
+	assert_false(addr_literal_parse("1.2.3.4", NULL));
 }
 
 static void test_malformed(void **state)
