@@ -14,7 +14,7 @@
 static int cmd_help(int argc, char **argv);
 
 static const struct tern_command tern_commands[] = {
-	{"conf", cmd_conf, "[-c DIR] [-d|-n] [-e] [NAME[=VALUE]...]",
+	{"conf", cmd_conf, "[-c DIR] [-d|-n] [-x] [-h] [-H] [-e|-X] [NAME[=VALUE]...]",
 	 "show or edit configuration parameters (like postconf)"},
 	{"map", cmd_map, "build type:file | query [-q KEY] type:name",
 	 "build an indexed table or look keys up (like postmap)"},
