@@ -12,7 +12,7 @@
 
 extern const struct table_ops table_texthash_ops, table_cdb_ops, table_cidr_ops,
 	table_pcre_ops, table_regexp_ops, table_inline_ops, table_static_ops,
-	table_socketmap_ops, table_sqlite_ops;
+	table_socketmap_ops, table_sqlite_ops, table_unix_ops;
 
 static const struct {
 	const char *type;
@@ -28,6 +28,7 @@ static const struct {
 	{"static", &table_static_ops},
 	{"socketmap", &table_socketmap_ops},
 	{"sqlite", &table_sqlite_ops},
+	{"unix", &table_unix_ops},
 };
 
 const struct table_ops *table_ops_find(const char *type)

@@ -2,7 +2,8 @@
  *
  * Types (as Postfix's, same file syntax and matching): texthash, cdb
  * (with hash: as an alias, built as cdb), cidr, pcre, regexp, inline,
- * static, socketmap, sqlite. table_open() parses the spec, loads the
+ * static, socketmap, sqlite, unix (passwd.byname, group.byname).
+ * table_open() parses the spec, loads the
  * table and remembers the file it came from; table_lookup() matches one
  * key exactly as "postmap -q KEY type:name" would (case folding for the
  * indexed types, whole-string matching for pattern types). Lookup-key
