@@ -53,7 +53,10 @@ static int lines_read_phys(struct lines *lr, struct buf *err)
 			got = 1;
 			if (c == '\n')
 				break;
-			buf_putc(&lr->phys, c);
+			/* Keep reading to the newline, but never store more
+			 * than the limit: lines_next() reports the overflow. */
+			if (lr->phys.len <= LINES_MAX_LEN)
+				buf_putc(&lr->phys, c);
 		}
 		if (ferror(lr->fp)) {
 			buf_printf(err, "read %s: %s", lr->path, strerror(errno));
@@ -84,6 +87,15 @@ static int lines_is_skippable(const struct buf *b)
 	return *cp == 0 || *cp == '#';
 }
 
+static int lines_too_long(const struct lines *lr, size_t len, struct buf *err)
+{
+	if (len <= LINES_MAX_LEN)
+		return 0;
+	buf_printf(err, "%s, line %d: logical line longer than %d bytes", lr->path, lr->lineno,
+		   LINES_MAX_LEN);
+	return 1;
+}
+
 int lines_next(struct lines *lr, struct buf *out, struct buf *err)
 {
 	int rc;
@@ -100,6 +112,8 @@ int lines_next(struct lines *lr, struct buf *out, struct buf *err)
 			break;
 	}
 	lr->lineno = lr->next_lineno - 1;
+	if (lines_too_long(lr, lr->phys.len, err))
+		return -1;
 	buf_append(out, lr->phys.data, lr->phys.len);
 	/* Append continuation lines; skip comments and blanks in between. */
 	for (;;) {
@@ -116,6 +130,8 @@ int lines_next(struct lines *lr, struct buf *out, struct buf *err)
 			lr->have_phys = 1;
 			break;
 		}
+		if (lines_too_long(lr, out->len + lr->phys.len, err))
+			return -1;
 		buf_append(out, lr->phys.data, lr->phys.len);
 	}
 	return 1;

@@ -17,6 +17,10 @@
 
 #include <stdio.h>
 
+/* A logical line longer than this is refused: config and table files are
+ * external input, and no legitimate setting or rule comes near it. */
+#define LINES_MAX_LEN (1024 * 1024)
+
 struct lines {
 	FILE *fp;
 	const char *src; /* in-memory source when fp == NULL */
@@ -30,7 +34,8 @@ struct lines {
 
 int lines_open(struct lines *lr, const char *path, struct buf *err);
 void lines_open_string(struct lines *lr, const char *name, const char *text);
-/* 1: a logical line is in out; 0: end of input; -1: read error (in err). */
+/* 1: a logical line is in out; 0: end of input; -1: read error or a line
+ * over LINES_MAX_LEN ("FILE, line N: ..." in err). */
 int lines_next(struct lines *lr, struct buf *out, struct buf *err);
 void lines_close(struct lines *lr);
 

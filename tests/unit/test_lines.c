@@ -79,6 +79,28 @@ static void test_lines_file_and_missing_file(void **state)
 	buf_free(&err);
 }
 
+static void test_lines_overlong(void **state)
+{
+	struct buf text = BUF_INIT, line = BUF_INIT, err = BUF_INIT;
+	struct lines lr;
+	buf_puts(&text, "ok = 1\nbig = ");
+	for (int i = 0; i < LINES_MAX_LEN / 2; i++)
+		buf_puts(&text, "x");
+	buf_puts(&text, "\n    ");
+	for (int i = 0; i < LINES_MAX_LEN / 2; i++)
+		buf_puts(&text, "y");
+	buf_puts(&text, "\n");
+	lines_open_string(&lr, "/etc/tern/tern.conf", buf_str(&text));
+	assert_int_equal(lines_next(&lr, &line, &err), 1);
+	assert_int_equal(lines_next(&lr, &line, &err), -1);
+	assert_string_equal(buf_str(&err),
+			    "/etc/tern/tern.conf, line 2: logical line longer than 1048576 bytes");
+	lines_close(&lr);
+	buf_free(&text);
+	buf_free(&line);
+	buf_free(&err);
+}
+
 static void test_inline_split(void **state)
 {
 	char **v;
@@ -123,6 +145,7 @@ int main(void)
 		cmocka_unit_test(test_lines_column0_comment_inside_continuation),
 		cmocka_unit_test(test_lines_crlf_and_no_final_newline),
 		cmocka_unit_test(test_lines_file_and_missing_file),
+		cmocka_unit_test(test_lines_overlong),
 		cmocka_unit_test(test_inline_split),
 		cmocka_unit_test(test_inline_split_errors),
 	};
