@@ -4,12 +4,13 @@
 #   make            build everything
 #   make deps       install the Debian packages the build, programs and tests need
 #   make check      deps + build + unit + integration tests
-#   make install    PREFIX=/usr/local DESTDIR=
+#   make install    PREFIX=/usr/local DESTDIR= SYSCONFDIR=/etc/tern
 #   SAN=1           build with ASan+UBSan (objects in build/san/)
 #   CC=clang        any C11 compiler with gcc-compatible flags
 
 CC      ?= cc
 PREFIX  ?= /usr/local
+SYSCONFDIR ?= /etc/tern
 DESTDIR ?=
 PYTHON  ?= /usr/bin/python3
 SAN     ?= 0
@@ -127,10 +128,16 @@ unit: $(UNIT_BIN)
 integration: all $(TOOL_BIN)
 	TERN_BUILD=$(CURDIR)/$(BUILD) $(PYTHON) -m pytest -q tests/integration
 
+# Programs into $(PREFIX)/sbin, samples and docs under $(PREFIX)/share;
+# the sample tern.conf goes to $(SYSCONFDIR) only if there is none: an
+# install never overwrites an admin's configuration.
 install: all
-	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/share/tern/conf
+	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/share/tern/conf \
+		$(DESTDIR)$(PREFIX)/share/doc/tern $(DESTDIR)$(SYSCONFDIR)
 	for p in $(PROGRAMS); do install -m 755 $$p $(DESTDIR)$(PREFIX)/sbin/; done
 	install -m 644 conf/* $(DESTDIR)$(PREFIX)/share/tern/conf/
+	install -m 644 README.md docs/*.md $(DESTDIR)$(PREFIX)/share/doc/tern/
+	[ -e $(DESTDIR)$(SYSCONFDIR)/tern.conf ] || install -m 644 conf/tern.conf $(DESTDIR)$(SYSCONFDIR)/tern.conf
 
 format:
 	clang-format -i shared/*.[ch] mta/*/*.[ch] tests/unit/*.[ch]
