@@ -100,6 +100,7 @@ struct table *table_open(const char *spec, struct buf *err)
 		return NULL;
 	}
 	t = xcalloc(1, sizeof(*t));
+	pthread_mutex_init(&t->lock, NULL);
 	t->ops = ops;
 	t->spec = xstrdup(spec);
 	t->type = type;
@@ -122,18 +123,33 @@ struct table *table_open(const char *spec, struct buf *err)
 
 int table_lookup(struct table *t, const char *key, struct buf *value, struct buf *err)
 {
-	buf_reset(value);
-	if (t->ops->flags & TABLE_OPS_NOFOLD)
-		return t->ops->lookup(t, key, value, err);
-	/* Postfix folds keys to lower case for all but regexp-style tables. */
 	struct buf folded = BUF_INIT;
-	casefold(&folded, key, strlen(key));
-	int rc = t->ops->lookup(t, buf_str(&folded), value, err);
+	int rc;
+
+	buf_reset(value);
+	/* Postfix folds keys to lower case for all but regexp-style tables. */
+	if (!(t->ops->flags & TABLE_OPS_NOFOLD)) {
+		casefold(&folded, key, strlen(key));
+		key = buf_str(&folded);
+	}
+	pthread_mutex_lock(&t->lock);
+	rc = t->ops->lookup(t, key, value, err);
+	pthread_mutex_unlock(&t->lock);
 	buf_free(&folded);
 	return rc;
 }
 
+static int table_reload_locked(struct table *t, int force, struct buf *err);
+
 int table_reload(struct table *t, int force, struct buf *err)
+{
+	pthread_mutex_lock(&t->lock);
+	int rc = table_reload_locked(t, force, err);
+	pthread_mutex_unlock(&t->lock);
+	return rc;
+}
+
+static int table_reload_locked(struct table *t, int force, struct buf *err)
 {
 	struct stat st;
 	if (!force) {
@@ -173,6 +189,7 @@ void table_close(struct table *t)
 	free(t->type);
 	free(t->name);
 	free(t->path);
+	pthread_mutex_destroy(&t->lock);
 	free(t);
 }
 

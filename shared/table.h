@@ -13,6 +13,9 @@
  * backends get their source as logical lines (lines.h) whether it is a
  * file or an inline "type:{ {rule}, {rule} }" list.
  *
+ * Tables may be shared between threads: table_lookup() and table_reload()
+ * take the table's mutex.
+ *
  * Pitfall: lookups return TABLE_ERROR for a failed external lookup
  * (socketmap/sqlite down): callers must treat that as a temporary
  * failure, never as "not found".
@@ -23,6 +26,7 @@
 #include "buf.h"
 #include "lines.h"
 
+#include <pthread.h>
 #include <sys/types.h>
 #include <time.h>
 
@@ -61,6 +65,9 @@ struct table {
 	long mtime_ns;
 	ino_t ino;
 	void *priv;     /* backend state */
+	pthread_mutex_t lock; /* lookups and reloads are serialised: several
+			       * backends keep per-lookup state (cdb position,
+			       * socketmap connection) */
 };
 
 struct table *table_open(const char *spec, struct buf *err);
