@@ -1,21 +1,11 @@
 /* test_table.c - texthash, cdb/hash, cidr, inline and static tables:
  * each with good and malformed input, checked against what "postmap -q"
  * answers for the same source (Postfix 3.7), plus reload on change. */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-
-#include <cmocka.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <sys/stat.h>
 #include <sys/time.h>
-#include <unistd.h>
 
-#include "table.h"
 #include "table_source.h"
+#include "table_test.h"
 
 static char tmpdir[] = "/tmp/test_table.XXXXXX";
 
@@ -26,13 +16,11 @@ static char *path_of(const char *name)
 	return buf_detach(&p);
 }
 
-static char *write_file(const char *name, const char *text)
+/* Write file name in tmpdir; returns its path. */
+static char *write_tmp(const char *name, const char *text)
 {
 	char *path = path_of(name);
-	FILE *fp = fopen(path, "w");
-	assert_non_null(fp);
-	fputs(text, fp);
-	fclose(fp);
+	write_file(path, text);
 	return path;
 }
 
@@ -68,16 +56,6 @@ static char *q(struct table *t, const char *key)
 		assert_string_equal(got_, want);                                                   \
 		free(got_);                                                                        \
 	} while (0)
-
-static struct table *open_ok(const char *spec)
-{
-	struct buf err = BUF_INIT;
-	struct table *t = table_open(spec, &err);
-	if (t == NULL)
-		fail_msg("table_open(%s): %s", spec, buf_str(&err));
-	buf_free(&err);
-	return t;
-}
 
 /* table_open must fail with an error containing want. */
 static void open_fails(const char *spec, const char *want)
@@ -124,7 +102,7 @@ static void check_source_answers(struct table *t)
 
 static void test_texthash(void **state)
 {
-	char *path = write_file("th", source_text);
+	char *path = write_tmp("th", source_text);
 	struct table *t = open_ok(spec_of("texthash", path));
 	check_source_answers(t);
 	table_close(t);
@@ -166,12 +144,12 @@ static void test_texthash_overlong_and_reload(void **state)
 	for (int i = 0; i < TABLE_SOURCE_KEY_MAX + 10; i++)
 		buf_putc(&text, 'x');
 	buf_puts(&text, " long\nshort v1\n");
-	char *path = write_file("reload", text.data);
+	char *path = write_tmp("reload", text.data);
 	struct table *t = open_ok(spec_of("texthash", path));
 	ASSERT_Q(t, "short", "=v1");
 	assert_int_equal(t->priv != NULL, 1);
 	assert_int_equal(table_reload(t, 0, &err), 0); /* unchanged */
-	free(write_file("reload", "short v2\nnew entry\n"));
+	free(write_tmp("reload", "short v2\nnew entry\n"));
 	touch_later(path, 5);
 	assert_int_equal(table_reload(t, 0, &err), 1);
 	ASSERT_Q(t, "short", "=v2");
@@ -191,7 +169,7 @@ static void test_texthash_overlong_and_reload(void **state)
 static void test_cdb(void **state)
 {
 	struct buf err = BUF_INIT;
-	char *path = write_file("cdbsrc", source_text);
+	char *path = write_tmp("cdbsrc", source_text);
 	char *cdb = path_of("cdbsrc.cdb");
 	struct stat st;
 
@@ -206,7 +184,7 @@ static void test_cdb(void **state)
 	table_close(h);
 
 	/* Rebuild: the rename gives a new inode, so the reload sees it. */
-	free(write_file("cdbsrc", "foo rebuilt\n"));
+	free(write_tmp("cdbsrc", "foo rebuilt\n"));
 	assert_int_equal(table_reload(t, 0, &err), 0); /* source edit alone: no */
 	assert_int_equal(table_cdb_build(path, &err), 0);
 	assert_int_equal(table_reload(t, 0, &err), 1);
@@ -218,7 +196,7 @@ static void test_cdb(void **state)
 	buf_reset(&err);
 	assert_int_equal(table_cdb_build("/nonexistent/src", &err), -1);
 	assert_non_null(strstr(err.data, "/nonexistent/src"));
-	free(write_file("bad.cdb", "not a cdb"));
+	free(write_tmp("bad.cdb", "not a cdb"));
 	char *bad = path_of("bad");
 	open_fails(spec_of("cdb", bad), "not a valid cdb file");
 	open_fails("cdb:{ {a b} }", "must be a file");
@@ -230,23 +208,23 @@ static void test_cdb(void **state)
 
 static void test_cidr(void **state)
 {
-	char *path = write_file("cidr", "1.2.3.0/24 net24\n"
-					"1.2.3.4/24 hostbits\n"
-					"[10.0.0.0]/8 br8\n"
-					"[10.1.0.0/16] br16\n"
-					"::ffff:0:0/96 mapped\n"
-					"2001:DB8::/32 v6\n"
-					"2001:db8::1/32 v6hostbits\n"
-					"!192.168.0.0/16 notpriv\n"
-					"1.2.3.300 bad\n"
-					"1.2.3.4/33 badlen\n"
-					"nocidr\n"
-					"5.5.5.5\n"
-					"if 172.16.0.0/12\n"
-					"172.16.1.0/24 inner   value  \n"
-					"endif\n"
-					"endif\n"
-					"endif garbage\n");
+	char *path = write_tmp("cidr", "1.2.3.0/24 net24\n"
+				       "1.2.3.4/24 hostbits\n"
+				       "[10.0.0.0]/8 br8\n"
+				       "[10.1.0.0/16] br16\n"
+				       "::ffff:0:0/96 mapped\n"
+				       "2001:DB8::/32 v6\n"
+				       "2001:db8::1/32 v6hostbits\n"
+				       "!192.168.0.0/16 notpriv\n"
+				       "1.2.3.300 bad\n"
+				       "1.2.3.4/33 badlen\n"
+				       "nocidr\n"
+				       "5.5.5.5\n"
+				       "if 172.16.0.0/12\n"
+				       "172.16.1.0/24 inner   value  \n"
+				       "endif\n"
+				       "endif\n"
+				       "endif garbage\n");
 	struct table *t = open_ok(spec_of("cidr", path));
 	assert_int_equal(table_is_pattern(t), 1);
 	ASSERT_Q(t, "1.2.3.4", "=net24");
@@ -266,18 +244,18 @@ static void test_cidr(void **state)
 	free(path);
 
 	/* Nested and negated if; an unclosed IF keeps its block conditional. */
-	path = write_file("cidrif", "if 10.0.0.0/8\n"
-				    "if !10.1.0.0/16\n"
-				    "10.2.0.0/16 a\n"
-				    "endif\n"
-				    "10.0.0.0/8 b\n"
-				    "endif\n"
-				    "IF ! 9.0.0.0/8\n"
-				    "0.0.0.0/0 not-nine\n"
-				    "[::1]/128 l\n"
-				    " continued\n"
-				    "if 1.0.0.0/8 junk\n"
-				    "0.0.0.0/0 never\n");
+	path = write_tmp("cidrif", "if 10.0.0.0/8\n"
+				   "if !10.1.0.0/16\n"
+				   "10.2.0.0/16 a\n"
+				   "endif\n"
+				   "10.0.0.0/8 b\n"
+				   "endif\n"
+				   "IF ! 9.0.0.0/8\n"
+				   "0.0.0.0/0 not-nine\n"
+				   "[::1]/128 l\n"
+				   " continued\n"
+				   "if 1.0.0.0/8 junk\n"
+				   "0.0.0.0/0 never\n");
 	t = open_ok(spec_of("cidr", path));
 	ASSERT_Q(t, "10.2.0.1", "=a");
 	ASSERT_Q(t, "10.1.0.1", "=b");

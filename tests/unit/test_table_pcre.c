@@ -2,112 +2,9 @@
  * Expected results are what Postfix 3.7's "postmap -q KEY pcre:FILE"
  * prints for the same file, including its warnings for broken rules,
  * which skip the rule but keep the rest of the table. */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
+#include "table_test.h"
 
-#include <cmocka.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <unistd.h>
-
-#include "log.h"
-#include "table.h"
-
-static char table_path[] = "/tmp/test_table_pcre.XXXXXX";
-static char log_path[] = "/tmp/test_table_pcre_log.XXXXXX";
-
-static void write_file(const char *path, const char *text)
-{
-	FILE *fp = fopen(path, "w");
-	assert_non_null(fp);
-	fputs(text, fp);
-	fclose(fp);
-}
-
-/* The warnings logged since the last call. */
-static char *take_log(void)
-{
-	struct buf b = BUF_INIT;
-	char chunk[512];
-	size_t n;
-	FILE *fp = fopen(log_path, "r");
-
-	assert_non_null(fp);
-	while ((n = fread(chunk, 1, sizeof(chunk), fp)) > 0)
-		buf_append(&b, chunk, n);
-	fclose(fp);
-	assert_int_equal(truncate(log_path, 0), 0);
-	buf_puts(&b, "");
-	return buf_detach(&b);
-}
-
-/* Look key up in a table made of text: the value, "NOTFOUND" or "ERROR". */
-static char *query(const char *text, const char *key)
-{
-	struct buf err = BUF_INIT, value = BUF_INIT, spec = BUF_INIT;
-	struct table *t;
-	char *out;
-
-	write_file(table_path, text);
-	buf_printf(&spec, "pcre:%s", table_path);
-	t = table_open(buf_str(&spec), &err);
-	if (t == NULL)
-		fail_msg("open: %s", buf_str(&err));
-	switch (table_lookup(t, key, &value, &err)) {
-	case TABLE_FOUND:
-		out = buf_detach(&value);
-		break;
-	case TABLE_NOTFOUND:
-		out = xstrdup("NOTFOUND");
-		break;
-	default:
-		out = xstrdup("ERROR");
-	}
-	table_close(t);
-	buf_free(&err);
-	buf_free(&value);
-	buf_free(&spec);
-	return out;
-}
-
-#define assert_query(text, key, want)                                                          \
-	do {                                                                                   \
-		char *got_ = query(text, key);                                                 \
-		if (strcmp(got_, want) != 0)                                                   \
-			fail_msg("%s with key \"%s\": got \"%s\", want \"%s\"", #text, key,    \
-				 got_, want);                                                  \
-		free(got_);                                                                    \
-	} while (0)
-
-#define assert_logged(needle)                                                                  \
-	do {                                                                                   \
-		char *log_ = take_log();                                                       \
-		if (strstr(log_, needle) == NULL)                                              \
-			fail_msg("log lacks \"%s\": %s", needle, log_);                        \
-		free(log_);                                                                    \
-	} while (0)
-
-static int setup(void **state)
-{
-	int fd = mkstemp(table_path);
-	close(fd);
-	fd = mkstemp(log_path);
-	close(fd);
-	log_open("test");
-	log_to_file(log_path);
-	return 0;
-}
-
-static int teardown(void **state)
-{
-	log_to_stderr();
-	unlink(table_path);
-	unlink(log_path);
-	return 0;
-}
+#define assert_query(text, key, want) assert_answer(query_file("pcre", text, key), text, key, want)
 
 static void test_pcre_substitution(void **state)
 {
@@ -186,42 +83,30 @@ static void test_pcre_bad_rules(void **state)
 		const char *rule;
 		const char *warning;
 	} bad[] = {
-		{"/a(/ x", "line 1: error in regex at offset 2: missing closing parenthesis"},
-		{"/(a)/ x$9", "line 1: out of range replacement index \"9\": skipping this rule"},
-		{"!/(a)/ x$1", "$number found in negative match replacement text: skipping"},
-		{"/a/q x", "unknown regexp option \"q\": skipping this rule"},
-		{"/a x", "no closing regexp delimiter \"/\""},
-		{"/a\\/ x", "no closing regexp delimiter \"/\""},
-		{"a/ x", "ignoring unrecognized request"},
-		{"ifx /a/ x", "ignoring unrecognized request"},
-		{"if", "no regexp: skipping this rule"},
-		{"/(a)/ $0", "out of range replacement index \"0\""},
-		{"/(a)/ ${ab}", "non-numeric replacement index \"ab\""},
-		{"/(a)/ $1a", "non-numeric replacement index \"1a\""},
-		{"/(a)/ ${1", "truncated macro reference"},
-		{"/(a)/ $(1}", "truncated macro reference"},
-		{"/(a)/ x$", "empty macro name"},
-		{"/(a)/ x$ y", "empty macro name"},
-		{"/(a)/ $99999999999999999999", "out of range replacement index"},
-		{" /a/ lead", "line 1: logical line must not start with whitespace"},
+	    {"/a(/ x", "line 1: error in regex at offset 2: missing closing parenthesis"},
+	    {"/(a)/ x$9", "line 1: out of range replacement index \"9\": skipping this rule"},
+	    {"!/(a)/ x$1", "$number found in negative match replacement text: skipping"},
+	    {"/a/q x", "unknown regexp option \"q\": skipping this rule"},
+	    {"/a x", "no closing regexp delimiter \"/\""},
+	    {"/a\\/ x", "no closing regexp delimiter \"/\""},
+	    {"a/ x", "ignoring unrecognized request"},
+	    {"ifx /a/ x", "ignoring unrecognized request"},
+	    {"if", "no regexp: skipping this rule"},
+	    {"/(a)/ $0", "out of range replacement index \"0\""},
+	    {"/(a)/ ${ab}", "non-numeric replacement index \"ab\""},
+	    {"/(a)/ $1a", "non-numeric replacement index \"1a\""},
+	    {"/(a)/ ${1", "truncated macro reference"},
+	    {"/(a)/ $(1}", "truncated macro reference"},
+	    {"/(a)/ x$", "empty macro name"},
+	    {"/(a)/ x$ y", "empty macro name"},
+	    {"/(a)/ $99999999999999999999", "out of range replacement index"},
+	    {" /a/ lead", "line 1: logical line must not start with whitespace"},
 	};
-	struct buf text = BUF_INIT;
-
-	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-		buf_reset(&text);
-		buf_printf(&text, "%s\n/a|b/ fallback\n", bad[i].rule);
-		char *got = query(buf_str(&text), "a");
-		char *log = take_log();
-		if (strcmp(got, "fallback") != 0 || strstr(log, bad[i].warning) == NULL ||
-		    (strstr(log, "pcre map ") == NULL && bad[i].rule[0] != ' '))
-			fail_msg("rule \"%s\": got \"%s\", log \"%s\"", bad[i].rule, got, log);
-		free(got);
-		free(log);
-	}
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		assert_bad_rule("pcre", bad[i].rule, bad[i].warning, bad[i].rule[0] != ' ');
 	/* No result: Postfix uses the empty string (and says so). */
 	assert_query("/a/\n", "a", "");
 	assert_logged("no replacement text: using empty string");
-	buf_free(&text);
 }
 
 static void test_pcre_inline(void **state)
@@ -268,10 +153,10 @@ static void test_pcre_reload(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_pcre_substitution), cmocka_unit_test(test_pcre_flags),
-		cmocka_unit_test(test_pcre_delimiters),	  cmocka_unit_test(test_pcre_if_endif),
-		cmocka_unit_test(test_pcre_bad_rules),	  cmocka_unit_test(test_pcre_inline),
-		cmocka_unit_test(test_pcre_reload),
+	    cmocka_unit_test(test_pcre_substitution), cmocka_unit_test(test_pcre_flags),
+	    cmocka_unit_test(test_pcre_delimiters),   cmocka_unit_test(test_pcre_if_endif),
+	    cmocka_unit_test(test_pcre_bad_rules),    cmocka_unit_test(test_pcre_inline),
+	    cmocka_unit_test(test_pcre_reload),
 	};
-	return cmocka_run_group_tests(tests, setup, teardown);
+	return cmocka_run_group_tests(tests, table_test_setup, table_test_teardown);
 }
