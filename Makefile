@@ -72,6 +72,13 @@ $(BUILD)/bin/$(notdir $(patsubst %/,%,$(1))): $(patsubst %.c,$(BUILD)/%.o,$(wild
 endef
 $(foreach d,$(PROG_DIRS),$(eval $(call program_rule,$(d))))
 
+# ternd's own modules are unit-tested too: test_ternd_<x>.c links every
+# ternd object but main.o.
+TERND_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(filter-out mta/ternd/main.c,$(wildcard mta/ternd/*.c)))
+$(BUILD)/tests/test_ternd_%: $(BUILD)/tests/unit/test_ternd_%.o $(TERND_OBJ) $(LIBTERN)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $< $(TERND_OBJ) $(LIBTERN) $(LDLIBS) -lcmocka
+
 $(BUILD)/tests/test_%: $(BUILD)/tests/unit/test_%.o $(LIBTERN)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $< $(LIBTERN) $(LDLIBS) -lcmocka
