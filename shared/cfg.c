@@ -1,10 +1,13 @@
 /* cfg.c - configuration store, parser, typed getters (see cfg.h).
  *
  * Settings are kept raw in file order (one entry per name: a later line
- * replaces the value and location, "last setting wins"); defaults come
- * from the caller's registry. Expansion (cfg_expand.c) happens on every
- * get, so listener overrides are seen by $references too. Validation
- * runs over file settings first, so errors point at the file's line.
+ * replaces the value and location, "last setting wins"), indexed by a
+ * hash of their names; defaults come from the caller's registry.
+ * Expansion (cfg_expand.c) happens on every get, so listener overrides
+ * are seen by $references too. Validation runs over file settings first,
+ * so errors point at the file's line. Dynamic defaults and the set of
+ * restriction classes are recomputed once after a file is parsed (and
+ * after each cfg_set()), not per line, so loading stays linear.
  */
 #include "cfg.h"
 #include "cfg_impl.h"
@@ -12,13 +15,11 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-/* A logical line longer than this is refused: no sane setting needs it. */
-#define CFG_VALUE_MAX (1024 * 1024)
 
 /* Pseudo registry entries for names that are not registered one by one. */
 static const struct cfg_param cfg_listen_param = {
@@ -26,10 +27,29 @@ static const struct cfg_param cfg_listen_param = {
 static const struct cfg_param cfg_class_param = {
     "restriction class", CFG_LIST, "", "smtpd restriction class", 0, 0, NULL, 0, NULL};
 
+/* Postfix's raw parameters (values that postconf and the daemons do not
+ * $-expand when loading main.cf). Sorted: cfg_param_raw() bsearches. */
+static const char *const cfg_raw_names[] = {
+    "command_execution_directory",
+    "default_rbl_reply",
+    "forward_path",
+    "luser_relay",
+    "mailbox_command",
+    "postscreen_expansion_filter",
+    "postscreen_reject_footer",
+    "smtpd_expansion_filter",
+    "smtpd_reject_footer",
+};
+
 static int cfg_param_cmp(const void *a, const void *b)
 {
 	const struct cfg_param *const *pa = a, *const *pb = b;
 	return strcmp((*pa)->name, (*pb)->name);
+}
+
+static int cfg_str_cmp(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
 struct cfg *cfg_new(const struct cfg_param *registry)
@@ -45,7 +65,7 @@ struct cfg *cfg_new(const struct cfg_param *registry)
 		c->sorted[i] = &registry[i];
 	qsort(c->sorted, c->nreg, sizeof(*c->sorted), cfg_param_cmp);
 	c->dir = xstrdup(".");
-	cfg_dyn_update(c);
+	cfg_refresh(c);
 	return c;
 }
 
@@ -63,6 +83,8 @@ void cfg_free(struct cfg *c)
 	for (size_t i = 0; i < c->nwarn; i++)
 		free(c->warn[i]);
 	free(c->set);
+	free(c->index);
+	cfg_list_free(&c->classes);
 	free(c->dyn);
 	free(c->sorted);
 	free(c->warn);
@@ -71,9 +93,26 @@ void cfg_free(struct cfg *c)
 	free(c);
 }
 
+/* The words of smtpd_restriction_classes, sorted for bsearch (Postfix
+ * lets each class be a parameter of its own). Empty when the registry
+ * has no such parameter or its value does not expand; cfg_validate()
+ * reports the latter. */
+static void cfg_classes_update(struct cfg *c)
+{
+	struct buf v = BUF_INIT, err = BUF_INIT;
+
+	cfg_list_free(&c->classes);
+	if (cfg_param_find(c, "smtpd_restriction_classes") != NULL &&
+	    cfg_get_str(c, NULL, "smtpd_restriction_classes", &v, &err) == 0 &&
+	    cfg_list_split(buf_str(&v), &c->classes, &err) == 0)
+		qsort(c->classes.items, c->classes.count, sizeof(*c->classes.items), cfg_str_cmp);
+	buf_free(&v);
+	buf_free(&err);
+}
+
 /* Recompute dynamic defaults in registry order, so a later one (mydomain)
- * can use an earlier one (myhostname). */
-void cfg_dyn_update(struct cfg *c)
+ * can use an earlier one (myhostname), then the restriction classes. */
+void cfg_refresh(struct cfg *c)
 {
 	struct buf out = BUF_INIT;
 
@@ -92,6 +131,7 @@ void cfg_dyn_update(struct cfg *c)
 		c->dyn[i] = xstrdup(buf_str(&out));
 	}
 	buf_free(&out);
+	cfg_classes_update(c);
 }
 
 const struct cfg_param *cfg_param_find(const struct cfg *c, const char *name)
@@ -115,15 +155,48 @@ const char *cfg_param_default(const struct cfg *c, const struct cfg_param *p)
 	return p->def ? p->def : "";
 }
 
-struct cfg_setting *cfg_setting_find(const struct cfg *c, const char *name)
+/* FNV-1a. */
+static size_t cfg_hash(const char *s)
 {
-	for (size_t i = 0; i < c->nset; i++)
-		if (strcmp(c->set[i].name, name) == 0)
-			return &c->set[i];
-	return NULL;
+	uint64_t h = 14695981039346656037ULL;
+
+	for (; *s; s++)
+		h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+	return (size_t)h;
 }
 
-void cfg_set(struct cfg *c, const char *name, const char *value, const char *file, int line)
+/* The index slot holding name, or the free slot where it belongs. */
+static size_t *cfg_index_slot(const struct cfg *c, const char *name)
+{
+	size_t mask = c->capindex - 1, i = cfg_hash(name) & mask;
+
+	while (c->index[i] && strcmp(c->set[c->index[i] - 1].name, name) != 0)
+		i = (i + 1) & mask;
+	return &c->index[i];
+}
+
+static void cfg_index_grow(struct cfg *c)
+{
+	free(c->index);
+	c->capindex = c->capindex ? 2 * c->capindex : 64;
+	c->index = xcalloc(c->capindex, sizeof(*c->index));
+	for (size_t i = 0; i < c->nset; i++)
+		*cfg_index_slot(c, c->set[i].name) = i + 1;
+}
+
+struct cfg_setting *cfg_setting_find(const struct cfg *c, const char *name)
+{
+	size_t slot;
+
+	if (c->capindex == 0)
+		return NULL;
+	slot = *cfg_index_slot(c, name);
+	return slot ? &c->set[slot - 1] : NULL;
+}
+
+/* Store one setting; the caller runs cfg_refresh() when done. */
+static void cfg_store(struct cfg *c, const char *name, const char *value, const char *file,
+		      int line)
 {
 	struct cfg_setting *s = cfg_setting_find(c, name);
 
@@ -132,8 +205,11 @@ void cfg_set(struct cfg *c, const char *name, const char *value, const char *fil
 			c->capset = c->capset ? 2 * c->capset : 32;
 			c->set = xrealloc(c->set, c->capset * sizeof(*c->set));
 		}
+		if (2 * (c->nset + 1) > c->capindex)
+			cfg_index_grow(c);
 		s = &c->set[c->nset++];
 		s->name = xstrdup(name);
+		*cfg_index_slot(c, name) = c->nset;
 	} else {
 		free(s->value);
 		free(s->file);
@@ -141,7 +217,12 @@ void cfg_set(struct cfg *c, const char *name, const char *value, const char *fil
 	s->value = xstrdup(value);
 	s->file = file ? xstrdup(file) : NULL;
 	s->line = line;
-	cfg_dyn_update(c);
+}
+
+void cfg_set(struct cfg *c, const char *name, const char *value, const char *file, int line)
+{
+	cfg_store(c, name, value, file, line);
+	cfg_refresh(c);
 }
 
 void cfg_warn(struct cfg *c, const char *fmt, ...)
@@ -152,7 +233,10 @@ void cfg_warn(struct cfg *c, const char *fmt, ...)
 	va_start(ap, fmt);
 	buf_vprintf(&b, fmt, ap);
 	va_end(ap);
-	c->warn = xrealloc(c->warn, (c->nwarn + 1) * sizeof(*c->warn));
+	if (c->nwarn == c->capwarn) {
+		c->capwarn = c->capwarn ? 2 * c->capwarn : 16;
+		c->warn = xrealloc(c->warn, c->capwarn * sizeof(*c->warn));
+	}
 	c->warn[c->nwarn++] = buf_detach(&b);
 }
 
@@ -221,25 +305,11 @@ static int cfg_listener_declared(const struct cfg *c, const char *l, size_t len)
 	return ok;
 }
 
-/* Is name one of the words in smtpd_restriction_classes (Postfix lets
- * each class be a parameter of its own)? */
+/* Is name one of the words in smtpd_restriction_classes? */
 static int cfg_is_class(const struct cfg *c, const char *name)
 {
-	struct cfg_list l = {0};
-	struct buf v = BUF_INIT, err = BUF_INIT;
-	int hit = 0;
-
-	if (cfg_param_find(c, "smtpd_restriction_classes") == NULL)
-		return 0;
-	if (cfg_get_str(c, NULL, "smtpd_restriction_classes", &v, &err) == 0 &&
-	    cfg_list_split(buf_str(&v), &l, &err) == 0) {
-		for (size_t i = 0; i < l.count && !hit; i++)
-			hit = strcmp(l.items[i], name) == 0;
-	}
-	cfg_list_free(&l);
-	buf_free(&v);
-	buf_free(&err);
-	return hit;
+	return c->classes.count && bsearch(&name, c->classes.items, c->classes.count,
+					   sizeof(*c->classes.items), cfg_str_cmp) != NULL;
 }
 
 /* The registry entry that types name, or NULL for an unknown name. */
@@ -270,6 +340,19 @@ int cfg_name_known(const struct cfg *c, const char *name)
 int cfg_is_set(const struct cfg *c, const char *name)
 {
 	return cfg_setting_find(c, name) != NULL;
+}
+
+int cfg_param_raw(const struct cfg_param *p)
+{
+	const char *name = p ? p->name : NULL;
+
+	return name && bsearch(&name, cfg_raw_names, sizeof(cfg_raw_names) / sizeof(*cfg_raw_names),
+			       sizeof(*cfg_raw_names), cfg_str_cmp) != NULL;
+}
+
+int cfg_is_raw(const struct cfg *c, const char *name)
+{
+	return cfg_param_raw(cfg_param_for(c, name));
 }
 
 const char *cfg_get_raw(const struct cfg *c, const char *listener, const char *name)
@@ -320,7 +403,7 @@ static int cfg_parse_line(struct cfg *c, const char *file, int line, char *text,
 	end = cp + strlen(cp);
 	while (end > cp && isspace((unsigned char)end[-1]))
 		*--end = 0;
-	cfg_set(c, name, cp, file, line);
+	cfg_store(c, name, cp, file, line);
 	return 0;
 }
 
@@ -329,24 +412,23 @@ static int cfg_parse_lines(struct cfg *c, struct lines *lr, struct buf *err)
 	struct buf line = BUF_INIT;
 	int rc;
 
+	/* lines_next() refuses over-long logical lines (LINES_MAX_LEN). */
 	while ((rc = lines_next(lr, &line, err)) > 0) {
-		if (line.len > CFG_VALUE_MAX) {
-			buf_printf(err, "%s, line %d: logical line longer than %d bytes", lr->path,
-				   lr->lineno, CFG_VALUE_MAX);
-			rc = -1;
-			break;
-		}
 		/* Postfix's readllines() ignores text before the first
-		 * logical line that starts with white space; so do we. */
+		 * logical line that starts with white space; so do we, with
+		 * its warning (the line's first 30 bytes). */
 		if (isspace((unsigned char)line.data[0])) {
-			cfg_warn(c, "%s, line %d: logical line must not start with white space",
-				 lr->path, lr->lineno);
+			cfg_warn(c,
+				 "%s, line %d: logical line must not start with whitespace: "
+				 "\"%.30s%s\"",
+				 lr->path, lr->lineno, line.data, line.len > 30 ? "..." : "");
 			continue;
 		}
 		if ((rc = cfg_parse_line(c, lr->path, lr->lineno, line.data, err)) < 0)
 			break;
 	}
 	buf_free(&line);
+	cfg_refresh(c);
 	return rc < 0 ? -1 : 0;
 }
 
@@ -361,37 +443,89 @@ int cfg_parse_string(struct cfg *c, const char *name, const char *text, struct b
 	return rc;
 }
 
-/* Does value mention $name, ${name...} or $(name...)? Then a user-defined
- * name is in use and not worth a warning (as postconf). */
-static int cfg_value_refers(const char *value, const char *name)
+static int cfg_name_char(int ch)
 {
-	size_t n = strlen(name);
+	return isalnum((unsigned char)ch) || ch == '_';
+}
 
-	for (const char *cp = strchr(value, '$'); cp; cp = strchr(cp + 1, '$')) {
-		const char *r = cp + 1;
+/* Call fn for each name that value refers to: $name, ${name...} and
+ * $(name...), also inside conditional operands; "$$" is no reference.
+ * The name is NUL-terminated in a scratch buffer. */
+static void cfg_refs(const char *value, void (*fn)(void *, const char *), void *arg)
+{
+	struct buf name = BUF_INIT;
+
+	for (const char *cp = value; *cp;) {
+		if (*cp++ != '$')
+			continue;
+		if (*cp == '$') {
+			cp++;
+			continue;
+		}
+		const char *r = cp;
 		if (*r == '{' || *r == '(')
-			r++;
-		if (strncmp(r, name, n) == 0 && !isalnum((unsigned char)r[n]) && r[n] != '_')
-			return 1;
+			for (r++; isspace((unsigned char)*r); r++)
+				;
+		const char *e = r;
+		while (cfg_name_char(*e))
+			e++;
+		if (e > r) {
+			buf_set(&name, "");
+			buf_append(&name, r, (size_t)(e - r));
+			fn(arg, buf_str(&name));
+		}
+		cp = e > r ? e : r; /* the rest of ${...} may hold more $refs */
 	}
-	return 0;
+	buf_free(&name);
 }
 
-static int cfg_name_referenced(const struct cfg *c, const char *name)
+static void cfg_ref_collect(void *arg, const char *name)
 {
-	for (size_t i = 0; i < c->nset; i++)
-		if (cfg_value_refers(c->set[i].value, name))
-			return 1;
-	return 0;
+	struct cfg_list *l = arg;
+
+	l->items = xrealloc(l->items, (l->count + 2) * sizeof(*l->items));
+	l->items[l->count++] = xstrdup(name);
+	l->items[l->count] = NULL;
 }
 
-/* Warn about names that nothing will read, with file and line. */
-static void cfg_warn_unknown(struct cfg *c)
+struct cfg_ref_ctx {
+	struct cfg *c;
+	const struct cfg_setting *s;
+};
+
+/* As postconf: a reference to a name neither registered nor set. */
+static void cfg_ref_check(void *arg, const char *name)
 {
+	struct cfg_ref_ctx *x = arg;
+
+	if (cfg_get_raw(x->c, NULL, name) == NULL)
+		cfg_warn(x->c, "%s, line %d: undefined parameter: %s",
+			 x->s->file ? x->s->file : "command line", x->s->line, name);
+}
+
+/* Warn, with file and line, about $references to undefined names, then
+ * about names that nothing will read. Raw values are not scanned, as
+ * postconf: their $names are not parameters. */
+static void cfg_warn_names(struct cfg *c)
+{
+	struct cfg_list refs = {0};
+
+	for (size_t i = 0; i < c->nset; i++) {
+		struct cfg_ref_ctx x = {c, &c->set[i]};
+		if (cfg_is_raw(c, c->set[i].name))
+			continue;
+		cfg_refs(c->set[i].value, cfg_ref_check, &x);
+		cfg_refs(c->set[i].value, cfg_ref_collect, &refs);
+	}
+	if (refs.count)
+		qsort(refs.items, refs.count, sizeof(*refs.items), cfg_str_cmp);
 	for (size_t i = 0; i < c->nset; i++) {
 		const struct cfg_setting *s = &c->set[i];
-		const char *dot = strchr(s->name, '.');
-		if (cfg_name_known(c, s->name) || (!dot && cfg_name_referenced(c, s->name)))
+		const char *dot = strchr(s->name, '.'), *name = s->name;
+		/* A user-defined name that a value refers to is in use. */
+		if (cfg_name_known(c, s->name) ||
+		    (!dot && refs.count &&
+		     bsearch(&name, refs.items, refs.count, sizeof(*refs.items), cfg_str_cmp)))
 			continue;
 		if (dot && !cfg_listener_declared(c, s->name, (size_t)(dot - s->name)))
 			cfg_warn(c,
@@ -400,9 +534,10 @@ static void cfg_warn_unknown(struct cfg *c)
 				 s->file ? s->file : "command line", s->line, s->name,
 				 (int)(dot - s->name), s->name);
 		else
-			cfg_warn(c, "%s, line %d: unknown parameter: %s=%s",
+			cfg_warn(c, "%s, line %d: unused parameter: %s=%s",
 				 s->file ? s->file : "command line", s->line, s->name, s->value);
 	}
+	cfg_list_free(&refs);
 }
 
 int cfg_load_file(struct cfg *c, const char *path, int missing_ok, struct buf *err)
@@ -425,7 +560,7 @@ int cfg_load_file(struct cfg *c, const char *path, int missing_ok, struct buf *e
 	lines_close(&lr);
 	if (rc < 0)
 		return -1;
-	cfg_warn_unknown(c);
+	cfg_warn_names(c);
 	return cfg_validate(c, err);
 }
 

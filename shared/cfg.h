@@ -13,6 +13,12 @@
  * "NAME.param = value" overrides param for that listener only (master.cf
  * -o style); getters take a listener name (or NULL for the global view).
  *
+ * Raw parameters: Postfix's "raw" parameters (forward_path,
+ * mailbox_command, luser_relay, smtpd_reject_footer, smtpd_expansion_filter
+ * ...; see cfg_is_raw()) are never expanded here: their $names are filled
+ * in at run time by the program that uses them, so getters return them as
+ * written, as postconf does.
+ *
  * Pitfalls: getters return -1 with err set for unknown names and for
  * expansion loops; list items keep their {braces} (cfg_list_unbrace()).
  */
@@ -79,10 +85,14 @@ void cfg_free(struct cfg *c);
 /* Load DIR/tern.conf (cfg_load_dir, name chosen by the caller) or a file.
  * A missing file is not an error when missing_ok. Parses, then validates
  * all values. Returns 0, or -1 with err = "FILE, line N: ...". Warnings
- * (unknown parameters...) are collected, see cfg_warning(). */
+ * are collected, in Postfix's words, see cfg_warning(): "unused parameter:
+ * name=value" (a name nothing reads), "undefined parameter: name" (a
+ * $reference to a name neither registered nor set) and "logical line must
+ * not start with whitespace: "..."", each after "FILE, line N: ". */
 int cfg_load_dir(struct cfg *c, const char *dir, const char *file, int missing_ok, struct buf *err);
 int cfg_load_file(struct cfg *c, const char *path, int missing_ok, struct buf *err);
-/* Parse text as if it were the file "name"; no validation (cfg_validate). */
+/* Parse text as if it were the file "name"; no validation (cfg_validate),
+ * no unused/undefined parameter warnings. */
 int cfg_parse_string(struct cfg *c, const char *name, const char *text, struct buf *err);
 /* Set one value as if read from file:line (file NULL = command line). */
 void cfg_set(struct cfg *c, const char *name, const char *value, const char *file, int line);
@@ -107,6 +117,9 @@ size_t cfg_param_count(const struct cfg *c);
 int cfg_name_known(const struct cfg *c, const char *name);
 /* Is name set in the file (or by cfg_set)? */
 int cfg_is_set(const struct cfg *c, const char *name);
+/* Is name (or the parameter a listener override "L.name" sets) one of
+ * Postfix's raw parameters, whose value is never $-expanded here? */
+int cfg_is_raw(const struct cfg *c, const char *name);
 
 /* Getters. listener: NULL for global, else that listener's view (its
  * "listener.name" override, else the global value; $refs see overrides
@@ -131,7 +144,9 @@ int cfg_get_list(const struct cfg *c, const char *listener, const char *name, st
 int cfg_get_path(const struct cfg *c, const char *listener, const char *name, struct buf *out,
 		 struct buf *err);
 
-/* Expand text (not a parameter) in the listener's view. */
+/* Expand text (not a parameter) in the listener's view. A '$' followed by
+ * anything but a name character, '{', '(' or '$' (or at the end) is an
+ * error, as Postfix: "empty macro name: "TEXT"". */
 int cfg_expand(const struct cfg *c, const char *listener, const char *text, struct buf *out,
 	       struct buf *err);
 
@@ -162,8 +177,10 @@ const char *cfg_type_name(enum cfg_type t);
 /* Edit the file in place (cfg_edit.c): for each i, replace the logical
  * line setting names[i] (with its continuation lines) by "name = value",
  * or append it; values[i] NULL removes the setting. Comments and other
- * lines are kept. Written to a temporary file in the same directory,
- * fsynced and renamed; the file is created if missing. */
+ * lines are kept, also those between continuation lines (written after
+ * the new "name = value", as postconf -e). Written to a temporary file in
+ * the same directory, fsynced and renamed; the file is created if
+ * missing. */
 int cfg_file_edit(const char *path, char *const *names, char *const *values, size_t n,
 		  struct buf *err);
 

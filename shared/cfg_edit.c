@@ -3,10 +3,13 @@
  * Works on physical lines so comments, blank lines and untouched settings
  * are kept byte for byte. A setting's logical line is its first line plus
  * the continuation lines (leading white space) up to its last non-blank
- * one, skipping comment and blank lines as lines.c does; comment and
- * blank lines after the last continuation line stay where they are. Later duplicates of an edited
- * name are dropped, otherwise "last setting wins" would undo the edit. The new file is written
- * beside the old one, fsynced and renamed over it.
+ * one, skipping comment and blank lines as lines.c does. As postconf -e
+ * and -X, comment and blank lines between the continuation lines are
+ * kept, written after the new "name = value" line (or alone when the
+ * setting is removed); those after the last continuation line stay where
+ * they are. Later duplicates of an edited name are dropped (their
+ * comments kept), otherwise "last setting wins" would undo the edit. The
+ * new file is written beside the old one, fsynced and renamed over it.
  */
 #include "cfg.h"
 
@@ -100,19 +103,28 @@ static void cfg_edit_apply(struct cfg_edit *e, const struct buf *in, struct buf 
 			continue;
 		}
 		/* Extend over continuation lines up to the last content line;
-		 * comment and blank lines in between belong to it too. */
+		 * the comment and blank lines in between are kept. */
+		size_t keep_from = end, keep_to = end;
+		struct buf keep = BUF_INIT;
 		for (next = end; next < in->len;) {
 			size_t n = cfg_edit_linelen(in, next);
 			const char *nl = in->data + next;
 			if (!cfg_edit_skippable(nl, n) && !isspace((unsigned char)nl[0]))
 				break;
+			if (cfg_edit_skippable(nl, n)) {
+				keep_to = next + n;
+			} else {
+				buf_append(&keep, in->data + keep_from, keep_to - keep_from);
+				keep_from = keep_to = end = next + n;
+			}
 			next += n;
-			if (!cfg_edit_skippable(nl, n))
-				end = next;
 		}
 		if (!e->done[m] && e->values[m])
 			buf_printf(out, "%s = %s\n", e->names[m], e->values[m]);
 		e->done[m] = 1;
+		if (keep.len)
+			buf_append(out, keep.data, keep.len);
+		buf_free(&keep);
 		pos = end;
 	}
 	for (size_t i = 0; i < e->n; i++) {
@@ -174,11 +186,11 @@ int cfg_file_edit(const char *path, char *const *names, char *const *values, siz
 	int rc = -1;
 
 	for (size_t i = 0; i < n; i++) {
-		if (names[i][0] == 0 || strpbrk(names[i], " \t\r\n=#") ||
+		if (names[i][0] == 0 || names[i][0] == '#' || strpbrk(names[i], " \t\v\f\r\n=") ||
 		    (values[i] && strpbrk(values[i], "\r\n"))) {
 			buf_printf(err,
-				   "bad setting \"%s\": names have no white space or '=', "
-				   "values are one line",
+				   "bad setting \"%s\": names have no white space or '=' and "
+				   "do not start with '#', values are one line",
 				   names[i]);
 			goto done;
 		}

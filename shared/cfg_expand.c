@@ -2,10 +2,13 @@
  *
  * Forms, as postconf(5): $name ${name} $(name), ${name?value},
  * ${name:value}, ${name?{v1}:{v2}}, and $$ for a literal '$'. Undefined
- * names expand to nothing. A name that (indirectly) refers to itself is
- * an error naming the chain; the relational and function forms of
- * Postfix 3.0 are refused as unsupported. The output size and the number
- * of expansions are bounded, so "a = $b$b, b = $c$c, ..." cannot blow up.
+ * names expand to nothing. A '$' followed by anything else (or nothing)
+ * is Postfix's "empty macro name" error. A name that (indirectly) refers
+ * to itself is an error naming the chain; the relational and function
+ * forms of Postfix 3.0 are refused as unsupported. Raw parameters
+ * (cfg_is_raw()) expand to their text as written. The output size and
+ * the number of expansions are bounded, so "a = $b$b, b = $c$c, ..."
+ * cannot blow up.
  */
 #include "cfg.h"
 #include "cfg_impl.h"
@@ -24,6 +27,8 @@ struct cfg_exp {
 	const char *stack[CFG_EXPAND_DEPTH];
 	int depth;
 	long steps;
+	const char *text; /* the value being expanded, for messages */
+	size_t textlen;
 };
 
 static int cfg_exp_text(struct cfg_exp *x, const char *s, size_t n, struct buf *out,
@@ -59,8 +64,18 @@ static int cfg_exp_name(struct cfg_exp *x, const char *name, struct buf *out, st
 	}
 	if ((raw = cfg_get_raw(x->c, x->listener, name)) == NULL)
 		return 0; /* undefined: empty, as Postfix */
+	if (cfg_param_raw(cfg_param_find(x->c, name))) {
+		buf_puts(out, raw);
+		return 0;
+	}
+	const char *text = x->text;
+	size_t textlen = x->textlen;
 	x->stack[x->depth++] = name;
-	rc = cfg_exp_text(x, raw, strlen(raw), out, err);
+	x->text = raw;
+	x->textlen = strlen(raw);
+	rc = cfg_exp_text(x, raw, x->textlen, out, err);
+	x->text = text;
+	x->textlen = textlen;
 	x->depth--;
 	return rc;
 }
@@ -136,6 +151,13 @@ done:
 	return rc;
 }
 
+/* Postfix's words for a '$' without a name after it. */
+static int cfg_exp_empty(const struct cfg_exp *x, struct buf *err)
+{
+	buf_printf(err, "empty macro name: \"%.*s\"", (int)x->textlen, x->text);
+	return -1;
+}
+
 /* The inside of ${...} or $(...). */
 static int cfg_exp_ref(struct cfg_exp *x, const char *s, size_t n, struct buf *out, struct buf *err)
 {
@@ -146,6 +168,8 @@ static int cfg_exp_ref(struct cfg_exp *x, const char *s, size_t n, struct buf *o
 	while (len < n && cfg_name_char(s[len]))
 		len++;
 	op = cfg_exp_skipws(s, len, n);
+	if (b == n)
+		return cfg_exp_empty(x, err); /* ${} */
 	if (len == b || (op < n && s[op] != '?' && s[op] != ':')) {
 		buf_printf(err, "unsupported expression \"${%.*s}\"", (int)n, s);
 		return -1;
@@ -169,8 +193,10 @@ static int cfg_exp_text(struct cfg_exp *x, const char *s, size_t n, struct buf *
 			buf_printf(err, "expansion longer than %d bytes", CFG_EXPAND_MAX);
 			return -1;
 		}
-		if (s[i] != '$' || i + 1 >= n) {
+		if (s[i] != '$') {
 			buf_putc(out, s[i++]);
+		} else if (i + 1 >= n) {
+			return cfg_exp_empty(x, err);
 		} else if (s[i + 1] == '$') {
 			buf_putc(out, '$');
 			i += 2;
@@ -195,7 +221,7 @@ static int cfg_exp_text(struct cfg_exp *x, const char *s, size_t n, struct buf *
 			if (rc < 0)
 				return -1;
 		} else {
-			buf_putc(out, s[i++]); /* a lone '$' stays literal */
+			return cfg_exp_empty(x, err); /* "a$ b", as Postfix */
 		}
 	}
 	return 0;
@@ -204,10 +230,10 @@ static int cfg_exp_text(struct cfg_exp *x, const char *s, size_t n, struct buf *
 int cfg_expand(const struct cfg *c, const char *listener, const char *text, struct buf *out,
 	       struct buf *err)
 {
-	struct cfg_exp x = {.c = c, .listener = listener};
+	struct cfg_exp x = {.c = c, .listener = listener, .text = text, .textlen = strlen(text)};
 
 	buf_set(out, "");
-	return cfg_exp_text(&x, text, strlen(text), out, err);
+	return cfg_exp_text(&x, text, x.textlen, out, err);
 }
 
 /* Expand parameter name; on failure err = "WHERE: parameter "name": why". */

@@ -5,18 +5,23 @@
  *   tern conf [-c DIR] -X NAME...                          remove settings
  *
  * As postconf: an unknown NAME is a warning (exit 0), plain NAME=VALUE
- * implies -e. Unlike postconf, values are checked: a bad value given to
- * -e is refused before the file is touched, and showing a config with a
- * bad line fails with "tern: FILE, line N: ..." and exit 1.
+ * implies -e, -e writes unknown names silently, and a config directory
+ * given with -c or $TERN_CONFIG_DIR must exist ("open DIR/tern.conf: No
+ * such file or directory"; only a missing tern.conf means defaults).
+ * Unlike postconf, values are checked: a bad value given to -e is refused
+ * before the file is touched, and showing a config with a bad line fails
+ * with "tern: FILE, line N: ..." and exit 1.
  */
 #include "cfg.h"
 #include "params.h"
 #include "tern.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define CONF_DEFAULTS 0x1 /* -d */
@@ -51,7 +56,8 @@ static void conf_print(const struct cfg *c, const struct cfg_entry *e, unsigned 
 	struct buf v = BUF_INIT, err = BUF_INIT, sq = BUF_INIT;
 	const char *value = e->value ? e->value : "";
 
-	if (flags & CONF_EXPAND) {
+	/* Raw parameters are shown as written, as postconf -x does. */
+	if ((flags & CONF_EXPAND) && !cfg_is_raw(c, e->name)) {
 		if (cfg_expand(c, NULL, value, &v, &err) < 0)
 			tern_error("warning: %s: %s", e->name, buf_str(&err));
 		else
@@ -117,25 +123,65 @@ static int conf_show(const struct cfg *c, int argc, char **argv, unsigned flags)
 	return 0;
 }
 
+/* Is arg a well-formed edit? NAME=VALUE for -e, NAME for -X; the name
+ * is one word. Refused, in postconf's words, before anything is loaded. */
+static int conf_edit_arg_ok(const char *arg, unsigned flags)
+{
+	const char *t = arg, *e;
+
+	while (isspace((unsigned char)*t))
+		t++;
+	if (*t == '#') {
+		tern_error("-e and -X accept no comment input: \"%s\"", t);
+		return 0;
+	}
+	for (e = t; *e && !isspace((unsigned char)*e) && *e != '='; e++)
+		;
+	if (flags & CONF_REMOVE) {
+		if (e == t && *e == 0) {
+			tern_error("-X requires non-blank parameter names");
+			return 0;
+		}
+		if (strchr(t, '=')) {
+			tern_error("-X takes parameter names, not \"%s\"", arg);
+			return 0;
+		}
+		while (isspace((unsigned char)*e))
+			e++;
+		if (*e) {
+			tern_error("bad parameter name: \"%s\"", t);
+			return 0;
+		}
+		return 1;
+	}
+	if (strchr(t, '=') == NULL) {
+		tern_error("\"%s\": expected name=value", arg);
+		return 0;
+	}
+	if (e == t) {
+		tern_error("missing attribute name: \"%s\"", t);
+		return 0;
+	}
+	while (isspace((unsigned char)*e))
+		e++;
+	if (*e != '=') {
+		tern_error("missing '=' after attribute name: \"%s\"", t);
+		return 0;
+	}
+	return 1;
+}
+
 /* Split NAME=VALUE arguments (or take NAMEs for -X), trimming white space
  * around the name and the value as the parser would. */
 static int conf_edit_args(int argc, char **argv, unsigned flags, char **names, char **values)
 {
+	for (int i = 0; i < argc; i++)
+		if (!conf_edit_arg_ok(argv[i], flags))
+			return -1;
 	for (int i = 0; i < argc; i++) {
 		char *eq = strchr(argv[i], '=');
 		char *name = xstrdup(argv[i]), *value = NULL;
-		if (flags & CONF_REMOVE) {
-			if (eq) {
-				tern_error("-X takes parameter names, not \"%s\"", argv[i]);
-				free(name);
-				return -1;
-			}
-		} else {
-			if (eq == NULL) {
-				tern_error("\"%s\": expected name=value", argv[i]);
-				free(name);
-				return -1;
-			}
+		if (!(flags & CONF_REMOVE)) {
 			name[eq - argv[i]] = 0;
 			struct buf b = BUF_INIT;
 			buf_set(&b, eq + 1);
@@ -174,8 +220,7 @@ static int conf_edit(const char *dir, int argc, char **argv, unsigned flags)
 			tern_error("%s", buf_str(&err));
 			goto done;
 		}
-		if (values[i] && !cfg_name_known(c, names[i]))
-			tern_error("warning: %s: unknown parameter", names[i]);
+		/* An unknown name is written silently, as postconf -e. */
 	}
 	buf_set(&err, "");
 	buf_printf(&path, "%s/%s", dir, TERN_CONF_FILE);
@@ -195,6 +240,21 @@ done:
 	buf_free(&err);
 	buf_free(&path);
 	return rc;
+}
+
+/* As postconf: a config directory given explicitly (-c DIR or
+ * $TERN_CONFIG_DIR) must exist; a missing tern.conf inside one is fine. */
+static int conf_dir_ok(const char *dir_opt, const char *dir)
+{
+	const char *env = getenv("TERN_CONFIG_DIR");
+	struct stat st;
+
+	if (!(dir_opt && *dir_opt) && !(env && *env))
+		return 1;
+	if (stat(dir, &st) == 0)
+		return 1;
+	tern_error("open %s/%s: %s", dir, TERN_CONF_FILE, strerror(errno));
+	return 0;
 }
 
 static int conf_has_assignment(int argc, char **argv)
@@ -255,6 +315,8 @@ int cmd_conf(int argc, char **argv)
 		tern_usage("conf");
 		return 2;
 	}
+	if (!(flags & CONF_DEFAULTS) && !conf_dir_ok(dir_opt, tern_config_dir(dir_opt)))
+		return 1;
 	if (flags & (CONF_EDIT | CONF_REMOVE))
 		return conf_edit(tern_config_dir(dir_opt), argc, argv, flags);
 

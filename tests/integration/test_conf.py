@@ -17,6 +17,10 @@ BUILD = Path(os.environ.get("TERN_BUILD", REPO / "build"))
 TERN = BUILD / "bin" / "tern"
 
 
+POSTCONF = shutil.which("postconf") or ("/usr/sbin/postconf"
+                                         if os.path.exists("/usr/sbin/postconf") else None)
+
+
 def tern_conf(*args, config_dir=None, env_dir=None):
     env = dict(os.environ)
     env.pop("TERN_CONFIG_DIR", None)
@@ -183,12 +187,102 @@ def test_unknown_parameter_warnings(tmp_path):
                                 "smtpd_client_restrictions = reject_rbl_client $my_rbl\n")
     rc, out, err = tern_conf("-n", config_dir=tmp_path)
     assert rc == 0
-    assert err == f"tern: warning: {conf}, line 2: unknown parameter: smtpd_helo_requird=yes\n"
+    # postconf: "warning: FILE: unused parameter: smtpd_helo_requird=yes"
+    assert err == f"tern: warning: {conf}, line 2: unused parameter: smtpd_helo_requird=yes\n"
     assert "smtpd_helo_requird = yes" in out
     rc, out, err = tern_conf("no_such_parameter", config_dir=tmp_path)
     assert rc == 0  # as postconf
     assert "tern: warning: no_such_parameter: unknown parameter" in err
     assert "tern: warning" in err and out == ""
+    # As postconf -e, writing an unknown name says nothing.
+    rc, out, err = tern_conf("-e", "foo=1", config_dir=tmp_path)
+    assert (rc, out, err) == (0, "", "")
+    assert conf.read_text().endswith("\nfoo = 1\n")
+
+
+def test_postfix_warnings(tmp_path):
+    conf = write_conf(tmp_path, " leading = x\nmyorigin = ${nosuch?x}\n"
+                                "smtpd_reject_footer = $client_address\n")
+    rc, out, err = tern_conf("-n", config_dir=tmp_path)
+    assert rc == 0
+    assert err == (f'tern: warning: {conf}, line 1: logical line must not start with '
+                   f'whitespace: " leading = x"\n'
+                   f"tern: warning: {conf}, line 2: undefined parameter: nosuch\n")
+    # A raw parameter is not expanded (its $names are filled in at run time).
+    rc, out, err = tern_conf("-x", "smtpd_reject_footer", "myorigin", config_dir=tmp_path)
+    assert out == "smtpd_reject_footer = $client_address\nmyorigin =\n"
+
+
+@pytest.mark.parametrize("value", ["$", "a$ b", "a$", "$-x", "${}"])
+def test_empty_macro_name(tmp_path, value):
+    conf = write_conf(tmp_path, f"# c\nmyorigin = {value}\n")
+    rc, out, err = tern_conf("-n", config_dir=tmp_path)
+    assert (rc, out) == (1, "")
+    assert err == f'tern: {conf}, line 2: parameter "myorigin": empty macro name: "{value}"\n'
+    if POSTCONF and value == "a$ b":  # postconf is slow: check one case
+        (tmp_path / "main.cf").write_text(conf.read_text())
+        p = subprocess.run([POSTCONF, "-c", str(tmp_path), "-n"], capture_output=True, text=True)
+        assert p.returncode == 1
+        assert f'warning: empty macro name: "{value}"' in p.stderr
+    # -e refuses it and leaves the file alone.
+    write_conf(tmp_path, "myorigin = ok\n")
+    rc, out, err = tern_conf("-e", f"myorigin={value}", config_dir=tmp_path)
+    assert rc == 1
+    assert err == f'tern: parameter "myorigin": empty macro name: "{value}"\n'
+    assert conf.read_text() == "myorigin = ok\n"
+    # $$ is a literal '$'.
+    rc, out, err = tern_conf("-e", "smtpd_banner=5$$", config_dir=tmp_path)
+    assert (rc, err) == (0, "")
+    rc, out, err = tern_conf("-x", "smtpd_banner", config_dir=tmp_path)
+    assert out == "smtpd_banner = 5$\n"
+
+
+def test_missing_config_directory(tmp_path):
+    missing = tmp_path / "nonexistent"
+    for args, kw in [((), {"config_dir": missing}), (("-n",), {"config_dir": missing}),
+                     (("myorigin",), {"env_dir": missing}),
+                     (("-e", "myorigin=x"), {"config_dir": missing}),
+                     (("-X", "myorigin"), {"config_dir": missing})]:
+        rc, out, err = tern_conf(*args, **kw)
+        assert (rc, out) == (1, ""), args
+        assert err == f"tern: open {missing}/tern.conf: No such file or directory\n", args
+    assert not missing.exists()
+    # -d reads no file, as postconf -d.
+    rc, out, err = tern_conf("-d", "myorigin", config_dir=missing)
+    assert (rc, out, err) == (0, "myorigin = $myhostname\n", "")
+
+
+def test_edit_keeps_comments_between_continuation_lines(tmp_path):
+    text = "myorigin = a\n  # c\n\n  b\n# after\nmydomain = d\n"
+    conf = write_conf(tmp_path, text)
+    rc, out, err = tern_conf("-e", "myorigin=z", config_dir=tmp_path)
+    assert (rc, err) == (0, "")
+    assert conf.read_text() == "myorigin = z\n  # c\n\n# after\nmydomain = d\n"
+    if POSTCONF:
+        (tmp_path / "main.cf").write_text(text)
+        subprocess.run([POSTCONF, "-c", str(tmp_path), "-e", "myorigin=z"], capture_output=True)
+        assert (tmp_path / "main.cf").read_text() == conf.read_text()
+    write_conf(tmp_path, text)
+    rc, out, err = tern_conf("-X", "myorigin", config_dir=tmp_path)
+    assert (rc, err) == (0, "")
+    assert conf.read_text() == "  # c\n\n# after\nmydomain = d\n"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["-e", "=x"], 'missing attribute name: "=x"'),
+    (["-e", " = x"], 'missing attribute name: "= x"'),
+    (["=x"], 'missing attribute name: "=x"'),
+    (["-e", "a b=x"], "missing '=' after attribute name: \"a b=x\""),
+    (["-e", "myorigin=x", "#x=1"], '-e and -X accept no comment input: "#x=1"'),
+    (["-X", ""], "-X requires non-blank parameter names"),
+    (["-X", "a b"], 'bad parameter name: "a b"'),
+])
+def test_edit_refuses_bad_names(tmp_path, args, message):
+    conf = write_conf(tmp_path, "myorigin = ok\n")
+    rc, out, err = tern_conf(*args, config_dir=tmp_path)
+    assert rc == 1
+    assert err == f"tern: {message}\n"  # one message, no warning first
+    assert conf.read_text() == "myorigin = ok\n"
 
 
 def test_shipped_sample_config_is_valid(tmp_path):

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "cfg.h"
+#include "lines.h"
 #include "params.h"
 
 static const struct cfg_param test_reg[] = {
@@ -31,6 +32,7 @@ static const struct cfg_param test_reg[] = {
     {"banner", CFG_STR, "$host ESMTP", "banner", 0, 0, NULL, 0, NULL},
     {"spool", CFG_STR, "spool", "a path", 0, 0, NULL, 0, NULL},
     {"smtpd_restriction_classes", CFG_LIST, "", "classes", 0, 0, NULL, 0, NULL},
+    {"smtpd_reject_footer", CFG_STR, "$client_address", "raw", 0, 0, NULL, 0, NULL},
     {NULL, CFG_STR, NULL, NULL, 0, 0, NULL, 0, NULL},
 };
 
@@ -184,7 +186,7 @@ static void test_cfg_expansion(void **state)
 	struct cfg *c =
 	    load("a = A\n"
 		 "empty =\n"
-		 "b = [$a|${a}|$(a)|$undefined|$$a|50$ x]\n"
+		 "b = [$a|${a}|$(a)|$undefined|$$a|50$$ x]\n"
 		 "c = ${a?yes $a}|${empty?yes}|${a:no}|${empty:no $a}\n"
 		 "d = ${a?{one}:{two}}|${empty?{one}:{two}}|${undefined ? { x } : { y $a }}\n"
 		 "e = $b $c\n"
@@ -197,11 +199,14 @@ static void test_cfg_expansion(void **state)
 	assert_string_equal(get(c, NULL, "e"), "[A|A|A||$a|50$ x] yes A|||no A");
 	assert_string_equal(get(c, NULL, "banner"), "mx.A ESMTP"); /* default uses setting */
 	assert_string_equal(cfg_get_raw(c, NULL, "banner"), "$host ESMTP");
-	/* User-defined names that another value refers to are not warned
-	 * about (as postconf); d and e are referenced by nothing. */
-	assert_int_equal(cfg_warning_count(c), 2);
-	assert_non_null(strstr(cfg_warning(c, 0), "line 5: unknown parameter: d="));
-	assert_non_null(strstr(cfg_warning(c, 1), "line 6: unknown parameter: e="));
+	/* References to undefined names are warned about first, then
+	 * user-defined names that nothing refers to (as postconf); d and e
+	 * are referenced by nothing. */
+	assert_int_equal(cfg_warning_count(c), 4);
+	assert_non_null(strstr(cfg_warning(c, 0), "line 3: undefined parameter: undefined"));
+	assert_non_null(strstr(cfg_warning(c, 1), "line 5: undefined parameter: undefined"));
+	assert_non_null(strstr(cfg_warning(c, 2), "line 5: unused parameter: d="));
+	assert_non_null(strstr(cfg_warning(c, 3), "line 6: unused parameter: e="));
 	cfg_free(c);
 	buf_free(&err);
 }
@@ -233,6 +238,70 @@ static void test_cfg_expansion_errors(void **state)
 	assert_non_null(strstr(e, "parameter \"banner\": "));
 	free(e);
 	buf_free(&text);
+}
+
+/* A '$' without a name after it is Postfix's "empty macro name" error,
+ * quoting the value it is in; "$$" is still a literal '$'. */
+static void test_cfg_empty_macro_name(void **state)
+{
+	assert_load_error("host = a$ b\n",
+			  "D/tern.conf, line 1: parameter \"host\": empty macro name: \"a$ b\"");
+	assert_load_error("host = $\n",
+			  "D/tern.conf, line 1: parameter \"host\": empty macro name: \"$\"");
+	assert_load_error("host = x\nbanner = a$\n",
+			  "D/tern.conf, line 2: parameter \"banner\": empty macro name: \"a$\"");
+	assert_load_error("host = $-x\n",
+			  "D/tern.conf, line 1: parameter \"host\": empty macro name: \"$-x\"");
+	assert_load_error("host = ${}\n",
+			  "D/tern.conf, line 1: parameter \"host\": empty macro name: \"${}\"");
+	assert_load_error("host = $()\n",
+			  "D/tern.conf, line 1: parameter \"host\": empty macro name: \"$()\"");
+	assert_load_error("host = ${a?{x$}}\na = 1\n",
+			  "D/tern.conf, line 1: parameter \"host\": empty macro name: "
+			  "\"${a?{x$}}\"");
+	/* Reached through $x: the message quotes x's value. */
+	assert_load_error("host = $x\nx = a$ b\n",
+			  "D/tern.conf, line 1: parameter \"host\": empty macro name: \"a$ b\"");
+
+	struct buf err = BUF_INIT;
+	int rc;
+	struct cfg *c = load("host = 5$$ and $$\n", &rc, &err);
+	assert_int_equal(rc, 0);
+	assert_string_equal(get(c, NULL, "host"), "5$ and $");
+	/* "tern conf -e" checks with cfg_check(). */
+	assert_int_equal(cfg_check(c, "host", "$", &err), -1);
+	assert_string_equal(buf_str(&err), "parameter \"host\": empty macro name: \"$\"");
+	cfg_free(c);
+
+	/* Raw parameters are not expanded: their $names are filled in at
+	 * run time, and a '$' in them is no error (as postconf). */
+	c = load("smtpd_reject_footer = $client_address a$ b ${nosuch}\n", &rc, &err);
+	assert_int_equal(rc, 0);
+	assert_true(cfg_is_raw(c, "smtpd_reject_footer"));
+	assert_false(cfg_is_raw(c, "host"));
+	assert_string_equal(get(c, NULL, "smtpd_reject_footer"), "$client_address a$ b ${nosuch}");
+	assert_int_equal(cfg_warning_count(c), 0); /* no "undefined parameter" */
+	cfg_free(c);
+	/* Postfix 3.7's raw parameters, all of them. */
+	static const struct cfg_param raw_reg[] = {
+	    {"smtpd_reject_footer", CFG_STR, "", "r", 0, 0, NULL, 0, NULL},
+	    {"smtpd_expansion_filter", CFG_STR, "", "r", 0, 0, NULL, 0, NULL},
+	    {"postscreen_reject_footer", CFG_STR, "", "r", 0, 0, NULL, 0, NULL},
+	    {"postscreen_expansion_filter", CFG_STR, "", "r", 0, 0, NULL, 0, NULL},
+	    {"mailbox_command", CFG_STR, "", "r", 0, 0, NULL, 0, NULL},
+	    {"luser_relay", CFG_STR, "", "r", 0, 0, NULL, 0, NULL},
+	    {"forward_path", CFG_STR, "", "r", 0, 0, NULL, 0, NULL},
+	    {"default_rbl_reply", CFG_STR, "", "r", 0, 0, NULL, 0, NULL},
+	    {"command_execution_directory", CFG_STR, "", "r", 0, 0, NULL, 0, NULL},
+	    {"myorigin", CFG_STR, "", "not raw", 0, 0, NULL, 0, NULL},
+	    {NULL, CFG_STR, NULL, NULL, 0, 0, NULL, 0, NULL},
+	};
+	c = cfg_new(raw_reg);
+	for (size_t i = 0; raw_reg[i].name; i++)
+		assert_int_equal(cfg_is_raw(c, raw_reg[i].name),
+				 strcmp(raw_reg[i].name, "myorigin") != 0);
+	cfg_free(c);
+	buf_free(&err);
 }
 
 static void test_cfg_typed_values(void **state)
@@ -390,10 +459,10 @@ static void test_cfg_unknown_warnings(void **state)
 	assert_int_equal(rc, 0);
 	assert_int_equal(cfg_warning_count(c), 3);
 	char *w = xstrdup(cfg_warning(c, 0));
-	assert_non_null(strstr(w, "tern.conf, line 2: unknown parameter: hsot=typo"));
+	assert_non_null(strstr(w, "tern.conf, line 2: unused parameter: hsot=typo"));
 	assert_non_null(strstr(cfg_warning(c, 1), "line 8: override \"nosuch.count\" for "
 						  "undeclared listener (no listen_nosuch)"));
-	assert_non_null(strstr(cfg_warning(c, 2), "line 9: unknown parameter: custom.nosuch=3"));
+	assert_non_null(strstr(cfg_warning(c, 2), "line 9: unused parameter: custom.nosuch=3"));
 	assert_null(cfg_warning(c, 3));
 	assert_true(cfg_name_known(c, "cls"));
 	assert_true(cfg_name_known(c, "listen_anything"));
@@ -401,6 +470,96 @@ static void test_cfg_unknown_warnings(void **state)
 	assert_false(cfg_name_known(c, "hsot"));
 	free(w);
 	cfg_free(c);
+	buf_free(&err);
+}
+
+/* The same file's warnings as postconf gives them (postconf has no line
+ * numbers; Tern adds them). */
+static void test_cfg_postfix_warnings(void **state)
+{
+	struct buf err = BUF_INIT;
+	int rc;
+	struct cfg *c = load(" leading = x\n"
+			     "host = ${nosuch?x}\n"
+			     "banner = $$nosuch2 $host\n"
+			     "zz = ${host?$other} $(count)\n",
+			     &rc, &err);
+	assert_int_equal(rc, 0);
+	const char *want[] = {
+	    "/tern.conf, line 1: logical line must not start with whitespace: \" leading = x\"",
+	    "/tern.conf, line 2: undefined parameter: nosuch",
+	    "/tern.conf, line 4: undefined parameter: other",
+	    "/tern.conf, line 4: unused parameter: zz=${host?$other} $(count)",
+	};
+	assert_int_equal(cfg_warning_count(c), 4);
+	for (size_t i = 0; i < 4; i++) {
+		const char *got = cfg_warning(c, i);
+		assert_memory_equal(got, test_dir, strlen(test_dir));
+		assert_string_equal(got + strlen(test_dir), want[i]);
+	}
+	cfg_free(c);
+	/* Long lines are quoted to 30 bytes, as Postfix. */
+	c = load("  234567890123456789012345678901\nhost = x\n", &rc, &err);
+	assert_int_equal(rc, 0);
+	assert_int_equal(cfg_warning_count(c), 1);
+	assert_non_null(
+	    strstr(cfg_warning(c, 0), "whitespace: \"  2345678901234567890123456789...\""));
+	cfg_free(c);
+	buf_free(&err);
+}
+
+/* lines.c refuses an over-long logical line (cfg has no limit of its own). */
+static void test_cfg_long_line(void **state)
+{
+	struct buf text = BUF_INIT, want = BUF_INIT;
+
+	buf_puts(&text, "host = x\nbanner = ");
+	for (size_t i = 0; i <= LINES_MAX_LEN; i += 64)
+		buf_puts(&text, "0123456789012345678901234567890123456789012345678901234567890123");
+	buf_puts(&text, "\n");
+	buf_printf(&want, "D/tern.conf, line 2: logical line longer than %d bytes", LINES_MAX_LEN);
+	assert_load_error(buf_str(&text), buf_str(&want));
+	buf_free(&text);
+	buf_free(&want);
+}
+
+/* Loading stays linear: 20,000 settings (user-defined names, half of
+ * them referring to the other half, listener overrides, restriction
+ * classes, a redefinition) load, validate and warn correctly. */
+static void test_cfg_many_settings(void **state)
+{
+	struct buf text = BUF_INIT, err = BUF_INIT;
+	int rc;
+
+	buf_puts(&text, "smtpd_restriction_classes = cls0 cls1 cls2\nlisten_x = 1\n");
+	for (int i = 0; i < 20000; i++) {
+		if (i % 2 == 0)
+			buf_printf(&text, "u%d = v%d\n", i, i);
+		else
+			buf_printf(&text, "w%d = $u%d-$host\n", i, i - 1);
+		if (i % 1000 == 0)
+			buf_printf(&text, "cls%d = permit\nx.count = %d\n", i / 1000 % 3,
+				   i / 1000 % 10 + 1);
+	}
+	buf_puts(&text, "u0 = last\n");
+	struct cfg *c = load(buf_str(&text), &rc, &err);
+	if (rc < 0)
+		fail_msg("load: %s", buf_str(&err));
+	assert_string_equal(get(c, NULL, "u19998"), "v19998");
+	assert_string_equal(get(c, NULL, "w19999"), "v19998-h.example");
+	assert_string_equal(get(c, NULL, "w1"), "last-h.example"); /* last setting wins */
+	assert_string_equal(get(c, "x", "count"), "10");
+	assert_true(cfg_name_known(c, "cls2"));
+	assert_true(cfg_is_set(c, "w10001"));
+	assert_false(cfg_is_set(c, "w10000"));
+	/* Only the w* names are unused. */
+	assert_int_equal(cfg_warning_count(c), 10000);
+	assert_non_null(strstr(cfg_warning(c, 0), "unused parameter: w1=$u0-$host"));
+	struct cfg_entry *v;
+	assert_int_equal(cfg_entries(c, CFG_ENTRIES_SET, &v), 20000 + 3 + 3);
+	free(v);
+	cfg_free(c);
+	buf_free(&text);
 	buf_free(&err);
 }
 
@@ -511,6 +670,7 @@ static void test_cfg_file_edit(void **state)
 	text = read_file();
 	assert_string_equal(text, "# keep me\n"
 				  "banner = new banner\n"
+				  "# a comment inside the logical line\n"
 				  "\n"
 				  "  # trailing indented comment\n"
 				  "#count = commented\n"
@@ -520,13 +680,33 @@ static void test_cfg_file_edit(void **state)
 				  "timeout = 10s\n");
 	free(text);
 	/* The result parses back to what was asked. */
-	int rc;
 	struct cfg *c = cfg_new(test_reg);
 	assert_int_equal(cfg_load_file(c, test_path, 0, &err), 0);
 	assert_string_equal(cfg_get_raw(c, NULL, "banner"), "new banner");
 	assert_false(cfg_is_set(c, "count"));
 	cfg_free(c);
-	(void)rc;
+
+	/* Comment and blank lines between continuation lines are kept after
+	 * the new line (as postconf -e), or alone when removed (-X), also
+	 * those of a dropped later duplicate. */
+	write_file("host = a\n  # c\n\n  b\n# after\nbanner = x\n");
+	char *n4[] = {"host"}, *v4[] = {"z"};
+	assert_int_equal(cfg_file_edit(test_path, n4, v4, 1, &err), 0);
+	text = read_file();
+	assert_string_equal(text, "host = z\n  # c\n\n# after\nbanner = x\n");
+	free(text);
+	write_file("host = a\n  # c\n\n  b\n  # after\n\nbanner = x\n#d\n host = q\n");
+	v4[0] = NULL;
+	assert_int_equal(cfg_file_edit(test_path, n4, v4, 1, &err), 0);
+	text = read_file();
+	assert_string_equal(text, "  # c\n\n  # after\n\nbanner = x\n#d\n host = q\n");
+	free(text);
+	write_file("host = a\n# c\n  b\nhost = d\n #e\n  f\nx = 1\n");
+	v4[0] = "z";
+	assert_int_equal(cfg_file_edit(test_path, n4, v4, 1, &err), 0);
+	text = read_file();
+	assert_string_equal(text, "host = z\n# c\n #e\nx = 1\n");
+	free(text);
 
 	/* Missing file: created. */
 	unlink(test_path);
@@ -537,6 +717,8 @@ static void test_cfg_file_edit(void **state)
 	free(text);
 	/* Malformed edits are refused and the file is untouched. */
 	char *n2[] = {"bad name"}, *v2[] = {"1"};
+	assert_int_equal(cfg_file_edit(test_path, n2, v2, 1, &err), -1);
+	n2[0] = "#host";
 	assert_int_equal(cfg_file_edit(test_path, n2, v2, 1, &err), -1);
 	char *n3[] = {"host"}, *v3[] = {"two\nlines"};
 	assert_int_equal(cfg_file_edit(test_path, n3, v3, 1, &err), -1);
@@ -577,7 +759,7 @@ static void test_params_registry(void **state)
 	assert_string_equal(cfg_get_raw(c, NULL, "maximal_queue_lifetime"), "5d");
 	assert_string_equal(
 	    cfg_get_raw(c, NULL, "smtpd_relay_restrictions"),
-	    "permit_mynetworks, permit_sasl_authenticated, defer_unauth_destination");
+	    "permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination");
 	long long v;
 	assert_int_equal(cfg_get_time(c, NULL, "maximal_queue_lifetime", &v, &err), 0);
 	assert_int_equal(v, 5 * 86400);
@@ -587,15 +769,28 @@ static void test_params_registry(void **state)
 	struct buf host = BUF_INIT;
 	assert_int_equal(cfg_get_str(c, NULL, "myhostname", &host, &err), 0);
 	assert_non_null(strchr(buf_str(&host), '.'));
+
+	/* Postfix's raw parameters are shown and returned as written. */
+	assert_true(cfg_is_raw(c, "smtpd_expansion_filter"));
+	assert_true(cfg_is_raw(c, "forward_path"));
+	assert_false(cfg_is_raw(c, "smtpd_banner"));
+	assert_int_equal(cfg_get_str(c, NULL, "forward_path", &host, &err), 0);
+	assert_string_equal(buf_str(&host), cfg_get_raw(c, NULL, "forward_path"));
 	cfg_free(c);
 
-	/* mydomain follows a configured myhostname. */
+	/* mydomain follows a configured myhostname (cfg_set), and one from
+	 * a parsed file. */
 	c = cfg_new(tern_params);
 	cfg_set(c, "myhostname", "mx.example.org", NULL, 0);
 	assert_int_equal(cfg_get_str(c, NULL, "mydomain", &host, &err), 0);
 	assert_string_equal(buf_str(&host), "example.org");
 	assert_int_equal(cfg_get_str(c, NULL, "smtpd_banner", &host, &err), 0);
 	assert_string_equal(buf_str(&host), "mx.example.org ESMTP Tern");
+	cfg_free(c);
+	c = cfg_new(tern_params);
+	assert_int_equal(cfg_parse_string(c, "t", "myhostname = mx.example.net\n", &err), 0);
+	assert_int_equal(cfg_get_str(c, NULL, "mydomain", &host, &err), 0);
+	assert_string_equal(buf_str(&host), "example.net");
 	cfg_free(c);
 	buf_free(&host);
 	buf_free(&err);
@@ -604,12 +799,22 @@ static void test_params_registry(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_cfg_syntax),	     cmocka_unit_test(test_cfg_syntax_errors),
-	    cmocka_unit_test(test_cfg_expansion),    cmocka_unit_test(test_cfg_expansion_errors),
-	    cmocka_unit_test(test_cfg_typed_values), cmocka_unit_test(test_cfg_typed_errors),
-	    cmocka_unit_test(test_cfg_list_split),   cmocka_unit_test(test_cfg_unknown_warnings),
-	    cmocka_unit_test(test_cfg_listeners),    cmocka_unit_test(test_cfg_entries_and_check),
-	    cmocka_unit_test(test_cfg_file_edit),    cmocka_unit_test(test_params_registry),
+	    cmocka_unit_test(test_cfg_syntax),
+	    cmocka_unit_test(test_cfg_syntax_errors),
+	    cmocka_unit_test(test_cfg_expansion),
+	    cmocka_unit_test(test_cfg_expansion_errors),
+	    cmocka_unit_test(test_cfg_empty_macro_name),
+	    cmocka_unit_test(test_cfg_postfix_warnings),
+	    cmocka_unit_test(test_cfg_long_line),
+	    cmocka_unit_test(test_cfg_many_settings),
+	    cmocka_unit_test(test_cfg_typed_values),
+	    cmocka_unit_test(test_cfg_typed_errors),
+	    cmocka_unit_test(test_cfg_list_split),
+	    cmocka_unit_test(test_cfg_unknown_warnings),
+	    cmocka_unit_test(test_cfg_listeners),
+	    cmocka_unit_test(test_cfg_entries_and_check),
+	    cmocka_unit_test(test_cfg_file_edit),
+	    cmocka_unit_test(test_params_registry),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
