@@ -4,6 +4,7 @@
 #   make            build everything
 #   make deps       install the Debian packages the build, programs and tests need
 #   make check      deps + build + unit + integration tests
+#   make run        deps + build + ternd in the foreground from ./run (conf/run)
 #   make install    PREFIX=/usr/local DESTDIR= SYSCONFDIR=/etc/tern
 #   SAN=1           build with ASan+UBSan (objects in build/san/)
 #   CC=clang        any C11 compiler with gcc-compatible flags
@@ -54,7 +55,7 @@ UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 TOOL_SRC  := $(wildcard tests/tools/*.c)
 TOOL_BIN  := $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tests/%)
 
-.PHONY: all deps check tests unit integration install clean format
+.PHONY: all deps check tests unit integration install clean format run
 all: $(LIBTERN) $(PROGRAMS)
 
 $(BUILD)/%.o: %.c
@@ -71,6 +72,9 @@ $(BUILD)/bin/$(notdir $(patsubst %/,%,$(1))): $(patsubst %.c,$(BUILD)/%.o,$(wild
 	$$(CC) $$(LDFLAGS) -o $$@ $$(filter %.o,$$^) $(LIBTERN) $$(LDLIBS)
 endef
 $(foreach d,$(PROG_DIRS),$(eval $(call program_rule,$(d))))
+
+# "tern queue" reads (and, with ternd stopped, changes) the queue itself.
+$(BUILD)/bin/tern: $(patsubst %.c,$(BUILD)/%.o,$(wildcard mta/ternd/queue*.c))
 
 # ternd's own modules are unit-tested too: test_ternd_<x>.c links every
 # ternd object but main.o.
@@ -133,7 +137,7 @@ unit: $(UNIT_BIN)
 	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; ./$$t; done
 
 integration: all $(TOOL_BIN)
-	TERN_BUILD=$(CURDIR)/$(BUILD) $(PYTHON) -m pytest -q tests/integration
+	TERN_BUILD=$(abspath $(BUILD)) $(PYTHON) -m pytest -q tests/integration
 
 # Programs into $(PREFIX)/sbin, samples and docs under $(PREFIX)/share;
 # the sample tern.conf goes to $(SYSCONFDIR) only if there is none: an
@@ -142,9 +146,39 @@ install: all
 	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/share/tern/conf \
 		$(DESTDIR)$(PREFIX)/share/doc/tern $(DESTDIR)$(SYSCONFDIR)
 	for p in $(PROGRAMS); do install -m 755 $$p $(DESTDIR)$(PREFIX)/sbin/; done
-	install -m 644 conf/* $(DESTDIR)$(PREFIX)/share/tern/conf/
+	# One binary: sbin/sendmail; mailq and newaliases where Debian puts them.
+	install -d $(DESTDIR)$(PREFIX)/bin
+	for l in mailq newaliases; do ln -sf ../sbin/sendmail $(DESTDIR)$(PREFIX)/bin/$$l; done
+	install -m 644 conf/*.conf $(DESTDIR)$(PREFIX)/share/tern/conf/
 	install -m 644 README.md docs/*.md $(DESTDIR)$(PREFIX)/share/doc/tern/
 	[ -e $(DESTDIR)$(SYSCONFDIR)/tern.conf ] || install -m 644 conf/tern.conf $(DESTDIR)$(SYSCONFDIR)/tern.conf
+
+# make run: the embedded default, unprivileged, in the foreground.
+# conf/run/tern.conf is copied to run/ (kept if run/tern.conf is newer, so
+# local edits survive); queue, data and maildirs live under run/.
+run:
+	@$(MAKE) --no-print-directory deps
+	@$(MAKE) --no-print-directory all
+	@mkdir -p run/mail
+	@[ run/tern.conf -nt conf/run/tern.conf ] || cp conf/run/tern.conf run/tern.conf
+	@$(BUILD)/bin/tern conf -c run -e mail_owner=$$(id -un) >/dev/null
+	@$(BUILD)/bin/tern check -c run
+	@echo "Tern runs in the foreground on 127.0.0.1:2525, config run/tern.conf (Ctrl-C stops it)."
+	@echo "Send a first message with swaks:"
+	@echo "  swaks --server 127.0.0.1:2525 --from you@example.org --to joe@example.test"
+	@echo "or by hand (seed 000; a bare 'joe' becomes joe@example.test):"
+	@echo "  telnet 127.0.0.1 2525"
+	@echo "  ehlo me"
+	@echo "  mail from:<you@example.org>"
+	@echo "  rcpt to: joe"
+	@echo "  data"
+	@echo "  Subject: Just a test"
+	@echo "  "
+	@echo "  This is only a test."
+	@echo "  ."
+	@echo "  quit"
+	@echo "It lands in $(CURDIR)/run/mail/example.test/joe/new/ (alice@example.test: run/mail/example.test/alice/new/)."
+	exec $(BUILD)/bin/ternd -f -c run
 
 format:
 	clang-format -i shared/*.[ch] mta/*/*.[ch] tests/unit/*.[ch]
@@ -152,4 +186,4 @@ format:
 clean:
 	rm -rf build
 
--include $(shell find build -name '*.d' 2>/dev/null)
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

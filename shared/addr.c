@@ -182,7 +182,9 @@ enum addr_status addr_domain_check(const char *name, int utf8, struct buf *err)
 		numeric = strspn(name + start, "0123456789") == i - start;
 		start = i + 1;
 	}
-	/* "1.2.3.4" is an address, not a name (Postfix: "numeric hostname"). */
+	/* An all-numeric last label is never a domain (RFC 3696 §2): this
+	 * refuses "1.2.3.4" like Postfix's "numeric hostname", and also
+	 * "foo.123", which Postfix's valid_hostname() lets through. */
 	if (numeric)
 		return addr_fail(err, ADDR_ERR_DOMAIN, "numeric top-level label");
 	return ADDR_OK;

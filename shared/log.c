@@ -86,6 +86,11 @@ void log_to_stderr(void)
 	log_dest = LOG_DEST_STDERR;
 }
 
+int log_descriptor(void)
+{
+	return log_dest == LOG_DEST_SYSLOG ? -1 : log_fd;
+}
+
 void log_set_verbose(int level)
 {
 	msg_verbose = level;

@@ -23,6 +23,10 @@ int log_to_file(const char *path);
 void log_to_stderr(void);
 void log_to_cli(const char *progname);
 void log_set_verbose(int level);
+/* The descriptor log lines are written to (stderr or the log file), or
+ * -1 for syslog: a forked helper that closes its inherited descriptors
+ * keeps this one. */
+int log_descriptor(void);
 extern int msg_verbose;
 
 void msg_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -3,6 +3,7 @@
  */
 #include "table.h"
 #include "casefold.h"
+#include "log.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -62,7 +63,7 @@ static int table_load(struct table *t, struct buf *err)
 		char **items;
 		size_t n;
 		struct buf text = BUF_INIT;
-		if (table_inline_split(t->name, &items, &n, err) < 0)
+		if (table_inline_split(t->name, TABLE_INLINE_BRACED, &items, &n, err) < 0)
 			return -1;
 		buf_init(&text);
 		for (size_t i = 0; i < n; i++) {
@@ -83,7 +84,19 @@ static int table_load(struct table *t, struct buf *err)
 	return rc;
 }
 
+static struct table *table_open_flags(const char *spec, int lenient, struct buf *err);
+
 struct table *table_open(const char *spec, struct buf *err)
+{
+	return table_open_flags(spec, 0, err);
+}
+
+struct table *table_open_lenient(const char *spec, struct buf *err)
+{
+	return table_open_flags(spec, 1, err);
+}
+
+static struct table *table_open_flags(const char *spec, int lenient, struct buf *err)
 {
 	const char *colon = strchr(spec, ':');
 	const struct table_ops *ops;
@@ -114,8 +127,14 @@ struct table *table_open(const char *spec, struct buf *err)
 		t->path = xstrdup(t->name);
 	}
 	if (table_load(t, err) < 0) {
-		table_close(t);
-		return NULL;
+		if (!lenient || t->priv != NULL) {
+			table_close(t);
+			return NULL;
+		}
+		t->unavailable = xstrdup(buf_str(err));
+		msg_warn("%s is unavailable. %s", t->spec, t->unavailable);
+		buf_reset(err);
+		return t;
 	}
 	table_stat(t);
 	return t;
@@ -133,7 +152,12 @@ int table_lookup(struct table *t, const char *key, struct buf *value, struct buf
 		key = buf_str(&folded);
 	}
 	pthread_mutex_lock(&t->lock);
-	rc = t->ops->lookup(t, key, value, err);
+	if (t->unavailable) {
+		buf_printf(err, "%s is unavailable. %s", t->spec, t->unavailable);
+		rc = TABLE_ERROR;
+	} else {
+		rc = t->ops->lookup(t, key, value, err);
+	}
 	pthread_mutex_unlock(&t->lock);
 	buf_free(&folded);
 	return rc;
@@ -152,7 +176,9 @@ int table_reload(struct table *t, int force, struct buf *err)
 static int table_reload_locked(struct table *t, int force, struct buf *err)
 {
 	struct stat st;
-	if (!force) {
+	if (!force && t->unavailable != NULL && (t->path == NULL || stat(t->path, &st) != 0))
+		return 0; /* still missing: try again when it appears */
+	if (!force && t->unavailable == NULL) {
 		if (t->path == NULL || stat(t->path, &st) != 0)
 			return 0;
 		if (st.st_mtim.tv_sec == t->mtime && st.st_mtim.tv_nsec == t->mtime_ns &&
@@ -173,6 +199,8 @@ static int table_reload_locked(struct table *t, int force, struct buf *err)
 	if (t->ops->free && t->priv)
 		t->ops->free(t);
 	t->priv = scratch.priv;
+	free(t->unavailable);
+	t->unavailable = NULL;
 	free(t->path);
 	t->path = scratch.path;
 	table_stat(t);
@@ -189,6 +217,7 @@ void table_close(struct table *t)
 	free(t->type);
 	free(t->name);
 	free(t->path);
+	free(t->unavailable);
 	pthread_mutex_destroy(&t->lock);
 	free(t);
 }
@@ -201,7 +230,8 @@ int table_is_pattern(const struct table *t)
 /* Split the top level of "{ a, { b, c }, d }" at commas and white space
  * that are outside inner braces; an inner "{ ... }" element is one item
  * with its braces removed (Postfix's mystrtok_cw + extpar). */
-int table_inline_split(const char *text, char ***items, size_t *count, struct buf *err)
+int table_inline_split(const char *text, int flags, char ***items, size_t *count,
+		       struct buf *err)
 {
 	const char *cp = text, *end;
 	size_t n = 0, cap = 8;
@@ -247,6 +277,14 @@ int table_inline_split(const char *text, char ***items, size_t *count, struct bu
 			len = (size_t)(cp - start);
 			cp++;
 		} else {
+			/* Postfix: "cidr:{1.2.3.4 a}" is a fatal error, not two
+			 * rules: a typo must not become a silently empty table. */
+			if (flags & TABLE_INLINE_BRACED) {
+				buf_printf(err, "\"%s\": no '{' at start of rule \"%.*s\"", text,
+					   (int)strcspn(cp, " \t,}"), cp);
+				table_inline_free(v, n);
+				return -1;
+			}
 			while (cp < end && !isspace((unsigned char)*cp) && *cp != ',') {
 				if (*cp == '{' || *cp == '}') {
 					buf_printf(err, "\"%s\": unexpected '%c' in inline list", text,

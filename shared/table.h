@@ -65,12 +65,19 @@ struct table {
 	long mtime_ns;
 	ino_t ino;
 	void *priv;     /* backend state */
+	char *unavailable; /* why the last load failed (lenient open), else NULL */
 	pthread_mutex_t lock; /* lookups and reloads are serialised: several
 			       * backends keep per-lookup state (cdb position,
 			       * socketmap connection) */
 };
 
 struct table *table_open(const char *spec, struct buf *err);
+/* As Postfix: a table whose file cannot be loaded does not stop the
+ * program. The failure is logged ("TYPE:NAME is unavailable. REASON"),
+ * every lookup fails temporarily (TABLE_ERROR), and table_reload() tries
+ * again once the file appears or changes. A bad spec (no type, unknown
+ * type) still returns NULL with err set. */
+struct table *table_open_lenient(const char *spec, struct buf *err);
 int table_lookup(struct table *t, const char *key, struct buf *value, struct buf *err);
 /* Reload when the file changed (or always with force); on failure the
  * old contents stay in use and err says why. Returns 1 reloaded, 0 not
@@ -83,7 +90,9 @@ const struct table_ops *table_ops_find(const char *type);
 /* Split "type:{ {a}, {b} }" or "{ a, b }" style inline text into elements,
  * as Postfix's inline: and pcre:{...} forms. Returns -1 on unbalanced
  * braces. Each element has its outer braces removed and is trimmed. */
-int table_inline_split(const char *text, char ***items, size_t *count, struct buf *err);
+#define TABLE_INLINE_BRACED 0x1 /* every element must be a {...} group */
+int table_inline_split(const char *text, int flags, char ***items, size_t *count,
+		       struct buf *err);
 void table_inline_free(char **items, size_t count);
 
 #endif

@@ -119,8 +119,11 @@ static int table_cdb_build_add(void *ctx, const char *key, const char *value, co
 	return 0;
 }
 
+typedef int (*table_cdb_reader)(struct lines *, table_source_fn, void *, struct buf *);
+
 /* Read src into a new cdb on fd; the caller renames it into place. */
-static int table_cdb_build_fd(struct lines *src, int fd, struct buf *tmp, struct buf *err)
+static int table_cdb_build_fd(struct lines *src, table_cdb_reader reader, int fd, struct buf *tmp,
+			      struct buf *err)
 {
 	struct cdb_make cm;
 
@@ -128,7 +131,7 @@ static int table_cdb_build_fd(struct lines *src, int fd, struct buf *tmp, struct
 		buf_printf(err, "write %s: %s", tmp->data, strerror(errno));
 		return -1;
 	}
-	if (table_source_read(src, table_cdb_build_add, &cm, err) < 0) {
+	if (reader(src, table_cdb_build_add, &cm, err) < 0) {
 		cdb_make_finish(&cm); /* frees its memory; the file is discarded */
 		return -1;
 	}
@@ -139,7 +142,7 @@ static int table_cdb_build_fd(struct lines *src, int fd, struct buf *tmp, struct
 	return 0;
 }
 
-int table_cdb_build(const char *path, struct buf *err)
+static int table_cdb_build_with(const char *path, table_cdb_reader reader, struct buf *err)
 {
 	struct buf tmp = BUF_INIT, dst = BUF_INIT;
 	struct lines src;
@@ -153,12 +156,13 @@ int table_cdb_build(const char *path, struct buf *err)
 		buf_printf(err, "create %s: %s", tmp.data, strerror(errno));
 		goto out;
 	}
-	/* Tables are read by unprivileged daemons; umask decides the rest. */
+	/* Tables are read by unprivileged daemons: always 0644, whatever the
+	 * umask (mkstemp's 0600 would hide them from ternd). */
 	if (fchmod(fd, 0644) < 0) {
 		buf_printf(err, "chmod %s: %s", tmp.data, strerror(errno));
 		goto fail;
 	}
-	if (table_cdb_build_fd(&src, fd, &tmp, err) < 0)
+	if (table_cdb_build_fd(&src, reader, fd, &tmp, err) < 0)
 		goto fail;
 	if (close(fd) < 0) {
 		fd = -1;
@@ -181,4 +185,14 @@ out:
 	buf_free(&tmp);
 	buf_free(&dst);
 	return rc;
+}
+
+int table_cdb_build(const char *path, struct buf *err)
+{
+	return table_cdb_build_with(path, table_source_read, err);
+}
+
+int table_cdb_build_aliases(const char *path, struct buf *err)
+{
+	return table_cdb_build_with(path, table_source_read_aliases, err);
 }

@@ -51,7 +51,7 @@ static int table_inline_load(struct table *t, struct lines *src, struct buf *err
 		buf_printf(err, "table \"%s\": need \"inline:{name=value...}\"", t->spec);
 		return -1;
 	}
-	if (table_inline_split(t->name, &items, &n, err) < 0)
+	if (table_inline_split(t->name, 0, &items, &n, err) < 0)
 		return -1;
 	if (n == 0) {
 		buf_printf(err, "table \"%s\": empty list; need \"inline:{name=value...}\"",
@@ -71,26 +71,10 @@ static int table_inline_load(struct table *t, struct lines *src, struct buf *err
 	return 0;
 }
 
-static int table_inline_lookup(struct table *t, const char *key, struct buf *value, struct buf *err)
-{
-	const char *v = table_dict_get(t->priv, key);
-
-	if (v == NULL)
-		return TABLE_NOTFOUND;
-	buf_set(value, v);
-	return TABLE_FOUND;
-}
-
-static void table_inline_free_dict(struct table *t)
-{
-	table_dict_free(t->priv);
-	t->priv = NULL;
-}
-
 const struct table_ops table_inline_ops = {
     .type = "inline",
     .flags = 0,
     .load = table_inline_load,
-    .lookup = table_inline_lookup,
-    .free = table_inline_free_dict,
+    .lookup = table_dict_lookup,
+    .free = table_dict_table_free,
 };

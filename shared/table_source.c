@@ -4,6 +4,7 @@
  * Warnings reproduce postmap's wording so admins' habits carry over.
  */
 #include "table_source.h"
+#include "table.h"
 #include "casefold.h"
 #include "log.h"
 
@@ -61,6 +62,63 @@ int table_source_read(struct lines *src, table_source_fn fn, void *ctx, struct b
 			    "%s, line %d: record is in \"key: value\" format; is this an alias "
 			    "file?",
 			    src->path, src->lineno);
+		if ((rc = fn(ctx, key.data, value.data, src->path, src->lineno, err)) < 0)
+			break;
+	}
+	buf_free(&line);
+	buf_free(&key);
+	buf_free(&value);
+	buf_free(&why);
+	return rc < 0 ? -1 : 0;
+}
+
+/* aliases(5): "name: value"; a quoted name may hold spaces, '#', ':', '@'. */
+int table_source_parse_alias(const char *line, struct buf *key, struct buf *value,
+			     struct buf *why)
+{
+	const char *cp = line;
+
+	buf_reset(key);
+	buf_reset(value);
+	if (*cp == '"') {
+		for (cp++; *cp && *cp != '"'; cp++)
+			buf_putc(key, *cp == '\\' && cp[1] ? *++cp : *cp);
+		if (*cp == '"')
+			cp++;
+	} else {
+		for (; *cp && *cp != ':'; cp++)
+			buf_putc(key, *cp);
+		buf_trim(key);
+	}
+	while (isspace((unsigned char)*cp))
+		cp++;
+	if (*cp++ != ':' || key->len == 0) {
+		buf_puts(why, "need name:value pair");
+		return -1;
+	}
+	if (key->len > TABLE_SOURCE_KEY_MAX) {
+		buf_printf(why, "key longer than %d bytes", TABLE_SOURCE_KEY_MAX);
+		return -1;
+	}
+	buf_puts(value, cp);
+	buf_trim(value);
+	casefold_buf(key);
+	return 0;
+}
+
+int table_source_read_aliases(struct lines *src, table_source_fn fn, void *ctx, struct buf *err)
+{
+	struct buf line = BUF_INIT, key = BUF_INIT, value = BUF_INIT, why = BUF_INIT;
+	int rc;
+
+	while ((rc = lines_next(src, &line, err)) > 0) {
+		buf_reset(&why);
+		if (isspace((unsigned char)line.data[0]) ||
+		    table_source_parse_alias(line.data, &key, &value, &why) < 0) {
+			msg_warn("%s, line %d: %s -- ignoring this line", src->path, src->lineno,
+				 why.len ? why.data : "need name:value pair");
+			continue;
+		}
 		if ((rc = fn(ctx, key.data, value.data, src->path, src->lineno, err)) < 0)
 			break;
 	}
@@ -181,4 +239,20 @@ void table_dict_free(struct table_dict *d)
 	}
 	free(d->slots);
 	free(d);
+}
+
+int table_dict_lookup(struct table *t, const char *key, struct buf *value, struct buf *err)
+{
+	const char *v = table_dict_get(t->priv, key);
+
+	if (v == NULL)
+		return TABLE_NOTFOUND;
+	buf_set(value, v);
+	return TABLE_FOUND;
+}
+
+void table_dict_table_free(struct table *t)
+{
+	table_dict_free(t->priv);
+	t->priv = NULL;
 }

@@ -39,6 +39,14 @@ int table_source_read(struct lines *src, table_source_fn fn, void *ctx, struct b
  * Duplicate keys keep the first value (with a warning). 0 ok, -1 err. */
 int table_cdb_build(const char *path, struct buf *err);
 
+/* postalias / newaliases: aliases(5) "name: value" lines (name may be
+ * "quoted"); the key is the name without the colon, folded; the value is
+ * kept verbatim. Lines without a colon are warned about and skipped. */
+int table_source_parse_alias(const char *line, struct buf *key, struct buf *value,
+			     struct buf *why);
+int table_source_read_aliases(struct lines *src, table_source_fn fn, void *ctx, struct buf *err);
+int table_cdb_build_aliases(const char *path, struct buf *err);
+
 /* In-memory string dictionary (chained hash) for texthash: and inline:. */
 struct table_dict;
 struct table_dict *table_dict_new(void);
@@ -47,5 +55,10 @@ int table_dict_put(struct table_dict *d, const char *key, const char *value, int
 const char *table_dict_get(const struct table_dict *d, const char *key);
 size_t table_dict_count(const struct table_dict *d);
 void table_dict_free(struct table_dict *d);
+/* table_ops lookup/free for tables whose priv is a struct table_dict
+ * (texthash, inline). */
+struct table;
+int table_dict_lookup(struct table *t, const char *key, struct buf *value, struct buf *err);
+void table_dict_table_free(struct table *t);
 
 #endif

@@ -15,17 +15,22 @@
 /* "{ text }" -> "text"; 0 ok, -1 with err set. */
 static int table_static_unbrace(const struct table *t, struct buf *value, struct buf *err)
 {
-	const char *close = strrchr(t->name, '}');
-	const char *cp;
+	const char *close = NULL, *cp;
+	int depth = 0;
 
+	/* The brace matching the opening one; Postfix refuses anything after
+	 * it, even white space ("static:{x} ", "static:{x}}"). */
+	for (cp = t->name; *cp && close == NULL; cp++)
+		if (*cp == '{')
+			depth++;
+		else if (*cp == '}' && --depth == 0)
+			close = cp;
 	if (close == NULL) {
 		buf_printf(err, "table \"%s\": bad static:name syntax: missing '}' in \"%s\"",
 			   t->spec, t->name);
 		return -1;
 	}
-	for (cp = close + 1; isspace((unsigned char)*cp); cp++)
-		;
-	if (*cp) {
+	if (close[1] != 0) {
 		buf_printf(err,
 			   "table \"%s\": bad static:name syntax: syntax error after '}' "
 			   "in \"%s\"",

@@ -29,27 +29,10 @@ static int table_texthash_load(struct table *t, struct lines *src, struct buf *e
 	return 0;
 }
 
-static int table_texthash_lookup(struct table *t, const char *key, struct buf *value,
-				 struct buf *err)
-{
-	const char *v = table_dict_get(t->priv, key);
-
-	if (v == NULL)
-		return TABLE_NOTFOUND;
-	buf_set(value, v);
-	return TABLE_FOUND;
-}
-
-static void table_texthash_free(struct table *t)
-{
-	table_dict_free(t->priv);
-	t->priv = NULL;
-}
-
 const struct table_ops table_texthash_ops = {
     .type = "texthash",
     .flags = TABLE_OPS_FILE | TABLE_OPS_LINES,
     .load = table_texthash_load,
-    .lookup = table_texthash_lookup,
-    .free = table_texthash_free,
+    .lookup = table_dict_lookup,
+    .free = table_dict_table_free,
 };

@@ -17,6 +17,16 @@ struct tern_command {
 
 int cmd_conf(int argc, char **argv);
 int cmd_map(int argc, char **argv);
+int cmd_start(int argc, char **argv);
+int cmd_stop(int argc, char **argv);
+int cmd_reload(int argc, char **argv);
+int cmd_status(int argc, char **argv);
+int cmd_check(int argc, char **argv);
+int cmd_abort(int argc, char **argv);
+int cmd_flush(int argc, char **argv);
+int cmd_queue(int argc, char **argv);
+int cmd_delivery(int argc, char **argv);
+int cmd_log(int argc, char **argv);
 
 void tern_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int tern_usage(const char *cmd);

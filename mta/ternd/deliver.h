@@ -16,5 +16,130 @@
 /* Call as root before dropping privileges; returns 0 (and does nothing)
  * when not root. */
 int deliver_helper_spawn(struct cfg *cfg, struct buf *err);
+/* Is a helper running (then deliveries to system users go through it)? */
+int deliver_helper_active(void);
+/* Ask the helper to append the message (headers + content) to user's
+ * mailbox (home_mailbox or mail_spool_directory), as that user. 0 ok,
+ * -1 with err and *temp. "what" gets "maildir" or "mailbox". */
+int deliver_helper_request(const char *user, const char *sender, const char *headers,
+			   const char *content, size_t len, struct buf *what, struct buf *err,
+			   int *temp);
+
+/* --- Transports as called by the scheduler (sched.c) ------------------
+ * One struct deliver_msg per claimed message; one deliver_rcpt_run() per
+ * pending queue recipient. Transports report each final address with
+ * deliver_report(), which logs Postfix's "to=<...>, [orig_to=<...>,]
+ * relay=..., delay=..., delays=a/b/c/d, dsn=X.Y.Z, status=..." line and
+ * sums the outcome; the scheduler then journals the queue recipient. */
+#include <stddef.h>
+#include <sys/types.h>
+#include <time.h>
+
+struct queue;
+struct queue_env;
+struct route_conf;
+struct table;
+
+/* A list of lookup tables (alias_maps, virtual_mailbox_maps). A table
+ * that failed to open stays in the list as NULL with its error, and a
+ * lookup reaching it is a temporary failure, as Postfix's "hash:/etc/aliases
+ * is unavailable": mail waits instead of bouncing. */
+struct deliver_maps {
+	struct table **t;
+	size_t n;
+};
+
+/* Look key up in each table in turn; reloads a table whose file changed
+ * (newaliases). TABLE_FOUND with value and *hit (the table), NOTFOUND or
+ * ERROR (err set). */
+int deliver_maps_lookup(const struct deliver_maps *m, const char *key, struct buf *value,
+			struct table **hit, struct buf *err);
+
+/* Settings snapshot for the transports; immutable once built, shared by
+ * the workers, replaced (not changed) on reload. */
+struct deliver_conf {
+	struct route_conf *route;
+	char *myhostname, *myorigin, *delims;
+	struct deliver_maps aliases; /* alias_maps */
+	struct deliver_maps vmaps;   /* virtual_mailbox_maps */
+	char *vbase;	     /* virtual_mailbox_base */
+	char *home_mailbox;  /* "" = mbox under spool_dir; "x/" = maildir */
+	char *spool_dir;     /* mail_spool_directory */
+	uid_t owner_uid;     /* mail_owner */
+	gid_t owner_gid;
+	uid_t privs_uid;     /* default_privs */
+	gid_t privs_gid;
+	int cmd_alias, file_alias; /* allow_mail_to_commands/files has "alias" */
+	long long mailbox_limit;   /* mailbox_size_limit, 0 = none */
+	long long min_backoff, max_backoff, run_delay, lifetime, bounce_lifetime;
+};
+
+struct deliver_conf *deliver_conf_new(const struct cfg *cfg, struct buf *err);
+void deliver_conf_free(struct deliver_conf *dc);
+
+/* One message being delivered. */
+struct deliver_msg {
+	struct queue *q;
+	const struct deliver_conf *conf;
+	const char *qid;
+	const struct queue_env *env;
+	const char *content;
+	size_t len;
+	double t_active; /* when the scheduler took it (for delays=a/b) */
+	struct buf failed; /* bounce.c: per-address failure text for the DSN */
+	size_t nfailed;
+};
+
+/* One address to deliver, with the queue recipient it came from. */
+struct deliver_rcpt {
+	struct deliver_msg *msg;
+	const char *addr;   /* this address (an alias expansion or the rcpt) */
+	const char *orig;   /* the queue recipient, logged as orig_to= if different */
+	int depth;	    /* alias nesting, bounded (DELIVER_MAX_DEPTH) */
+	const struct deliver_rcpt *parent; /* the alias this came from, or NULL */
+	const char *alias;  /* local(8): the alias name expanded for this address */
+	double t_start;	    /* delivery start (delays=c/d) */
+	int nsent, nbounced, ndeferred;
+	struct buf reason;  /* first deferral reason, for queue_defer() */
+};
+
+#define DELIVER_MAX_DEPTH 100 /* Postfix local: expansion depth limit */
+
+enum deliver_status { DELIVER_SENT, DELIVER_DEFER, DELIVER_BOUNCE };
+
+/* Route addr and run its transport; every outcome goes through
+ * deliver_report(). */
+void deliver_rcpt_run(struct deliver_rcpt *r);
+/* Log and count one final result. dsn "2.0.0" / "4.x.y" / "5.x.y"
+ * decides the status; relay is "local", "virtual", "none"... */
+void deliver_report(struct deliver_rcpt *r, const char *relay, const char *dsn, const char *fmt,
+		    ...) __attribute__((format(printf, 4, 5)));
+double deliver_now(void);
+
+/* Transports (deliver_local.c, deliver_virtual.c, deliver_discard.c). */
+void deliver_local(struct deliver_rcpt *r, const char *nexthop);
+void deliver_virtual(struct deliver_rcpt *r, const char *nexthop);
+void deliver_discard(struct deliver_rcpt *r, const char *nexthop);
+void deliver_error(struct deliver_rcpt *r, const char *nexthop);
+void deliver_retry(struct deliver_rcpt *r, const char *nexthop);
+
+/* The one maildir writer (deliver_maildir.c): headers then content into
+ * DIR/tmp, fsync, link into DIR/new, fsync DIR/new; creates DIR/{tmp,new,
+ * cur} as needed. 0, or -1 with err and *temp (1 = retry may help). */
+int deliver_maildir_write(const char *dir, const char *headers, const char *content, size_t len,
+			  struct buf *err, int *temp);
+/* mbox append with fcntl + dotlock locking (deliver_local.c). */
+int deliver_mbox_write(const char *path, const char *sender, const char *headers,
+		       const char *content, size_t len, struct buf *err, int *temp);
+/* Return-Path:, Delivered-To: (and X-Original-To:) for a delivery. */
+void deliver_headers(const struct deliver_rcpt *r, struct buf *out);
+
+/* Permanent failures (bounce.c): remember the text for the DSN, and queue
+ * one RFC 3464 report for the message to its sender (never for <>).
+ * bounce_flush() returns -1 when the report could not be queued: the
+ * caller must then keep the recipients (defer), not lose the notice. */
+void bounce_add(struct deliver_msg *m, const char *addr, const char *orig, const char *dsn,
+		const char *text);
+int bounce_flush(struct deliver_msg *m);
 
 #endif

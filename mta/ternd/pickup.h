@@ -23,5 +23,7 @@ struct pickup *pickup_start(struct event_base *base, struct queue *q, struct cfg
 void pickup_stop(struct pickup *p);
 
 #define PICKUP_MAILDROP_DIR "maildrop" /* under queue_directory */
+/* First line of every maildrop file (docs/queue.md "Maildrop files"). */
+#define PICKUP_MAGIC "TERN-MAILDROP 1"
 
 #endif

@@ -153,6 +153,18 @@ enum queue_status queue_load(struct queue *q, const char *qid, struct queue_env 
 /* Counts for logs and "tern status". */
 size_t queue_count(struct queue *q);
 
+/* Commit-path counters since queue_open (for tests, "tern status", bench). */
+struct queue_stats {
+	uint64_t batches;  /* group commits attempted */
+	uint64_t fsyncs;   /* fdatasync calls on segment files */
+	uint64_t records;  /* records written */
+	uint64_t bytes;    /* bytes written */
+	uint64_t failures; /* batches failed (EIO/ENOSPC) */
+	uint64_t segments; /* segment files currently present */
+	uint64_t compacted; /* messages copied forward by compaction */
+};
+void queue_stats(struct queue *q, struct queue_stats *st);
+
 const char *queue_strerror(enum queue_status st);
 
 #endif

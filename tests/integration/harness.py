@@ -183,6 +183,8 @@ class ConfigDir:
             "listen_smtp": "127.0.0.1:%d" % self.smtp_port,
             "mynetworks": "127.0.0.0/8 [::1]/128",
             "queue_directory": str(self.queue_directory),
+            # control socket and pid file live here: tests never collide
+            "data_directory": str(self.path / "data"),
             "mail_owner": pwd.getpwuid(os.getuid()).pw_name,
             "maillog_file": str(self.maillog_file),
         }

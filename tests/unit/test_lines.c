@@ -106,17 +106,17 @@ static void test_inline_split(void **state)
 	char **v;
 	size_t n;
 	struct buf err = BUF_INIT;
-	assert_int_equal(table_inline_split("{ a=1, b=2 {c = x, y} }", &v, &n, &err), 0);
+	assert_int_equal(table_inline_split("{ a=1, b=2 {c = x, y} }", 0, &v, &n, &err), 0);
 	assert_int_equal(n, 3);
 	assert_string_equal(v[0], "a=1");
 	assert_string_equal(v[1], "b=2");
 	assert_string_equal(v[2], "c = x, y");
 	table_inline_free(v, n);
-	assert_int_equal(table_inline_split("{ {/a/ x}, { /b{2}/ y } }", &v, &n, &err), 0);
+	assert_int_equal(table_inline_split("{ {/a/ x}, { /b{2}/ y } }", 0, &v, &n, &err), 0);
 	assert_int_equal(n, 2);
 	assert_string_equal(v[1], "/b{2}/ y");
 	table_inline_free(v, n);
-	assert_int_equal(table_inline_split("{}", &v, &n, &err), 0);
+	assert_int_equal(table_inline_split("{}", 0, &v, &n, &err), 0);
 	assert_int_equal(n, 0);
 	table_inline_free(v, n);
 }
@@ -126,14 +126,21 @@ static void test_inline_split_errors(void **state)
 	char **v;
 	size_t n;
 	struct buf err = BUF_INIT;
-	assert_int_equal(table_inline_split("a=1", &v, &n, &err), -1);
+	assert_int_equal(table_inline_split("a=1", 0, &v, &n, &err), -1);
 	assert_non_null(strstr(buf_str(&err), "expected '{'"));
 	buf_reset(&err);
-	assert_int_equal(table_inline_split("{ a=1", &v, &n, &err), -1);
+	assert_int_equal(table_inline_split("{ a=1", 0, &v, &n, &err), -1);
 	assert_non_null(strstr(buf_str(&err), "missing '}'"));
 	buf_reset(&err);
-	assert_int_equal(table_inline_split("{ {a=1 }", &v, &n, &err), -1);
+	assert_int_equal(table_inline_split("{ {a=1 }", 0, &v, &n, &err), -1);
 	assert_non_null(strstr(buf_str(&err), "unbalanced"));
+	buf_reset(&err);
+	/* Pattern tables: "cidr:{1.2.3.4 a}" is not two rules. */
+	assert_int_equal(table_inline_split("{1.2.3.4 a}", TABLE_INLINE_BRACED, &v, &n, &err), -1);
+	assert_non_null(strstr(buf_str(&err), "no '{' at start of rule \"1.2.3.4\""));
+	assert_int_equal(table_inline_split("{ {1.2.3.4 a}, {x y} }", TABLE_INLINE_BRACED, &v, &n, &err), 0);
+	assert_int_equal(n, 2);
+	table_inline_free(v, n);
 	buf_free(&err);
 }
 

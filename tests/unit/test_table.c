@@ -310,6 +310,9 @@ static void test_static(void **state)
 	open_fails("static:", "expected \"static:value\"");
 	open_fails("static:{ a } b", "syntax error after '}'");
 	open_fails("static:{a", "missing '}'");
+	/* Postfix: nothing, not even white space, after the matching brace. */
+	open_fails("static:{x} ", "syntax error after '}'");
+	open_fails("static:{x}}", "syntax error after '}'");
 }
 
 static int setup(void **state)

@@ -1,0 +1,290 @@
+/* deliver.c - what every transport shares: the settings snapshot
+ * (struct deliver_conf), dispatch from a route to its transport, the
+ * Return-Path:/Delivered-To: headers, and the one delivery log line
+ * (Postfix's log_adhoc(): to=, orig_to=, relay=, delay=, delays=, dsn=,
+ * status=). Interface in deliver.h.
+ */
+#include "deliver.h"
+
+#include "log.h"
+#include "queue.h"
+#include "route.h"
+#include "table.h"
+
+#include <pwd.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+double deliver_now(void)
+{
+	struct timeval tv;
+
+	gettimeofday(&tv, NULL);
+	return (double)tv.tv_sec + tv.tv_usec / 1e6;
+}
+
+/* --- Settings ------------------------------------------------------ */
+
+/* deliver_conf_maps - open each table leniently: a missing file is
+ * logged and makes the mail it concerns deferred, not bounced; a bad
+ * table spec is a configuration error. */
+static int deliver_conf_maps(const struct cfg *cfg, const char *name, struct deliver_maps *m,
+			     struct buf *err)
+{
+	struct cfg_list l = {NULL, 0};
+	int rc = 0;
+
+	if (cfg_get_list(cfg, NULL, name, &l, err) < 0)
+		return -1;
+	m->t = xcalloc(l.count + 1, sizeof(*m->t));
+	for (size_t i = 0; i < l.count && rc == 0; i++) {
+		if ((m->t[m->n] = table_open_lenient(l.items[i], err)) == NULL)
+			rc = -1;
+		else
+			m->n++;
+	}
+	cfg_list_free(&l);
+	return rc;
+}
+
+static void deliver_maps_free(struct deliver_maps *m)
+{
+	for (size_t i = 0; i < m->n; i++) {
+		table_close(m->t[i]);
+	}
+	free(m->t);
+}
+
+int deliver_maps_lookup(const struct deliver_maps *m, const char *key, struct buf *value,
+			struct table **hit, struct buf *err)
+{
+	struct buf why = BUF_INIT;
+	int rc = TABLE_NOTFOUND;
+
+	for (size_t i = 0; i < m->n && rc == TABLE_NOTFOUND; i++) {
+		/* Pick up a rebuilt table; on failure the old contents stay. */
+		if (table_reload(m->t[i], 0, &why) < 0)
+			msg_warn("%s: %s", m->t[i]->spec, buf_str(&why));
+		if ((rc = table_lookup(m->t[i], key, value, err)) == TABLE_FOUND && hit != NULL)
+			*hit = m->t[i];
+	}
+	buf_free(&why);
+	return rc;
+}
+
+static char *deliver_conf_str(const struct cfg *cfg, const char *name, int path, int *ok,
+			      struct buf *err)
+{
+	struct buf v = BUF_INIT;
+	int rc =
+	    path ? cfg_get_path(cfg, NULL, name, &v, err) : cfg_get_str(cfg, NULL, name, &v, err);
+
+	if (rc < 0)
+		*ok = 0;
+	buf_trim(&v);
+	return buf_detach(&v);
+}
+
+/* deliver_conf_user - uid/gid of a user name; mail_owner may be missing
+ * in unprivileged runs (make run, tests), then we are that user. */
+static int deliver_conf_user(const struct cfg *cfg, const char *name, uid_t *uid, gid_t *gid,
+			     struct buf *err)
+{
+	struct buf v = BUF_INIT;
+	struct passwd *pw;
+	int rc = 0;
+
+	*uid = getuid();
+	*gid = getgid();
+	if (cfg_get_str(cfg, NULL, name, &v, err) < 0)
+		rc = -1;
+	else if ((pw = getpwnam(buf_str(&v))) != NULL) {
+		*uid = pw->pw_uid;
+		*gid = pw->pw_gid;
+	}
+	buf_free(&v);
+	return rc;
+}
+
+static int deliver_conf_allow(const struct cfg *cfg, const char *name, int *out, struct buf *err)
+{
+	struct cfg_list l = {NULL, 0};
+
+	*out = 0;
+	if (cfg_get_list(cfg, NULL, name, &l, err) < 0)
+		return -1;
+	for (size_t i = 0; i < l.count; i++)
+		*out |= strcmp(l.items[i], "alias") == 0;
+	cfg_list_free(&l);
+	return 0;
+}
+
+static int deliver_conf_times(struct deliver_conf *dc, const struct cfg *cfg, struct buf *err)
+{
+	if (cfg_get_time(cfg, NULL, "minimal_backoff_time", &dc->min_backoff, err) < 0 ||
+	    cfg_get_time(cfg, NULL, "maximal_backoff_time", &dc->max_backoff, err) < 0 ||
+	    cfg_get_time(cfg, NULL, "queue_run_delay", &dc->run_delay, err) < 0 ||
+	    cfg_get_time(cfg, NULL, "maximal_queue_lifetime", &dc->lifetime, err) < 0 ||
+	    cfg_get_time(cfg, NULL, "bounce_queue_lifetime", &dc->bounce_lifetime, err) < 0 ||
+	    cfg_get_size(cfg, NULL, "mailbox_size_limit", &dc->mailbox_limit, err) < 0)
+		return -1;
+	/* postconf(5): a maximal_backoff_time below the minimum is raised. */
+	if (dc->max_backoff < dc->min_backoff)
+		dc->max_backoff = dc->min_backoff;
+	return 0;
+}
+
+struct deliver_conf *deliver_conf_new(const struct cfg *cfg, struct buf *err)
+{
+	struct deliver_conf *dc = xcalloc(1, sizeof(*dc));
+	int ok = 1;
+
+	dc->myhostname = deliver_conf_str(cfg, "myhostname", 0, &ok, err);
+	dc->myorigin = deliver_conf_str(cfg, "myorigin", 0, &ok, err);
+	dc->delims = deliver_conf_str(cfg, "recipient_delimiter", 0, &ok, err);
+	dc->vbase = deliver_conf_str(cfg, "virtual_mailbox_base", 1, &ok, err);
+	dc->home_mailbox = deliver_conf_str(cfg, "home_mailbox", 0, &ok, err);
+	dc->spool_dir = deliver_conf_str(cfg, "mail_spool_directory", 1, &ok, err);
+	if (!ok || deliver_conf_user(cfg, "mail_owner", &dc->owner_uid, &dc->owner_gid, err) < 0 ||
+	    deliver_conf_user(cfg, "default_privs", &dc->privs_uid, &dc->privs_gid, err) < 0 ||
+	    deliver_conf_allow(cfg, "allow_mail_to_commands", &dc->cmd_alias, err) < 0 ||
+	    deliver_conf_allow(cfg, "allow_mail_to_files", &dc->file_alias, err) < 0 ||
+	    deliver_conf_times(dc, cfg, err) < 0 ||
+	    deliver_conf_maps(cfg, "alias_maps", &dc->aliases, err) < 0 ||
+	    deliver_conf_maps(cfg, "virtual_mailbox_maps", &dc->vmaps, err) < 0 ||
+	    (dc->route = route_conf_new(cfg, err)) == NULL) {
+		deliver_conf_free(dc);
+		return NULL;
+	}
+	return dc;
+}
+
+void deliver_conf_free(struct deliver_conf *dc)
+{
+	if (dc == NULL)
+		return;
+	route_conf_free(dc->route);
+	deliver_maps_free(&dc->aliases);
+	deliver_maps_free(&dc->vmaps);
+	free(dc->myhostname);
+	free(dc->myorigin);
+	free(dc->delims);
+	free(dc->vbase);
+	free(dc->home_mailbox);
+	free(dc->spool_dir);
+	free(dc);
+}
+
+/* --- Dispatch ------------------------------------------------------ */
+
+struct deliver_transport {
+	const char *name;
+	void (*fn)(struct deliver_rcpt *r, const char *nexthop);
+};
+
+static const struct deliver_transport deliver_transports[] = {
+    {"local", deliver_local}, {"virtual", deliver_virtual}, {"discard", deliver_discard},
+    {"error", deliver_error}, {"retry", deliver_retry},	    {NULL, NULL},
+};
+
+void deliver_rcpt_run(struct deliver_rcpt *r)
+{
+	struct route rt;
+	struct buf err = BUF_INIT;
+	const struct deliver_transport *t;
+
+	route_init(&rt);
+	r->t_start = deliver_now();
+	if (route_resolve(r->msg->conf->route, r->addr, &rt, &err) < 0) {
+		deliver_report(r, "none", "4.3.0", "%s", buf_str(&err));
+		goto out;
+	}
+	for (t = deliver_transports; t->name != NULL; t++)
+		if (strcmp(t->name, buf_str(&rt.transport)) == 0)
+			break;
+	if (t->name != NULL)
+		t->fn(r, buf_str(&rt.nexthop));
+	else /* smtp/lmtp/relay come with the outbound issue: keep the mail. */
+		deliver_report(r, "none", "4.3.0", "mail transport unavailable");
+out:
+	route_free(&rt);
+	buf_free(&err);
+}
+
+/* --- Headers and the log line -------------------------------------- */
+
+void deliver_headers(const struct deliver_rcpt *r, struct buf *out)
+{
+	buf_printf(out, "Return-Path: <%s>\n", r->msg->env->sender);
+	buf_printf(out, "X-Original-To: %s\n", r->orig);
+	buf_printf(out, "Delivered-To: %s\n", r->addr);
+}
+
+/* deliver_delay_fmt - Postfix's delay format: integers from 100s up,
+ * otherwise two significant digits and at most two decimals
+ * (delay_logging_resolution_limit = 2), trailing zeros dropped. */
+static void deliver_delay_fmt(struct buf *out, double d)
+{
+	char tmp[64];
+	int dec = d >= 10 ? 0 : d >= 1 ? 1 : 2;
+	char *e;
+
+	if (d < 0)
+		d = 0;
+	snprintf(tmp, sizeof(tmp), "%.*f", dec, d);
+	if (strchr(tmp, '.') != NULL) {
+		for (e = tmp + strlen(tmp) - 1; *e == '0'; e--)
+			*e = 0;
+		if (*e == '.')
+			*e = 0;
+	}
+	buf_puts(out, tmp);
+}
+
+static const char *deliver_status_word(const char *dsn)
+{
+	return dsn[0] == '2' ? "sent" : dsn[0] == '5' ? "bounced" : "deferred";
+}
+
+void deliver_report(struct deliver_rcpt *r, const char *relay, const char *dsn, const char *fmt,
+		    ...)
+{
+	struct deliver_msg *m = r->msg;
+	struct buf line = BUF_INIT, text = BUF_INIT;
+	double now = deliver_now(), arrival = (double)m->env->arrival;
+	va_list ap;
+
+	va_start(ap, fmt);
+	buf_vprintf(&text, fmt, ap);
+	va_end(ap);
+	buf_printf(&line, "to=<%s>, ", r->addr);
+	if (strcmp(r->addr, r->orig) != 0)
+		buf_printf(&line, "orig_to=<%s>, ", r->orig);
+	buf_printf(&line, "relay=%s, delay=", relay);
+	deliver_delay_fmt(&line, now - arrival);
+	buf_puts(&line, ", delays=");
+	deliver_delay_fmt(&line, m->t_active - arrival);
+	buf_putc(&line, '/');
+	deliver_delay_fmt(&line, r->t_start - m->t_active);
+	buf_puts(&line, "/0/");
+	deliver_delay_fmt(&line, now - r->t_start);
+	buf_printf(&line, ", dsn=%s, status=%s (%s)", dsn, deliver_status_word(dsn),
+		   buf_str(&text));
+	msg_qid(m->qid, "%s", buf_str(&line));
+	if (dsn[0] == '2') {
+		r->nsent++;
+	} else if (dsn[0] == '5') {
+		r->nbounced++;
+		bounce_add(m, r->addr, r->orig, dsn, buf_str(&text));
+	} else {
+		r->ndeferred++;
+		if (r->reason.len == 0)
+			buf_set(&r->reason, buf_str(&text));
+	}
+	buf_free(&line);
+	buf_free(&text);
+}

@@ -1,0 +1,443 @@
+/* sched.c - the scheduler: N worker threads claim due messages
+ * (queue_claim_due), deliver every pending recipient through its route's
+ * transport, then journal each outcome (queue_rcpt_done) and one
+ * queue_defer() with Postfix's backoff (postfix.md §4.4: message age
+ * clamped to [minimal_backoff_time, maximal_backoff_time]; past
+ * maximal_queue_lifetime, or bounce_queue_lifetime for <>, the rest
+ * bounces as "expired"). Workers sleep until sched_wakeup(), the next
+ * due time or queue_run_delay. Pause is a flag file (SCHED_PAUSE_FILE)
+ * so it survives restarts. Interface in sched.h.
+ * Pitfalls: a claim must always end (journal or queue_unclaim); bounce
+ * notices are queued before recipients are marked bounced.
+ */
+#include "sched.h"
+
+#include "deliver.h"
+#include "log.h"
+#include "queue.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define SCHED_DEFAULT_WORKERS 2
+
+/* A settings snapshot shared by the workers; freed by its last user. */
+struct sched_conf {
+	struct deliver_conf *dc;
+	int refs;
+};
+
+struct sched {
+	struct queue *q;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	struct sched_conf *conf;
+	char *queue_dir, *pause_path;
+	int paused, stopping, kicked, flush;
+	pthread_t *threads;
+	int nthreads;
+};
+
+/* --- settings snapshots -------------------------------------------- */
+
+static void sched_conf_drop(struct sched *s, struct sched_conf *c)
+{
+	int last;
+
+	pthread_mutex_lock(&s->lock);
+	last = --c->refs == 0;
+	pthread_mutex_unlock(&s->lock);
+	if (last) {
+		deliver_conf_free(c->dc);
+		free(c);
+	}
+}
+
+static struct sched_conf *sched_conf_new(struct cfg *cfg, struct buf *err)
+{
+	struct deliver_conf *dc = deliver_conf_new(cfg, err);
+	struct sched_conf *c;
+
+	if (dc == NULL)
+		return NULL;
+	c = xcalloc(1, sizeof(*c));
+	c->dc = dc;
+	c->refs = 1;
+	return c;
+}
+
+/* --- one message ----------------------------------------------------- */
+
+/* Per queue recipient: what to journal after the attempt. */
+struct sched_outcome {
+	int pending; /* 1: still to do (deferred) */
+	enum queue_rcpt_state state;
+};
+
+/* sched_backoff - postfix.md §4.4: the message's age, clamped. */
+static time_t sched_backoff(const struct deliver_conf *dc, const struct queue_env *env, time_t now)
+{
+	long long delay = (long long)(now - env->arrival);
+
+	if (delay < dc->min_backoff)
+		delay = dc->min_backoff;
+	if (delay > dc->max_backoff)
+		delay = dc->max_backoff;
+	return now + (time_t)delay;
+}
+
+static void sched_rcpt_deliver(struct deliver_msg *m, size_t i, struct sched_outcome *o,
+			       struct buf *reason)
+{
+	const struct queue_rcpt *qr = &m->env->rcpt[i];
+	struct deliver_rcpt r = {.msg = m, .addr = qr->addr, .orig = qr->addr};
+
+	buf_init(&r.reason);
+	deliver_rcpt_run(&r);
+	o->pending = r.ndeferred > 0;
+	o->state = r.nsent == 0 && r.nbounced > 0 ? QUEUE_RCPT_BOUNCED : QUEUE_RCPT_SENT;
+	if (o->pending && reason->len == 0)
+		buf_set(reason, buf_str(&r.reason));
+	buf_free(&r.reason);
+}
+
+/* sched_expire - past its lifetime: every pending recipient bounces with
+ * the last deferral reason (Postfix logs one "status=expired" line). */
+static int sched_expire(struct deliver_msg *m, struct sched_outcome *o, const char *reason)
+{
+	msg_qid(m->qid, "from=<%s>, status=expired, returned to sender", m->env->sender);
+	for (size_t i = 0; i < m->env->nrcpt; i++) {
+		if (!o[i].pending)
+			continue;
+		bounce_add(m, m->env->rcpt[i].addr, m->env->rcpt[i].addr, "4.4.7", reason);
+		o[i].pending = 0;
+		o[i].state = QUEUE_RCPT_BOUNCED;
+	}
+	return bounce_flush(m);
+}
+
+static int sched_expired(const struct deliver_conf *dc, const struct queue_env *env, time_t now)
+{
+	long long life = *env->sender ? dc->lifetime : dc->bounce_lifetime;
+
+	return (long long)(now - env->arrival) >= life;
+}
+
+/* sched_journal - record outcomes; returns -1 if a record failed (the
+ * claim is then released so the message is retried: at-least-once). */
+static int sched_journal(struct deliver_msg *m, struct sched_outcome *o, const char *reason,
+			 int any_pending)
+{
+	enum queue_status st = QUEUE_OK;
+	int journaled = 0;
+
+	for (size_t i = 0; i < m->env->nrcpt && st == QUEUE_OK; i++) {
+		if (m->env->rcpt[i].state != QUEUE_RCPT_PENDING || o[i].pending)
+			continue;
+		st = queue_rcpt_done(m->q, m->qid, i, o[i].state);
+		journaled = 1;
+	}
+	if (st == QUEUE_OK && any_pending) {
+		st = queue_defer(m->q, m->qid, sched_backoff(m->conf, m->env, time(NULL)),
+				 *reason ? reason : "delivery temporarily suspended");
+		journaled = 1;
+	}
+	if (st != QUEUE_OK)
+		msg_warn("%s: cannot update queue: %s", m->qid, queue_strerror(st));
+	if (st != QUEUE_OK || !journaled)
+		queue_unclaim(m->q, m->qid);
+	return st == QUEUE_OK ? 0 : -1;
+}
+
+static void sched_message_run(struct deliver_msg *m)
+{
+	struct sched_outcome *o = xcalloc(m->env->nrcpt + 1, sizeof(*o));
+	struct buf reason = BUF_INIT;
+	int any_pending = 0;
+
+	for (size_t i = 0; i < m->env->nrcpt; i++) {
+		if (m->env->rcpt[i].state != QUEUE_RCPT_PENDING)
+			continue;
+		sched_rcpt_deliver(m, i, &o[i], &reason);
+		any_pending |= o[i].pending;
+	}
+	if (bounce_flush(m) < 0) {
+		/* No notice queued: keep the bounced recipients for later. */
+		for (size_t i = 0; i < m->env->nrcpt; i++)
+			if (m->env->rcpt[i].state == QUEUE_RCPT_PENDING &&
+			    o[i].state == QUEUE_RCPT_BOUNCED && !o[i].pending)
+				o[i].pending = any_pending = 1;
+		if (reason.len == 0)
+			buf_set(&reason, "cannot queue non-delivery notification");
+	} else if (any_pending && sched_expired(m->conf, m->env, time(NULL))) {
+		any_pending = sched_expire(m, o, buf_str(&reason)) < 0;
+		if (any_pending) /* keep them all pending, try again */
+			for (size_t i = 0; i < m->env->nrcpt; i++)
+				o[i].pending = m->env->rcpt[i].state == QUEUE_RCPT_PENDING &&
+					       o[i].state == QUEUE_RCPT_BOUNCED;
+	}
+	sched_journal(m, o, buf_str(&reason), any_pending);
+	buf_free(&reason);
+	free(o);
+}
+
+static void sched_message(struct sched *s, const struct deliver_conf *dc, const char *qid)
+{
+	struct queue_env env;
+	struct buf content = BUF_INIT, err = BUF_INIT;
+	struct deliver_msg m = {.q = s->q, .conf = dc, .qid = qid, .env = &env};
+	enum queue_status st;
+
+	queue_env_init(&env);
+	buf_init(&m.failed);
+	m.t_active = deliver_now();
+	if ((st = queue_load(s->q, qid, &env, &content, &err)) != QUEUE_OK) {
+		msg_warn("%s: cannot load message: %s%s%s", qid, queue_strerror(st),
+			 err.len ? ": " : "", buf_str(&err));
+		/* Do not spin on it: try again after the minimal backoff. */
+		if (st == QUEUE_ENOENT || queue_defer(s->q, qid, time(NULL) + dc->min_backoff,
+						      "cannot load message") != QUEUE_OK)
+			queue_unclaim(s->q, qid);
+		goto out;
+	}
+	m.content = content.data ? content.data : "";
+	m.len = content.len;
+	msg_qid(qid, "from=<%s>, size=%zu, nrcpt=%zu (queue active)", env.sender, env.size,
+		env.nrcpt);
+	sched_message_run(&m);
+out:
+	queue_env_free(&env);
+	buf_free(&content);
+	buf_free(&err);
+	buf_free(&m.failed);
+}
+
+/* --- flush ------------------------------------------------------------ */
+
+struct sched_ids {
+	char **v;
+	size_t n;
+};
+
+static int sched_collect_deferred(void *arg, const struct queue_info *info)
+{
+	struct sched_ids *ids = arg;
+
+	if (info->state == QUEUE_STATE_DEFERRED) {
+		ids->v = xrealloc(ids->v, (ids->n + 1) * sizeof(*ids->v));
+		ids->v[ids->n++] = xstrdup(info->qid);
+	}
+	return 0;
+}
+
+/* sched_flush_run - on a worker: journal calls fsync, never on a loop. */
+static void sched_flush_run(struct sched *s)
+{
+	struct sched_ids ids = {NULL, 0};
+
+	queue_foreach(s->q, sched_collect_deferred, &ids);
+	for (size_t i = 0; i < ids.n; i++) {
+		enum queue_status st = queue_requeue(s->q, ids.v[i]);
+		if (st != QUEUE_OK && st != QUEUE_ENOENT && st != QUEUE_ESTATE)
+			msg_warn("%s: flush: %s", ids.v[i], queue_strerror(st));
+		free(ids.v[i]);
+	}
+	free(ids.v);
+}
+
+/* --- workers ---------------------------------------------------------- */
+
+/* sched_sleep - until kicked, the next due message, or queue_run_delay. */
+static void sched_sleep(struct sched *s)
+{
+	time_t now = time(NULL), next = queue_next_wakeup(s->q);
+	time_t until = now + (time_t)s->conf->dc->run_delay;
+	struct timespec ts = {0, 0};
+
+	if (next > 0 && next < until)
+		until = next;
+	if (s->paused)
+		until = now + 3600;
+	ts.tv_sec = until > now ? until : now + 1;
+	while (!s->kicked && !s->stopping)
+		if (pthread_cond_timedwait(&s->cond, &s->lock, &ts) == ETIMEDOUT)
+			break;
+}
+
+static void *sched_worker(void *arg)
+{
+	struct sched *s = arg;
+	char qid[QUEUE_ID_SIZE];
+
+	pthread_mutex_lock(&s->lock);
+	while (!s->stopping) {
+		if (s->flush) {
+			s->flush = 0;
+			pthread_mutex_unlock(&s->lock);
+			sched_flush_run(s);
+			pthread_mutex_lock(&s->lock);
+			continue;
+		}
+		if (!s->paused && queue_claim_due(s->q, time(NULL), qid) > 0) {
+			struct sched_conf *c = s->conf;
+			c->refs++;
+			pthread_mutex_unlock(&s->lock);
+			sched_message(s, c->dc, qid);
+			sched_conf_drop(s, c);
+			pthread_mutex_lock(&s->lock);
+			continue;
+		}
+		s->kicked = 0;
+		sched_sleep(s);
+	}
+	pthread_mutex_unlock(&s->lock);
+	return NULL;
+}
+
+/* --- API --------------------------------------------------------------- */
+
+struct sched *sched_start(struct queue *q, struct cfg *cfg, const char *queue_dir, int nworkers,
+			  struct buf *err)
+{
+	struct sched *s = xcalloc(1, sizeof(*s));
+	struct buf path = BUF_INIT;
+
+	if ((s->conf = sched_conf_new(cfg, err)) == NULL) {
+		free(s);
+		return NULL;
+	}
+	s->q = q;
+	s->queue_dir = xstrdup(queue_dir);
+	buf_printf(&path, "%s/%s", queue_dir, SCHED_PAUSE_FILE);
+	s->pause_path = buf_detach(&path);
+	s->paused = access(s->pause_path, F_OK) == 0;
+	if (s->paused)
+		msg_info("delivery is paused (%s exists)", s->pause_path);
+	pthread_mutex_init(&s->lock, NULL);
+	pthread_cond_init(&s->cond, NULL);
+	s->nthreads = nworkers > 0 ? nworkers : SCHED_DEFAULT_WORKERS;
+	s->threads = xcalloc((size_t)s->nthreads, sizeof(*s->threads));
+	for (int i = 0; i < s->nthreads; i++) {
+		if (pthread_create(&s->threads[i], NULL, sched_worker, s) != 0) {
+			buf_printf(err, "cannot start delivery worker: %s", strerror(errno));
+			s->nthreads = i;
+			sched_stop(s);
+			return NULL;
+		}
+	}
+	return s;
+}
+
+void sched_wakeup(struct sched *s)
+{
+	pthread_mutex_lock(&s->lock);
+	s->kicked = 1;
+	pthread_cond_broadcast(&s->cond);
+	pthread_mutex_unlock(&s->lock);
+}
+
+int sched_reload(struct sched *s, struct cfg *cfg, struct buf *err)
+{
+	struct sched_conf *c = sched_conf_new(cfg, err), *old;
+
+	if (c == NULL)
+		return -1;
+	pthread_mutex_lock(&s->lock);
+	old = s->conf;
+	s->conf = c;
+	pthread_mutex_unlock(&s->lock);
+	sched_conf_drop(s, old);
+	sched_wakeup(s);
+	return 0;
+}
+
+/* sched_fsync_dir - make the flag file's creation/removal durable. */
+static int sched_fsync_dir(const char *dir)
+{
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), rc = -1;
+
+	if (fd >= 0) {
+		rc = fsync(fd);
+		close(fd);
+	}
+	return rc;
+}
+
+static int sched_pause_file(const char *path, const char *dir, int paused, struct buf *err)
+{
+	int fd;
+
+	if (paused) {
+		if ((fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0644)) < 0 || fsync(fd) < 0) {
+			buf_printf(err, "create %s: %s", path, strerror(errno));
+			if (fd >= 0)
+				close(fd);
+			return -1;
+		}
+		close(fd);
+	} else if (unlink(path) < 0 && errno != ENOENT) {
+		buf_printf(err, "remove %s: %s", path, strerror(errno));
+		return -1;
+	}
+	if (sched_fsync_dir(dir) < 0) {
+		buf_printf(err, "fsync %s: %s", dir, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+int sched_pause(struct sched *s, int paused, struct buf *err)
+{
+	if (sched_pause_file(s->pause_path, s->queue_dir, paused, err) < 0)
+		return -1;
+	pthread_mutex_lock(&s->lock);
+	s->paused = paused;
+	s->kicked = 1;
+	pthread_cond_broadcast(&s->cond);
+	pthread_mutex_unlock(&s->lock);
+	msg_info("delivery %s", paused ? "paused" : "resumed");
+	return 0;
+}
+
+int sched_paused(struct sched *s)
+{
+	int p;
+
+	pthread_mutex_lock(&s->lock);
+	p = s->paused;
+	pthread_mutex_unlock(&s->lock);
+	return p;
+}
+
+void sched_flush(struct sched *s)
+{
+	pthread_mutex_lock(&s->lock);
+	s->flush = 1;
+	s->kicked = 1;
+	pthread_cond_broadcast(&s->cond);
+	pthread_mutex_unlock(&s->lock);
+}
+
+void sched_stop(struct sched *s)
+{
+	if (s == NULL)
+		return;
+	pthread_mutex_lock(&s->lock);
+	s->stopping = 1;
+	pthread_cond_broadcast(&s->cond);
+	pthread_mutex_unlock(&s->lock);
+	for (int i = 0; i < s->nthreads; i++)
+		pthread_join(s->threads[i], NULL);
+	sched_conf_drop(s, s->conf);
+	pthread_cond_destroy(&s->cond);
+	pthread_mutex_destroy(&s->lock);
+	free(s->threads);
+	free(s->queue_dir);
+	free(s->pause_path);
+	free(s);
+}

@@ -1,0 +1,225 @@
+/* smtpd_int.h - what the smtpd_*.c modules share and nobody else sees:
+ * the per-listener config snapshot, the session state, the address/
+ * domain match lists and the seams between session I/O (smtpd_session.c),
+ * commands (smtpd_cmd.c), content (smtpd_data.c), checks (smtpd_check.c),
+ * Received: (smtpd_received.c) and XCLIENT (smtpd_xclient.c).
+ * Pitfall: a session is owned by one event loop; only the connection
+ * counters (smtpd_session.c) are shared between loops.
+ */
+#ifndef TERN_SMTPD_INT_H
+#define TERN_SMTPD_INT_H
+
+#include "addr.h"
+#include "buf.h"
+#include "cfg.h"
+#include "inet.h"
+#include "queue.h"
+#include "smtpd.h"
+#include "table.h"
+
+#include <stddef.h>
+#include <stdlib.h>
+#include <strings.h>
+#include <time.h>
+
+struct event;
+struct bufferevent;
+
+/* ---- match lists (smtpd_check.c): Postfix's match_list for hosts and domains */
+enum smtpd_match_kind { SMTPD_M_NET, SMTPD_M_NAME, SMTPD_M_TABLE };
+struct smtpd_match {
+	int neg; /* "!pattern" */
+	enum smtpd_match_kind kind;
+	struct inet_addr net;
+	int len;
+	char *name; /* lower-cased domain or host name; ".dom" = subdomains */
+	struct table *table;
+};
+struct smtpd_matchlist {
+	struct smtpd_match *v;
+	size_t n;
+	int parent; /* parent_domain_matches_subdomains for this parameter */
+};
+#define SMTPD_MATCH_ERROR (-1)
+struct smtpd_matchlist *smtpd_matchlist_new(const struct cfg *cfg, const char *listener,
+					    const char *param, struct buf *err);
+void smtpd_matchlist_free(struct smtpd_matchlist *l);
+/* 1 match, 0 no match, -1 table error (err set). */
+int smtpd_match_host(const struct smtpd_matchlist *l, const char *name, const char *addr,
+		     struct buf *err);
+int smtpd_match_domain(const struct smtpd_matchlist *l, const char *domain, struct buf *err);
+
+/* ---- recipient checks (smtpd_check.c): the seam the restriction engine replaces */
+struct smtpd_checks;
+struct smtpd_checks *smtpd_checks_new(const struct cfg *cfg, const char *listener,
+				      struct buf *err);
+void smtpd_checks_free(struct smtpd_checks *c);
+
+/* ---- the config snapshot (smtpd_conf.c) */
+enum smtpd_bare_nl { SMTPD_BARE_NO, SMTPD_BARE_NORMALIZE, SMTPD_BARE_NOTE, SMTPD_BARE_REJECT };
+
+/* EHLO keywords (smtpd_discard_ehlo_keywords) */
+#define SMTPD_EHLO_PIPELINING 0x001
+#define SMTPD_EHLO_SIZE 0x002
+#define SMTPD_EHLO_VRFY 0x004
+#define SMTPD_EHLO_ENHANCED 0x008
+#define SMTPD_EHLO_8BITMIME 0x010
+#define SMTPD_EHLO_DSN 0x020
+#define SMTPD_EHLO_SMTPUTF8 0x040
+#define SMTPD_EHLO_CHUNKING 0x080
+#define SMTPD_EHLO_XCLIENT 0x100
+#define SMTPD_EHLO_SILENT 0x200 /* "silent-discard": don't log discards */
+
+struct smtpd_conf {
+	int refs;
+	char *listener;
+	char *myhostname, *mail_name, *banner, *myorigin, *mydomain, *dns_servers;
+	char *rcpt_delim;
+	long long size_limit, line_limit, rcpt_limit, soft_limit, hard_limit, junk_limit;
+	long long timeout_ms, err_sleep_ms, hopcount_limit;
+	long long conn_count_limit, conn_rate_limit, rate_unit_s;
+	int ehlo_discard;
+	int disable_vrfy, helo_required, strict_rfc821, smtputf8_enable, append_at_myorigin,
+		append_dot_mydomain, peername_lookup, port_logging, forbid_unauth_pipelining;
+	enum smtpd_bare_nl bare_nl;
+	int bare_nl_code;
+	struct smtpd_matchlist *mynetworks, *bare_nl_exclusions, *xclient_hosts, *event_exceptions;
+	struct smtpd_checks *checks;
+};
+
+/* ---- the session (smtpd_session.c) */
+enum smtpd_state {
+	SMTPD_ST_LOOKUP, /* reverse DNS before the greeting */
+	SMTPD_ST_CMD,
+	SMTPD_ST_DATA,
+	SMTPD_ST_BDAT,
+	SMTPD_ST_QUEUE, /* waiting for queue_submit()'s callback */
+	SMTPD_ST_CLOSE, /* flushing the last reply */
+};
+
+/* Command statistics, in Postfix's smtpd_cmd_table order for the
+ * "disconnect from ..." line (smtpd_format_cmd_stats()). */
+enum smtpd_cmd_id {
+	SMTPD_C_HELO,
+	SMTPD_C_EHLO,
+	SMTPD_C_XCLIENT,
+	SMTPD_C_MAIL,
+	SMTPD_C_RCPT,
+	SMTPD_C_DATA,
+	SMTPD_C_BDAT,
+	SMTPD_C_RSET,
+	SMTPD_C_NOOP,
+	SMTPD_C_VRFY,
+	SMTPD_C_ETRN,
+	SMTPD_C_QUIT,
+	SMTPD_C_UNKNOWN,
+	SMTPD_C_COUNT
+};
+
+struct smtpd_client {
+	char *name;     /* verified host name or "unknown" */
+	char *addr;     /* printable address, "192.0.2.1" / "2001:db8::1" */
+	char *port;
+	char *rfc_addr; /* for Received: "192.0.2.1" / "IPv6:2001:db8::1" */
+	char *namaddr;  /* "name[addr]" (":port" with smtpd_client_port_logging) */
+	struct inet_addr ip;
+};
+
+struct smtpd_session {
+	struct event_base *base;
+	struct bufferevent *bev;
+	struct smtpd_conf *conf;
+	struct queue *q;
+	struct smtpd_hooks hooks;
+	enum smtpd_state state;
+	struct smtpd_client client;
+	struct inet_addr counted_ip; /* key of the connection counter, for release */
+	int counted;
+	struct event *sleep_ev; /* error-sleep (smtpd_error_sleep_time) */
+	struct buf delayed;     /* reply held back by the error sleep */
+	int paused;             /* error sleep or output backlog: no input processing */
+	int dead;               /* peer gone while a queue commit is in flight */
+	int draining;           /* smtpd_sessions_drain() was called */
+	int in_list;
+	int connect_logged;
+	struct smtpd_session *prev, *next;
+
+	/* command line reader */
+	struct buf line;
+	int line_skip;  /* line longer than line_length_limit: skipping to LF */
+	int line_lastc; /* last raw byte of the line (CR test) */
+	int line_long;
+
+	/* SMTP state */
+	char *helo;
+	int esmtp;
+	const char *last_cmd; /* for "lost connection after X" */
+	int error_count, junk_cmds;
+	int ok[SMTPD_C_COUNT], total[SMTPD_C_COUNT];
+	int bare_lf_noted;
+	int xclient_done;
+
+	/* transaction */
+	int in_mail;
+	char *sender_raw; /* as given, for logs */
+	struct queue_env env;
+	char qid[QUEUE_ID_SIZE];
+	int have_qid;
+	size_t rcpt_total; /* RCPT commands this transaction, for the limit */
+	char *first_rcpt;  /* first accepted recipient as given (Received: for) */
+	long long declared_size;
+
+	/* content (DATA or BDAT) */
+	struct buf content;
+	size_t data_bytes; /* bytes received on the wire, for logs */
+	int data_prev_crlf, data_midline, data_in_header, data_hdr_cont;
+	int data_too_big, data_bare_lf, data_hops;
+	size_t data_line_off; /* where the current line starts in content */
+	int bdat_cr;          /* a chunk ended in CR: maybe half a CRLF */
+	struct buf msgid;
+	int bdat_used; /* BDAT seen in this transaction: DATA refused */
+	int bdat_last, bdat_err;
+	size_t bdat_left, bdat_total;
+	const char *bdat_reply; /* sticky error for the remaining chunks */
+};
+
+/* smtpd_session.c */
+void smtpd_reply(struct smtpd_session *s, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+void smtpd_session_close(struct smtpd_session *s); /* after the last reply is out */
+int smtpd_session_pending_input(struct smtpd_session *s);
+void smtpd_session_resume(struct smtpd_session *s);
+int smtpd_client_trusted(struct smtpd_session *s, const struct smtpd_matchlist *l);
+void smtpd_client_set(struct smtpd_client *c, const char *name, const char *addr,
+		      const char *port, int port_logging);
+void smtpd_client_free(struct smtpd_client *c);
+void smtpd_greet(struct smtpd_session *s);
+
+/* smtpd_cmd.c */
+void smtpd_cmd_run(struct smtpd_session *s, char *line, int bare_lf);
+void smtpd_txn_reset(struct smtpd_session *s);
+void smtpd_log_reject(struct smtpd_session *s, const char *stage, const char *reply,
+		      const char *rcpt);
+
+/* smtpd_data.c */
+void smtpd_data_begin(struct smtpd_session *s);
+void smtpd_data_input(struct smtpd_session *s); /* DATA: consumes input */
+void smtpd_bdat_input(struct smtpd_session *s); /* BDAT: consumes input */
+void smtpd_bdat_begin(struct smtpd_session *s, size_t size, int last);
+void smtpd_data_free(struct smtpd_session *s);
+
+/* smtpd_check.c: 0 accept, else reply set (4xx/5xx text without CRLF). */
+int smtpd_check_rcpt(struct smtpd_session *s, const char *raw, const struct addr *rcpt,
+		     struct buf *reply);
+/* Qualify an address as Postfix's trivial-rewrite (append_at_myorigin,
+ * append_dot_mydomain) and format it plain into out. */
+void smtpd_check_canon(const struct smtpd_conf *conf, const struct addr *a, struct buf *out);
+
+/* smtpd_received.c */
+void smtpd_received_format(struct smtpd_session *s, time_t when, struct buf *out);
+void smtpd_mail_date(time_t when, struct buf *out);
+
+/* smtpd_xclient.c */
+int smtpd_xclient_cmd(struct smtpd_session *s, int argc, char **argv);
+
+#endif

@@ -1,0 +1,48 @@
+/* smtpd_received.c - the Received: header smtpd puts first in every
+ * message, in Postfix's layout (smtpd.c, mail_date.c):
+ *   Received: from HELO (NAME [ADDR])
+ *   	by MYHOSTNAME (MAIL_NAME) with PROTO id QID
+ *   	for <RCPT>; Sat, 21 Nov 2026 05:00:00 +0000 (UTC)
+ * "for" only with exactly one recipient; otherwise the date follows "id QID;".
+ * Pitfall: the day of month is space-padded ("%e"), as Postfix's mail_date().
+ */
+#include "smtpd_int.h"
+
+#include <stdlib.h>
+#include <time.h>
+
+/* RFC 5322 §3.3 date with Postfix's "(zone name)" comment. */
+void smtpd_mail_date(time_t when, struct buf *out)
+{
+	struct tm tm;
+	char text[64], zone[16];
+	long off;
+
+	localtime_r(&when, &tm);
+	off = tm.tm_gmtoff / 60;
+	strftime(text, sizeof(text), "%a, %e %b %Y %H:%M:%S", &tm);
+	strftime(zone, sizeof(zone), "%Z", &tm);
+	buf_printf(out, "%s %c%02ld%02ld (%s)", text, off < 0 ? '-' : '+', labs(off) / 60,
+		   labs(off) % 60, zone);
+}
+
+void smtpd_received_format(struct smtpd_session *s, time_t when, struct buf *out)
+{
+	const struct smtpd_conf *c = s->conf;
+	const char *proto = s->esmtp ? "ESMTP" : "SMTP";
+
+	buf_printf(out, "Received: from %s (%s [%s])\n", s->helo ? s->helo : s->client.name,
+		   s->client.name, s->client.rfc_addr);
+	if (s->env.nrcpt == 1 && s->first_rcpt) {
+		buf_printf(out, "\tby %s (%s) with %s id %s\n", c->myhostname, c->mail_name, proto,
+			   s->qid);
+		buf_puts(out, "\tfor <");
+		buf_puts(out, s->first_rcpt);
+		buf_puts(out, ">; ");
+	} else {
+		buf_printf(out, "\tby %s (%s) with %s id %s;\n\t", c->myhostname, c->mail_name,
+			   proto, s->qid);
+	}
+	smtpd_mail_date(when, out);
+	buf_putc(out, '\n');
+}

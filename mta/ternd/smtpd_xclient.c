@@ -1,0 +1,169 @@
+/* smtpd_xclient.c - Postfix's XCLIENT extension (XCLIENT_README): a
+ * client in smtpd_authorized_xclient_hosts (a test driver or a proxy)
+ * replaces the client name, address, port, protocol and HELO name; the
+ * session then restarts with a new 220 greeting.
+ * Attributes: NAME ADDR PORT PROTO HELO LOGIN REVERSE_NAME (xtext values,
+ * [UNAVAILABLE] / [TEMPUNAVAIL] for unknown). Pitfall: nothing changes
+ * unless every attribute of the command is valid.
+ */
+#include "smtpd_int.h"
+
+#include "log.h"
+
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct xclient_attrs {
+	char *name, *addr, *port, *proto, *helo;
+	int set_name, set_addr, set_port, set_proto, set_helo;
+};
+
+/* RFC 3461 xtext: "+HH" is the byte 0xHH. */
+static char *xclient_decode(const char *v)
+{
+	struct buf b = BUF_INIT;
+
+	for (; *v; v++) {
+		if (*v == '+' && isxdigit((unsigned char)v[1]) && isxdigit((unsigned char)v[2])) {
+			char hex[3] = {v[1], v[2], 0};
+			buf_putc(&b, (int)strtol(hex, NULL, 16));
+			v += 2;
+		} else {
+			buf_putc(&b, *v);
+		}
+	}
+	return buf_detach(&b);
+}
+
+static int xclient_unavailable(const char *v)
+{
+	return strcasecmp(v, "[UNAVAILABLE]") == 0 || strcasecmp(v, "[TEMPUNAVAIL]") == 0;
+}
+
+static int xclient_addr(const char *v, char **out)
+{
+	struct inet_addr ip;
+	struct buf b = BUF_INIT;
+	int v6 = strncasecmp(v, "IPV6:", 5) == 0;
+
+	if (inet_addr_parse(v6 ? v + 5 : v, &ip) < 0 || (ip.family == AF_INET6) != v6)
+		return -1;
+	inet_addr_format(&ip, &b);
+	*out = buf_detach(&b);
+	return 0;
+}
+
+static int xclient_host(const char *v)
+{
+	struct buf err = BUF_INIT;
+	int ok = addr_domain_check(v, 0, &err) == ADDR_OK;
+
+	buf_free(&err);
+	return ok;
+}
+
+/* One NAME=value: 0, or -1 with the reply sent. */
+static int xclient_attr(struct smtpd_session *s, struct xclient_attrs *a, const char *arg)
+{
+	const char *eq = strchr(arg, '=');
+	char *name = eq ? xstrndup(arg, (size_t)(eq - arg)) : xstrdup(arg);
+	char *val = eq ? xclient_decode(eq + 1) : NULL;
+	int rc = -1, unav = val && xclient_unavailable(val);
+	char *end;
+
+	if (val == NULL) {
+		smtpd_reply(s, "501 5.5.4 Bad XCLIENT attribute name: %s", name);
+	} else if (strcasecmp(name, "NAME") == 0 || strcasecmp(name, "REVERSE_NAME") == 0) {
+		if (!unav && !xclient_host(val))
+			smtpd_reply(s, "501 5.5.4 Bad %s syntax: %s", name, val);
+		else if (strcasecmp(name, "NAME") == 0)
+			rc = 0, free(a->name), a->name = xstrdup(unav ? "unknown" : val),
+			a->set_name = 1;
+		else
+			rc = 0;
+	} else if (strcasecmp(name, "ADDR") == 0) {
+		free(a->addr), a->addr = NULL;
+		if (unav || xclient_addr(val, &a->addr) < 0)
+			smtpd_reply(s, "501 5.5.4 Bad ADDR syntax: %s", val);
+		else
+			rc = 0, a->set_addr = 1;
+	} else if (strcasecmp(name, "PORT") == 0) {
+		long p = unav ? 0 : strtol(val, &end, 10);
+		if (!unav && (!isdigit((unsigned char)*val) || *end || p < 0 || p > 65535))
+			smtpd_reply(s, "501 5.5.4 Bad PORT syntax: %s", val);
+		else
+			rc = 0, free(a->port), a->port = xstrdup(unav ? "0" : val), a->set_port = 1;
+	} else if (strcasecmp(name, "PROTO") == 0) {
+		if (strcasecmp(val, "SMTP") && strcasecmp(val, "ESMTP"))
+			smtpd_reply(s, "501 5.5.4 Bad PROTO syntax: %s", val);
+		else
+			rc = 0, free(a->proto), a->proto = xstrdup(val), a->set_proto = 1;
+	} else if (strcasecmp(name, "HELO") == 0) {
+		if (!unav && (strlen(val) > 255 || strpbrk(val, " \t<>") != NULL))
+			smtpd_reply(s, "501 5.5.4 Bad HELO syntax: %s", val);
+		else
+			rc = 0, free(a->helo), a->helo = unav ? NULL : xstrdup(val), a->set_helo = 1;
+	} else if (strcasecmp(name, "LOGIN") == 0 || strcasecmp(name, "DESTADDR") == 0 ||
+		   strcasecmp(name, "DESTPORT") == 0) {
+		rc = 0; /* accepted; no SASL in this release, the server side is unchanged */
+	} else {
+		smtpd_reply(s, "501 5.5.4 Bad XCLIENT attribute name: %s", name);
+	}
+	free(name);
+	free(val);
+	return rc;
+}
+
+static void xclient_apply(struct smtpd_session *s, struct xclient_attrs *a)
+{
+	char *name = xstrdup(a->set_name ? a->name : s->client.name);
+	char *addr = xstrdup(a->set_addr ? a->addr : s->client.addr);
+	char *port = xstrdup(a->set_port ? a->port : s->client.port);
+
+	smtpd_client_set(&s->client, name, addr, port, s->conf->port_logging);
+	free(name);
+	free(addr);
+	free(port);
+	smtpd_txn_reset(s);
+	free(s->helo);
+	s->helo = NULL;
+	s->esmtp = 0;
+	if (a->set_helo && a->helo)
+		s->helo = xstrdup(a->helo);
+	if (a->set_proto)
+		s->esmtp = strcasecmp(a->proto, "ESMTP") == 0;
+	s->xclient_done = 1;
+}
+
+int smtpd_xclient_cmd(struct smtpd_session *s, int argc, char **argv)
+{
+	struct xclient_attrs a;
+	int rc = 0;
+
+	memset(&a, 0, sizeof(a));
+	if (s->in_mail) {
+		smtpd_reply(s, "503 5.5.1 Error: MAIL transaction in progress");
+		return -1;
+	}
+	if (argc < 2) {
+		smtpd_reply(s, "501 5.5.4 Syntax: XCLIENT attribute=value...");
+		return -1;
+	}
+	if (!smtpd_client_trusted(s, s->conf->xclient_hosts)) {
+		smtpd_reply(s, "550 5.7.0 Error: insufficient authorization");
+		return -1;
+	}
+	for (int i = 1; i < argc && rc == 0; i++)
+		rc = xclient_attr(s, &a, argv[i]);
+	if (rc == 0) {
+		xclient_apply(s, &a);
+		smtpd_reply(s, "220 %s", s->conf->banner);
+	}
+	free(a.name);
+	free(a.addr);
+	free(a.port);
+	free(a.proto);
+	free(a.helo);
+	return rc;
+}
