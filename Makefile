@@ -99,6 +99,7 @@ DEPS_TEST  := python3 python3-pytest python3-milter python3-dkim sqlite3 \
 	postfix postfix-pcre postfix-cdb swaks dnsmasq opendkim opendkim-tools \
 	postgrey postfix-policyd-spf-python
 # Daemons the test peers bring along: installed, never left running or enabled.
+# As root, deps also creates the system user "tern" (mail_owner's default).
 DEPS_DAEMONS := postfix opendkim postgrey dnsmasq
 
 deps:
@@ -120,6 +121,9 @@ deps:
 		if [ -x /etc/init.d/$$d ] && ls /etc/rc2.d/S*$$d >/dev/null 2>&1; then update-rc.d $$d disable >/dev/null 2>&1 || true; fi; \
 	done; \
 	pkill -x -f '/usr/lib/postfix/sbin/master -w' 2>/dev/null; \
+	if [ "$$(id -u)" = 0 ] && ! getent passwd tern >/dev/null; then \
+		useradd --system --home-dir /var/spool/tern --no-create-home \
+			--shell /usr/sbin/nologin tern; fi; \
 	for d in opendkim postgrey dnsmasq; do \
 		pidf=/run/$$d/$$d.pid; [ -f $$pidf ] && kill $$(cat $$pidf) 2>/dev/null; \
 	done; true
@@ -161,7 +165,10 @@ run:
 	@$(MAKE) --no-print-directory all
 	@mkdir -p run/mail
 	@[ run/tern.conf -nt conf/run/tern.conf ] || cp conf/run/tern.conf run/tern.conf
-	@$(BUILD)/bin/tern conf -c run -e mail_owner=$$(id -un) >/dev/null
+	@# As root, ternd drops to the unprivileged "tern" user (made by deps);
+	@# otherwise it runs as whoever started it.
+	@if [ "$$(id -u)" = 0 ]; then $(BUILD)/bin/tern conf -c run -e mail_owner=tern >/dev/null; \
+		chown -R tern run; else $(BUILD)/bin/tern conf -c run -e mail_owner=$$(id -un) >/dev/null; fi
 	@$(BUILD)/bin/tern check -c run
 	@echo "Tern runs in the foreground on 127.0.0.1:2525, config run/tern.conf (Ctrl-C stops it)."
 	@echo "Send a first message with swaks:"
