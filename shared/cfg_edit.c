@@ -12,6 +12,7 @@
  * new file is written beside the old one, fsynced and renamed over it.
  */
 #include "cfg.h"
+#include "fileio.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -166,12 +167,10 @@ static int cfg_edit_write(const char *path, const struct buf *text, struct buf *
 		goto done;
 	}
 	/* Make the rename itself durable. */
-	char *d = xstrdup(path);
-	if ((fd = open(dirname(d), O_RDONLY | O_DIRECTORY)) >= 0) {
-		fsync(fd);
-		close(fd);
+	if (fileio_sync_parent(path) < 0) {
+		buf_printf(err, "fsync the directory of %s: %s", path, strerror(errno));
+		goto done;
 	}
-	free(d);
 	rc = 0;
 done:
 	buf_free(&tmp);

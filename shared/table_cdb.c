@@ -9,6 +9,7 @@
 #include "log.h"
 #include "table.h"
 #include "table_source.h"
+#include "fileio.h"
 
 #include <cdb.h>
 #include <errno.h>
@@ -173,6 +174,11 @@ static int table_cdb_build_with(const char *path, table_cdb_reader reader, struc
 	if (rename(tmp.data, dst.data) < 0) {
 		buf_printf(err, "rename %s to %s: %s", tmp.data, dst.data, strerror(errno));
 		goto fail;
+	}
+	/* The new name must survive a crash too, not only the data. */
+	if (fileio_sync_parent(dst.data) < 0) {
+		buf_printf(err, "fsync the directory of %s: %s", dst.data, strerror(errno));
+		goto out;
 	}
 	rc = 0;
 	goto out;

@@ -8,6 +8,7 @@
  */
 #define _GNU_SOURCE /* syncfs() */
 #include "sendmail.h"
+#include "fileio.h"
 #include "attr.h"
 
 #include "../ternd/pickup.h"
@@ -54,32 +55,13 @@ static int sm_drop_header(struct buf *out, unsigned uid, const char *sender,
 	return 0;
 }
 
-static int sm_write_all(int fd, const char *p, size_t len)
-{
-	while (len > 0) {
-		ssize_t n = write(fd, p, len);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return -1;
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
 /* Make the rename durable: fsync the directory when we may open it,
  * else syncfs() the file system the file lives on. */
 static int sm_drop_sync_dir(const char *dir, int file_fd)
 {
-	int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	int rc;
-
-	if (dfd < 0)
-		return errno == EACCES ? syncfs(file_fd) : -1;
-	rc = fsync(dfd);
-	close(dfd);
-	return rc;
+	if (fileio_sync_dir(dir) == 0)
+		return 0;
+	return errno == EACCES ? syncfs(file_fd) : -1;
 }
 
 int sm_drop_write(const char *dir, unsigned uid, const char *sender, const char *fullname,
@@ -99,8 +81,8 @@ int sm_drop_write(const char *dir, unsigned uid, const char *sender, const char 
 		goto out;
 	}
 	/* pickup runs as mail_owner and must read a file another user owns. */
-	if (fchmod(fd, 0644) < 0 || sm_write_all(fd, head.data, head.len) < 0 ||
-	    sm_write_all(fd, content->data ? content->data : "", content->len) < 0 ||
+	if (fchmod(fd, 0644) < 0 || fileio_write_all(fd, head.data, head.len) < 0 ||
+	    fileio_write_all(fd, content->data ? content->data : "", content->len) < 0 ||
 	    fsync(fd) < 0) {
 		buf_printf(err, "write file %s: %s", tmp.data, strerror(errno));
 		goto fail;

@@ -6,6 +6,7 @@
  * removed here when it does not.
  */
 #include "tern.h"
+#include "fileio.h"
 #include "cfg.h"
 #include "control.h"
 #include "log.h"
@@ -44,43 +45,19 @@ static int dcmd_load(struct dcmd *d, const char *dir)
 	return rc;
 }
 
-/* The flag file's creation or removal must itself be durable. */
-static int dcmd_sync_dir(const char *dir)
-{
-	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), rc;
-
-	if (fd < 0)
-		return -1;
-	rc = fsync(fd);
-	close(fd);
-	return rc;
-}
-
 static int dcmd_flag_set(struct dcmd *d, int paused)
 {
 	struct stat st;
-	int fd;
+	struct buf err = BUF_INIT;
 
 	if (stat(d->queue_dir.data, &st) < 0) {
 		tern_error("queue directory %s: %s (\"tern check\" creates it)", d->queue_dir.data,
 			   strerror(errno));
 		return -1;
 	}
-	if (paused) {
-		fd = open(d->flag.data, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
-		if (fd < 0 || fsync(fd) < 0) {
-			tern_error("create %s: %s", d->flag.data, strerror(errno));
-			if (fd >= 0)
-				close(fd);
-			return -1;
-		}
-		close(fd);
-	} else if (unlink(d->flag.data) < 0 && errno != ENOENT) {
-		tern_error("remove %s: %s", d->flag.data, strerror(errno));
-		return -1;
-	}
-	if (dcmd_sync_dir(d->queue_dir.data) < 0) {
-		tern_error("sync %s: %s", d->queue_dir.data, strerror(errno));
+	if (fileio_flag_set(d->flag.data, paused, &err) < 0) {
+		tern_error("%s", buf_str(&err));
+		buf_free(&err);
 		return -1;
 	}
 	return 0;

@@ -11,6 +11,7 @@
  */
 #define _GNU_SOURCE /* pipe2, memfd_create */
 #include "deliver.h"
+#include "fileio.h"
 
 #include "addr.h"
 #include "attr.h"
@@ -51,21 +52,6 @@ struct local_trust {
 
 static void local_expand_value(struct deliver_rcpt *r, const char *value,
 			       const struct local_trust *tr, int include_depth);
-
-/* local_write_full - write all of p (EINTR-safe). */
-static int local_write_full(int fd, const char *p, size_t n)
-{
-	while (n > 0) {
-		ssize_t w = write(fd, p, n);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			return -1;
-		p += w;
-		n -= (size_t)w;
-	}
-	return 0;
-}
 
 /* --- mbox ---------------------------------------------------------- */
 
@@ -923,8 +909,8 @@ static int helper_memfd(const char *headers, const char *content, size_t len)
 
 	if (fd < 0)
 		return -1;
-	if (local_write_full(fd, headers, strlen(headers)) < 0 ||
-	    local_write_full(fd, content, len) < 0) {
+	if (fileio_write_all(fd, headers, strlen(headers)) < 0 ||
+	    fileio_write_all(fd, content, len) < 0) {
 		close(fd);
 		return -1;
 	}

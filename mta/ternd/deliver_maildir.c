@@ -7,6 +7,7 @@
  * EFBIG), which bounces as Postfix's 5.2.2.
  */
 #include "deliver.h"
+#include "fileio.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -62,32 +63,6 @@ static void maildir_name(struct buf *name)
 		   (long)getpid(), (unsigned long)atomic_fetch_add(&maildir_counter, 1) + 1, host);
 }
 
-static int maildir_write_all(int fd, const char *p, size_t n)
-{
-	while (n > 0) {
-		ssize_t w = write(fd, p, n);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			return -1;
-		p += w;
-		n -= (size_t)w;
-	}
-	return 0;
-}
-
-static int maildir_fsync_dir(const char *dir)
-{
-	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	int rc = -1;
-
-	if (fd >= 0) {
-		rc = fsync(fd);
-		close(fd);
-	}
-	return rc;
-}
-
 /* maildir_temp_errno - a full mailbox is permanent, the rest may pass. */
 static int maildir_temp_errno(int e)
 {
@@ -115,8 +90,8 @@ int deliver_maildir_write(const char *dir, const char *headers, const char *cont
 		buf_printf(err, "create maildir file %s: %s", buf_str(&tmp), strerror(errno));
 		goto out;
 	}
-	if (maildir_write_all(fd, headers, strlen(headers)) < 0 ||
-	    maildir_write_all(fd, content, len) < 0 || fsync(fd) < 0) {
+	if (fileio_write_all(fd, headers, strlen(headers)) < 0 ||
+	    fileio_write_all(fd, content, len) < 0 || fsync(fd) < 0) {
 		*temp = maildir_temp_errno(errno);
 		buf_printf(err, "write maildir file %s: %s", buf_str(&tmp), strerror(errno));
 		goto unlink_tmp;
@@ -133,7 +108,7 @@ int deliver_maildir_write(const char *dir, const char *headers, const char *cont
 		goto unlink_tmp;
 	}
 	buf_truncate(&new, strlen(dir) + 4);
-	if (maildir_fsync_dir(buf_str(&new)) < 0) {
+	if (fileio_sync_dir(buf_str(&new)) < 0) {
 		buf_printf(err, "fsync maildir directory %s: %s", buf_str(&new), strerror(errno));
 		goto unlink_tmp;
 	}

@@ -11,6 +11,7 @@
  * notices are queued before recipients are marked bounced.
  */
 #include "sched.h"
+#include "fileio.h"
 
 #include "deliver.h"
 #include "log.h"
@@ -356,44 +357,9 @@ int sched_reload(struct sched *s, struct cfg *cfg, struct buf *err)
 	return 0;
 }
 
-/* sched_fsync_dir - make the flag file's creation/removal durable. */
-static int sched_fsync_dir(const char *dir)
-{
-	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), rc = -1;
-
-	if (fd >= 0) {
-		rc = fsync(fd);
-		close(fd);
-	}
-	return rc;
-}
-
-static int sched_pause_file(const char *path, const char *dir, int paused, struct buf *err)
-{
-	int fd;
-
-	if (paused) {
-		if ((fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0644)) < 0 || fsync(fd) < 0) {
-			buf_printf(err, "create %s: %s", path, strerror(errno));
-			if (fd >= 0)
-				close(fd);
-			return -1;
-		}
-		close(fd);
-	} else if (unlink(path) < 0 && errno != ENOENT) {
-		buf_printf(err, "remove %s: %s", path, strerror(errno));
-		return -1;
-	}
-	if (sched_fsync_dir(dir) < 0) {
-		buf_printf(err, "fsync %s: %s", dir, strerror(errno));
-		return -1;
-	}
-	return 0;
-}
-
 int sched_pause(struct sched *s, int paused, struct buf *err)
 {
-	if (sched_pause_file(s->pause_path, s->queue_dir, paused, err) < 0)
+	if (fileio_flag_set(s->pause_path, paused, err) < 0)
 		return -1;
 	pthread_mutex_lock(&s->lock);
 	s->paused = paused;
