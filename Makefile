@@ -54,8 +54,11 @@ UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 # Test tools: tests/tools/<name>.c, small programs the integration tests drive.
 TOOL_SRC  := $(wildcard tests/tools/*.c)
 TOOL_BIN  := $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tests/%)
+# LD_PRELOAD shims: tests/tools/preload/<name>.c -> $(BUILD)/tests/<name>.so
+# (no sanitizers: they are preloaded into sanitized programs too).
+TOOL_BIN  += $(patsubst tests/tools/preload/%.c,$(BUILD)/tests/%.so,$(wildcard tests/tools/preload/*.c))
 
-.PHONY: all deps check tests unit integration install clean format run
+.PHONY: all deps check tests unit integration install clean format run bench
 all: $(LIBTERN) $(PROGRAMS)
 
 $(BUILD)/%.o: %.c
@@ -91,13 +94,17 @@ $(BUILD)/tests/%: $(BUILD)/tests/tools/%.o $(LIBTERN)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $< $(LIBTERN) $(LDLIBS)
 
+$(BUILD)/tests/%.so: tests/tools/preload/%.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=gnu11 -O2 -g -Wall -Wextra -fPIC -shared -o $@ $< -ldl
+
 # Debian 12 packages, by reason (see the README's dependency table).
 DEPS_BUILD := build-essential pkg-config clang libevent-dev libssl-dev \
 	libunbound-dev libmilter-dev libopendkim-dev libspf2-dev libpcre2-dev \
 	libcdb-dev liblmdb-dev libhiredis-dev libsqlite3-dev libcmocka-dev libicu-dev
 DEPS_TEST  := python3 python3-pytest python3-milter python3-dkim sqlite3 \
 	postfix postfix-pcre postfix-cdb swaks dnsmasq opendkim opendkim-tools \
-	postgrey postfix-policyd-spf-python
+	postgrey postfix-policyd-spf-python pflogsumm
 # Daemons the test peers bring along: installed, never left running or enabled.
 # As root, deps also creates the system user "tern" (mail_owner's default).
 DEPS_DAEMONS := postfix opendkim postgrey dnsmasq
@@ -186,6 +193,11 @@ run:
 	@echo "  quit"
 	@echo "It lands in $(CURDIR)/run/mail/example.test/joe/new/ (alice@example.test: run/mail/example.test/alice/new/)."
 	exec $(BUILD)/bin/ternd -f -c run
+
+# make bench: Tern vs a private Postfix instance on this machine (root;
+# see tests/bench/README.md). Table to stdout, JSON to $(BUILD)/bench.json.
+bench: all $(TOOL_BIN)
+	$(PYTHON) tests/bench/bench.py --build $(abspath $(BUILD))
 
 format:
 	clang-format -i shared/*.[ch] mta/*/*.[ch] tests/unit/*.[ch]

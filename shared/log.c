@@ -12,6 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <syslog.h>
 #include <time.h>
 #include <unistd.h>
@@ -19,6 +21,8 @@
 enum log_dest { LOG_DEST_STDERR, LOG_DEST_SYSLOG, LOG_DEST_FILE, LOG_DEST_CLI };
 
 static char log_name[64] = "tern/tern";
+static __thread const char *log_thread_svc; /* static strings only */
+static int log_facility = LOG_MAIL;
 static char log_cli_name[64] = "tern";
 static enum log_dest log_dest = LOG_DEST_STDERR;
 static int log_fd = 2;
@@ -41,7 +45,19 @@ void log_open(const char *service)
 
 const char *log_service(void)
 {
-	return log_name + 5;
+	return log_thread_svc ? log_thread_svc : log_name + 5;
+}
+
+void log_thread_service(const char *service)
+{
+	log_thread_svc = service;
+}
+
+const char *log_swap_service(const char *service)
+{
+	const char *prev = log_thread_svc;
+	log_thread_svc = service;
+	return prev;
 }
 
 int log_to_syslog(const char *facility)
@@ -52,7 +68,7 @@ int log_to_syslog(const char *facility)
 			fac = log_facilities[i].facility;
 	if (fac < 0)
 		return -1;
-	openlog(log_name, LOG_PID | LOG_NDELAY, fac);
+	log_facility = fac;
 	log_dest = LOG_DEST_SYSLOG;
 	return 0;
 }
@@ -96,6 +112,36 @@ void log_set_verbose(int level)
 	msg_verbose = level;
 }
 
+/* syslog(3) fixes the tag at openlog(); Tern's tag changes per thread
+ * (log_thread_service), so the datagram is built here: RFC 3164 form,
+ * "<PRI>Mmm dd hh:mm:ss tern/smtpd[pid]: text", to /dev/log. */
+static void log_syslog_send(int prio, const struct buf *text)
+{
+	static __thread int fd = -1;
+	struct sockaddr_un sun = {.sun_family = AF_UNIX};
+	struct buf dgram = BUF_INIT;
+	char stamp[32];
+	time_t now = time(NULL);
+	struct tm tm;
+
+	localtime_r(&now, &tm);
+	strftime(stamp, sizeof(stamp), "%b %e %H:%M:%S", &tm);
+	buf_printf(&dgram, "<%d>%s %s", log_facility | prio, stamp, buf_str(text));
+	strcpy(sun.sun_path, "/dev/log");
+	for (int attempt = 0; attempt < 2; attempt++) {
+		if (fd < 0 && (fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0)) >= 0 &&
+		    connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
+			close(fd);
+			fd = -1;
+		}
+		if (fd < 0 || send(fd, dgram.data, dgram.len, MSG_NOSIGNAL) >= 0)
+			break;
+		close(fd); /* syslogd restarted: reconnect once */
+		fd = -1;
+	}
+	buf_free(&dgram);
+}
+
 static void log_emit(int prio, const char *prefix, const char *fmt, va_list ap)
 {
 	int saved_errno = errno;
@@ -103,9 +149,9 @@ static void log_emit(int prio, const char *prefix, const char *fmt, va_list ap)
 
 	buf_init(&line);
 	if (log_dest == LOG_DEST_SYSLOG) {
-		buf_puts(&line, prefix);
+		buf_printf(&line, "tern/%s[%ld]: %s", log_service(), (long)getpid(), prefix);
 		buf_vprintf(&line, fmt, ap);
-		syslog(prio, "%s", buf_str(&line));
+		log_syslog_send(prio, &line);
 		buf_free(&line);
 		errno = saved_errno;
 		return;
@@ -127,7 +173,7 @@ static void log_emit(int prio, const char *prefix, const char *fmt, va_list ap)
 	if (log_dest == LOG_DEST_CLI)
 		buf_printf(&line, "%s: %s", log_cli_name, prefix);
 	else
-		buf_printf(&line, "%s[%ld]: %s", log_name, (long)getpid(), prefix);
+		buf_printf(&line, "tern/%s[%ld]: %s", log_service(), (long)getpid(), prefix);
 	buf_vprintf(&line, fmt, ap);
 	buf_putc(&line, '\n');
 	/* One write per line; a short write to a log is not worth retrying. */

@@ -17,6 +17,14 @@
 #include <stdarg.h>
 
 void log_open(const char *service);
+/* ternd is one process doing the work of Postfix's smtpd, cleanup, qmgr,
+ * local, virtual, pickup...: each thread (or a stretch of code) logs
+ * under the name of the component it acts as, so "tern/smtpd[pid]:" and
+ * "tern/qmgr[pid]:" lines look like Postfix's and pflogsumm
+ * (--syslog-name=tern) counts them. NULL goes back to the process name.
+ * log_swap_service() returns the previous name, for restoring. */
+void log_thread_service(const char *service);
+const char *log_swap_service(const char *service);
 const char *log_service(void);
 int log_to_syslog(const char *facility);
 int log_to_file(const char *path);

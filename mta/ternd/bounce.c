@@ -165,11 +165,14 @@ int bounce_flush(struct deliver_msg *m)
 	env.size = msg.len;
 	queue_id_new(m->q, qid);
 	st = bounce_submit(m->q, qid, &env, &msg);
-	if (st == QUEUE_OK)
+	if (st == QUEUE_OK) {
+		const char *prev = log_swap_service("bounce");
 		msg_qid(m->qid, "sender non-delivery notification: %s", qid);
-	else
+		log_thread_service(prev);
+	} else {
 		msg_warn("%s: cannot queue non-delivery notification: %s", m->qid,
 			 queue_strerror(st));
+	}
 	queue_env_free(&env);
 out:
 	buf_free(&msg);

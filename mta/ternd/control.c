@@ -266,6 +266,7 @@ static void *control_job_run(void *arg)
 {
 	struct control_job *job = arg;
 
+	log_thread_service("postsuper"); /* queue changes by the admin */
 	job->rc = job->cmd->run(job->c, &job->c->dec.list, &job->err);
 	if (engine_run_on(job->c->cs->base, control_job_done, job) < 0)
 		msg_warn("control: cannot return a reply to the main loop");

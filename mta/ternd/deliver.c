@@ -274,7 +274,15 @@ void deliver_report(struct deliver_rcpt *r, const char *relay, const char *dsn, 
 	deliver_delay_fmt(&line, now - r->t_start);
 	buf_printf(&line, ", dsn=%s, status=%s (%s)", dsn, deliver_status_word(dsn),
 		   buf_str(&text));
+	/* Logged under the delivery agent's name, as Postfix's local(8),
+	 * virtual(8), discard(8) and error(8) do (pflogsumm counts by it). */
+	const char *svc = strcmp(relay, "local") == 0     ? "local"
+			  : strcmp(relay, "virtual") == 0 ? "virtual"
+			  : dsn[0] == '2'		  ? "discard"
+							  : "error";
+	const char *prev = log_swap_service(svc);
 	msg_qid(m->qid, "%s", buf_str(&line));
+	log_thread_service(prev);
 	if (dsn[0] == '2') {
 		r->nsent++;
 	} else if (dsn[0] == '5') {

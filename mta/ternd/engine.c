@@ -73,6 +73,8 @@ static void *engine_loop_run(void *arg)
 {
 	struct engine_loop *l = arg;
 
+	/* The loops run SMTP sessions: their lines are Postfix's smtpd's. */
+	log_thread_service("smtpd");
 	event_base_loop(l->base, EVLOOP_NO_EXIT_ON_EMPTY);
 	return NULL;
 }

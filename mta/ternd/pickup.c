@@ -321,8 +321,11 @@ static void pickup_commit_done(void *arg, enum queue_status status, const char *
 	if (status == QUEUE_OK) {
 		if (unlink(p->path.data) < 0 && errno != ENOENT)
 			msg_warn("remove %s: %s", p->path.data, strerror(errno));
+		const char *prev = log_swap_service("pickup");
 		msg_qid(qid, "uid=%u from=<%s>", p->uid, p->sender_raw.data);
+		log_thread_service("cleanup");
 		msg_qid(qid, "message-id=%s", p->msgid.len ? p->msgid.data : "<>");
+		log_thread_service(prev);
 		if (p->queued && !p->stopping)
 			p->queued(p->arg, qid);
 	} else {

@@ -404,6 +404,7 @@ static void *qcommit_main(void *arg)
 	struct qreq *batch;
 	int idle_work = 0;
 
+	log_thread_service("qmgr"); /* "ID: removed", as qmgr(8) logs it */
 	pthread_mutex_lock(&q->commit_lock);
 	for (;;) {
 		if (q->pending == NULL && idle_work && !q->stopping && !q->no_idle_compact) {

@@ -1,202 +1,26 @@
 /* route.c - recipient routing: domain class ($mydestination, virtual,
  * relay, default) and transport_maps, giving a transport and a nexthop
- * (postfix.md §6.3). Also Postfix's domain_list matching, used for the
- * class tests. Interface in route.h.
+ * (postfix.md §6.3); the class tests use matchlist.h. Interface in route.h.
  *
  * Pitfall: with TABLE_ERROR we must defer, so every matcher returns -1
  * for it and callers never read it as "no match".
  */
 #include "route.h"
 
-#include "lines.h"
+#include "matchlist.h"
 #include "table.h"
 #include "table_keys.h"
 
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
-
-/* One domain_list item: a name/pattern or a table, maybe negated. */
-struct route_domain_item {
-	int neg;
-	char *name;	 /* lower-cased literal, or NULL for a table */
-	struct table *t; /* type:name item */
-};
-
-struct route_domains {
-	struct route_domain_item *v;
-	size_t count;
-	int parent; /* listed in parent_domain_matches_subdomains */
-};
 
 struct route_conf {
-	struct route_domains *mydest, *vdomains, *relay;
+	struct matchlist *mydest, *vdomains, *relay;
 	struct table **tmaps; /* transport_maps */
 	size_t ntmaps;
 	char *local_tr, *virtual_tr, *relay_tr, *default_tr;
 	char *myhostname, *delims, *empty_rcpt;
 };
-
-static int route_domains_add(struct route_domains *d, const char *item, int depth, struct buf *err);
-
-/* route_domains_add_file - "/file/name" items: the file's words (Postfix
- * reads it as more list items; nested files are bounded by depth). */
-static int route_domains_add_file(struct route_domains *d, const char *path, int depth,
-				  struct buf *err)
-{
-	struct lines lr;
-	struct buf line = BUF_INIT;
-	struct cfg_list l = {NULL, 0};
-	int rc = -1, r;
-
-	if (depth > 5) {
-		buf_printf(err, "%s: /file items nested too deeply", path);
-		return -1;
-	}
-	if (lines_open(&lr, path, err) < 0)
-		return -1;
-	while ((r = lines_next(&lr, &line, err)) == 1) {
-		if (cfg_list_split(buf_str(&line), &l, err) < 0)
-			goto out;
-		for (size_t i = 0; i < l.count; i++)
-			if (route_domains_add(d, l.items[i], depth + 1, err) < 0)
-				goto out;
-		cfg_list_free(&l);
-	}
-	rc = r < 0 ? -1 : 0;
-out:
-	cfg_list_free(&l);
-	lines_close(&lr);
-	buf_free(&line);
-	return rc;
-}
-
-static int route_domains_add(struct route_domains *d, const char *item, int depth, struct buf *err)
-{
-	struct route_domain_item it = {0, NULL, NULL};
-
-	while (*item == '!') {
-		it.neg = !it.neg;
-		item++;
-	}
-	if (*item == '/' && it.neg == 0)
-		return route_domains_add_file(d, item, depth, err);
-	if (strchr(item, ':') != NULL) {
-		if ((it.t = table_open_lenient(item, err)) == NULL)
-			return -1;
-	} else {
-		struct buf lc = BUF_INIT;
-		buf_set(&lc, item);
-		buf_lower(&lc);
-		it.name = buf_detach(&lc);
-	}
-	d->v = xrealloc(d->v, (d->count + 1) * sizeof(*d->v));
-	d->v[d->count++] = it;
-	return 0;
-}
-
-struct route_domains *route_domains_new(const struct cfg_list *items, int parent, struct buf *err)
-{
-	struct route_domains *d = xcalloc(1, sizeof(*d));
-	struct buf item = BUF_INIT;
-
-	d->parent = parent;
-	for (size_t i = 0; i < items->count; i++) {
-		cfg_list_unbrace(items->items[i], &item);
-		if (item.len && route_domains_add(d, buf_str(&item), 0, err) < 0) {
-			route_domains_free(d);
-			d = NULL;
-			break;
-		}
-		buf_reset(&item);
-	}
-	buf_free(&item);
-	return d;
-}
-
-void route_domains_free(struct route_domains *d)
-{
-	if (d == NULL)
-		return;
-	for (size_t i = 0; i < d->count; i++) {
-		free(d->v[i].name);
-		if (d->v[i].t)
-			table_close(d->v[i].t);
-	}
-	free(d->v);
-	free(d);
-}
-
-/* route_item_match - one item against the candidate keys (the domain and
- * its parents as "d" or ".d"), as Postfix's match_hostname(). */
-static int route_item_match(const struct route_domain_item *it, const struct table_keys *k,
-			    struct buf *err)
-{
-	struct buf val = BUF_INIT;
-	int rc = 0;
-
-	if (it->t != NULL) {
-		rc = table_lookup_keys(it->t, k, &val, NULL, err);
-		rc = rc == TABLE_ERROR ? -1 : rc == TABLE_FOUND;
-	} else {
-		for (size_t i = 0; i < k->count && !rc; i++)
-			rc = strcasecmp(k->v[i].key, it->name) == 0;
-	}
-	buf_free(&val);
-	return rc;
-}
-
-int route_domains_match(const struct route_domains *d, const char *domain, struct buf *err)
-{
-	struct table_keys k = TABLE_KEYS_INIT;
-	int rc = 0;
-
-	if (d == NULL || *domain == 0)
-		return 0;
-	table_keys_domain(&k, domain, d->parent ? TABLE_KEYS_PARENT : 0);
-	for (size_t i = 0; i < d->count; i++) {
-		/* Without parent-style matching only the name itself and the
-		 * ".parent" keys count: "example.com" must not match a
-		 * sub-domain, table_keys_domain() already gives that shape. */
-		int m = route_item_match(&d->v[i], &k, err);
-		if (m != 0) {
-			rc = m < 0 ? -1 : !d->v[i].neg;
-			break;
-		}
-	}
-	table_keys_free(&k);
-	return rc;
-}
-
-/* route_parent_style - is name in parent_domain_matches_subdomains? */
-static int route_parent_style(const struct cfg *cfg, const char *name)
-{
-	struct cfg_list l = {NULL, 0};
-	struct buf err = BUF_INIT;
-	int found = 0;
-
-	if (cfg_get_list(cfg, NULL, "parent_domain_matches_subdomains", &l, &err) == 0)
-		for (size_t i = 0; i < l.count && !found; i++)
-			found = strcmp(l.items[i], name) == 0;
-	cfg_list_free(&l);
-	buf_free(&err);
-	return found;
-}
-
-static struct route_domains *route_conf_domains(const struct cfg *cfg, const char *name,
-						struct buf *err)
-{
-	struct cfg_list l = {NULL, 0};
-	struct route_domains *d = NULL;
-
-	if (cfg_get_list(cfg, NULL, name, &l, err) == 0) {
-		d = route_domains_new(&l, route_parent_style(cfg, name), err);
-		if (d == NULL)
-			buf_printf(err, " (in %s)", name);
-	}
-	cfg_list_free(&l);
-	return d;
-}
 
 static char *route_conf_str(const struct cfg *cfg, const char *name, int *ok, struct buf *err)
 {
@@ -238,9 +62,13 @@ struct route_conf *route_conf_new(const struct cfg *cfg, struct buf *err)
 	rc->myhostname = route_conf_str(cfg, "myhostname", &ok, err);
 	rc->delims = route_conf_str(cfg, "recipient_delimiter", &ok, err);
 	rc->empty_rcpt = route_conf_str(cfg, "empty_address_recipient", &ok, err);
-	if (!ok || (rc->mydest = route_conf_domains(cfg, "mydestination", err)) == NULL ||
-	    (rc->vdomains = route_conf_domains(cfg, "virtual_mailbox_domains", err)) == NULL ||
-	    (rc->relay = route_conf_domains(cfg, "relay_domains", err)) == NULL ||
+	if (!ok ||
+	    (rc->mydest = matchlist_from_cfg(cfg, NULL, "mydestination", MATCHLIST_DOMAIN, err)) ==
+		NULL ||
+	    (rc->vdomains = matchlist_from_cfg(cfg, NULL, "virtual_mailbox_domains",
+					       MATCHLIST_DOMAIN, err)) == NULL ||
+	    (rc->relay = matchlist_from_cfg(cfg, NULL, "relay_domains", MATCHLIST_DOMAIN, err)) ==
+		NULL ||
 	    route_conf_tables(rc, cfg, err) < 0) {
 		route_conf_free(rc);
 		return NULL;
@@ -252,9 +80,9 @@ void route_conf_free(struct route_conf *rc)
 {
 	if (rc == NULL)
 		return;
-	route_domains_free(rc->mydest);
-	route_domains_free(rc->vdomains);
-	route_domains_free(rc->relay);
+	matchlist_free(rc->mydest);
+	matchlist_free(rc->vdomains);
+	matchlist_free(rc->relay);
 	for (size_t i = 0; i < rc->ntmaps; i++)
 		table_close(rc->tmaps[i]);
 	free(rc->tmaps);
@@ -290,7 +118,7 @@ const char *route_class_name(enum route_class cls)
 int route_domain_class(const struct route_conf *rc, const char *domain, enum route_class *cls,
 		       struct buf *err)
 {
-	const struct route_domains *lists[] = {rc->mydest, rc->vdomains, rc->relay};
+	const struct matchlist *lists[] = {rc->mydest, rc->vdomains, rc->relay};
 	int m;
 
 	/* An unqualified address can only be ours (Postfix appends
@@ -299,7 +127,7 @@ int route_domain_class(const struct route_conf *rc, const char *domain, enum rou
 	if (*domain == 0)
 		return 0;
 	for (int i = ROUTE_LOCAL; i <= ROUTE_RELAY; i++) {
-		if ((m = route_domains_match(lists[i], domain, err)) < 0)
+		if ((m = matchlist_domain(lists[i], domain, err)) < 0)
 			return -1;
 		if (m) {
 			*cls = (enum route_class)i;

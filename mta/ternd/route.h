@@ -44,12 +44,4 @@ int route_domain_class(const struct route_conf *rc, const char *domain, enum rou
 		       struct buf *err);
 const char *route_class_name(enum route_class cls);
 
-/* Postfix's domain_list matching: items are domains (".d" or, with
- * parent, "d" also matching subdomains), "!item" exclusions, "/file"
- * contents and type:table lookups. 1 match, 0 no match, -1 table error. */
-struct route_domains;
-struct route_domains *route_domains_new(const struct cfg_list *items, int parent, struct buf *err);
-int route_domains_match(const struct route_domains *d, const char *domain, struct buf *err);
-void route_domains_free(struct route_domains *d);
-
 #endif

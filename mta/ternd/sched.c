@@ -275,6 +275,7 @@ static void *sched_worker(void *arg)
 	struct sched *s = arg;
 	char qid[QUEUE_ID_SIZE];
 
+	log_thread_service("qmgr"); /* from=<...> (queue active), like qmgr(8) */
 	pthread_mutex_lock(&s->lock);
 	while (!s->stopping) {
 		if (s->flush) {

@@ -4,7 +4,7 @@
  * destination, permit, reject; then local_recipient_maps, virtual_mailbox_
  * maps and relay_recipient_maps as smtpd_reject_unlisted_recipient does.
  * Seam: smtpd_check_rcpt() is the one entry the full restriction engine
- * replaces. Also Postfix's match lists (mynetworks, mydestination...).
+ * replaces. Match lists (mynetworks, mydestination...) are matchlist.h.
  * Pitfall: a table error is a 4xx, never "not found" (never an open relay).
  */
 #include "smtpd_int.h"
@@ -12,222 +12,7 @@
 #include "log.h"
 #include "table_keys.h"
 
-#include <ctype.h>
-#include <stdio.h>
 #include <string.h>
-
-/* ------------------------------------------------------------------ */
-/* match lists                                                         */
-
-static void matchlist_add(struct smtpd_matchlist *l, const struct smtpd_match *m)
-{
-	l->v = xrealloc(l->v, (l->n + 1) * sizeof(*l->v));
-	l->v[l->n++] = *m;
-}
-
-static int matchlist_item(struct smtpd_matchlist *l, const char *item, int depth, struct buf *err);
-
-/* "/file/name": the file's words are list items (Postfix match_list). */
-static int matchlist_file(struct smtpd_matchlist *l, const char *path, int depth, struct buf *err)
-{
-	FILE *fp = fopen(path, "r");
-	char line[4096];
-	int rc = 0;
-
-	if (fp == NULL) {
-		buf_printf(err, "open %s: %m", path);
-		return -1;
-	}
-	while (rc == 0 && fgets(line, sizeof(line), fp) != NULL) {
-		struct cfg_list words = {NULL, 0};
-		char *hash = line + strspn(line, " \t");
-		if (*hash == '#')
-			continue;
-		if (cfg_list_split(line, &words, err) < 0)
-			rc = -1;
-		for (size_t i = 0; rc == 0 && i < words.count; i++)
-			rc = matchlist_item(l, words.items[i], depth + 1, err);
-		cfg_list_free(&words);
-	}
-	fclose(fp);
-	return rc;
-}
-
-static int matchlist_item(struct smtpd_matchlist *l, const char *item, int depth, struct buf *err)
-{
-	struct smtpd_match m;
-	struct buf why = BUF_INIT;
-	int rc = 0;
-
-	memset(&m, 0, sizeof(m));
-	if (depth > 4) {
-		buf_printf(err, "%s: file nesting too deep", item);
-		return -1;
-	}
-	while (*item == '!') {
-		m.neg = !m.neg;
-		item++;
-	}
-	if (*item == '/') {
-		rc = matchlist_file(l, item, depth, err);
-	} else if (strchr(item, ':') && !strchr(item, '[') && !isdigit((unsigned char)*item) &&
-		   inet_addr_parse(item, &m.net) < 0) {
-		m.kind = SMTPD_M_TABLE;
-		m.table = table_open_lenient(item, err);
-		if (m.table == NULL)
-			rc = -1;
-		else
-			matchlist_add(l, &m);
-	} else if (inet_prefix_parse(item, &m.net, &m.len, &why) == 0) {
-		m.kind = SMTPD_M_NET;
-		inet_prefix_mask(&m.net, m.len);
-		matchlist_add(l, &m);
-	} else {
-		struct buf lc = BUF_INIT;
-		buf_puts(&lc, item);
-		buf_lower(&lc);
-		m.kind = SMTPD_M_NAME;
-		m.name = buf_detach(&lc);
-		matchlist_add(l, &m);
-	}
-	buf_free(&why);
-	return rc;
-}
-
-/* Is param listed in parent_domain_matches_subdomains? */
-static int matchlist_parent(const struct cfg *cfg, const char *param)
-{
-	struct cfg_list pl = {NULL, 0};
-	struct buf err = BUF_INIT;
-	int found = 0;
-
-	if (cfg_get_list(cfg, NULL, "parent_domain_matches_subdomains", &pl, &err) == 0)
-		for (size_t i = 0; i < pl.count; i++)
-			if (strcmp(pl.items[i], param) == 0)
-				found = 1;
-	cfg_list_free(&pl);
-	buf_free(&err);
-	return found;
-}
-
-struct smtpd_matchlist *smtpd_matchlist_new(const struct cfg *cfg, const char *listener,
-					    const char *param, struct buf *err)
-{
-	struct smtpd_matchlist *l = xcalloc(1, sizeof(*l));
-	struct cfg_list items = {NULL, 0};
-	struct buf why = BUF_INIT;
-
-	l->parent = matchlist_parent(cfg, param);
-	if (cfg_get_list(cfg, listener, param, &items, err) < 0)
-		goto fail;
-	for (size_t i = 0; i < items.count; i++) {
-		if (matchlist_item(l, items.items[i], 0, &why) < 0) {
-			buf_printf(err, "%s: %s", param, buf_str(&why));
-			goto fail;
-		}
-	}
-	cfg_list_free(&items);
-	buf_free(&why);
-	return l;
-fail:
-	cfg_list_free(&items);
-	buf_free(&why);
-	smtpd_matchlist_free(l);
-	return NULL;
-}
-
-void smtpd_matchlist_free(struct smtpd_matchlist *l)
-{
-	if (l == NULL)
-		return;
-	for (size_t i = 0; i < l->n; i++) {
-		free(l->v[i].name);
-		if (l->v[i].table)
-			table_close(l->v[i].table);
-	}
-	free(l->v);
-	free(l);
-}
-
-/* Domain name match: "example.com" matches itself and, with the parent
- * feature, its subdomains; ".example.com" matches subdomains only. */
-static int match_name(const struct smtpd_match *m, const char *name, int parent)
-{
-	size_t nl = strlen(name), ml = strlen(m->name);
-
-	if (strcasecmp(name, m->name) == 0)
-		return 1;
-	if (m->name[0] == '.')
-		return nl > ml && strcasecmp(name + nl - ml, m->name) == 0;
-	return parent && nl > ml && name[nl - ml - 1] == '.' &&
-	       strcasecmp(name + nl - ml, m->name) == 0;
-}
-
-static int match_table(struct table *t, struct table_keys *keys, struct buf *err)
-{
-	struct buf val = BUF_INIT;
-	int rc = table_lookup_keys(t, keys, &val, NULL, err);
-
-	buf_free(&val);
-	return rc == TABLE_ERROR ? -1 : rc == TABLE_FOUND;
-}
-
-int smtpd_match_host(const struct smtpd_matchlist *l, const char *name, const char *addr,
-		     struct buf *err)
-{
-	struct inet_addr ip;
-	int have_ip = addr && inet_addr_parse(addr, &ip) == 0;
-	int rc = 0;
-
-	if (have_ip)
-		inet_addr_unmap(&ip);
-	for (size_t i = 0; l && i < l->n && rc == 0; i++) {
-		const struct smtpd_match *m = &l->v[i];
-		int hit = 0;
-		if (m->kind == SMTPD_M_NET) {
-			hit = have_ip && inet_prefix_match(&m->net, m->len, &ip);
-		} else if (m->kind == SMTPD_M_NAME) {
-			hit = name && strcmp(name, "unknown") != 0 && match_name(m, name, l->parent);
-		} else {
-			struct table_keys keys = TABLE_KEYS_INIT;
-			table_keys_client(&keys, name, addr, l->parent ? TABLE_KEYS_PARENT : 0);
-			hit = match_table(m->table, &keys, err);
-			table_keys_free(&keys);
-			if (hit < 0)
-				return -1;
-		}
-		if (hit)
-			rc = m->neg ? 0 : 1;
-		if (hit && m->neg)
-			break;
-	}
-	return rc;
-}
-
-int smtpd_match_domain(const struct smtpd_matchlist *l, const char *domain, struct buf *err)
-{
-	int rc = 0;
-
-	for (size_t i = 0; l && i < l->n; i++) {
-		const struct smtpd_match *m = &l->v[i];
-		int hit = 0;
-		if (m->kind == SMTPD_M_TABLE) {
-			struct table_keys keys = TABLE_KEYS_INIT;
-			table_keys_domain(&keys, domain, l->parent ? TABLE_KEYS_PARENT : 0);
-			hit = match_table(m->table, &keys, err);
-			table_keys_free(&keys);
-			if (hit < 0)
-				return -1;
-		} else if (m->kind == SMTPD_M_NAME) {
-			hit = match_name(m, domain, l->parent);
-		}
-		if (hit) {
-			rc = !m->neg;
-			break;
-		}
-	}
-	return rc;
-}
 
 /* ------------------------------------------------------------------ */
 /* restrictions                                                        */
@@ -256,9 +41,18 @@ struct maps {
 	size_t n;
 };
 
+static int match_table(struct table *t, struct table_keys *keys, struct buf *err)
+{
+	struct buf val = BUF_INIT;
+	int rc = table_lookup_keys(t, keys, &val, NULL, err);
+
+	buf_free(&val);
+	return rc == TABLE_ERROR ? -1 : rc == TABLE_FOUND;
+}
+
 struct smtpd_checks {
 	struct restr_list relay, rcpt;
-	struct smtpd_matchlist *mydestination, *relay_domains, *virtual_domains;
+	struct matchlist *mydestination, *relay_domains, *virtual_domains;
 	struct maps local_maps, virtual_maps, relay_maps;
 	int relay_code, local_code, virtual_code, unlisted;
 	int local_maps_set; /* empty local_recipient_maps: accept any local user */
@@ -357,15 +151,18 @@ static int checks_load(struct smtpd_checks *c, const struct cfg *cfg, const char
 	    restr_parse(cfg, l, "smtpd_recipient_restrictions", &c->rcpt, err) < 0)
 		goto out;
 	if (!restr_closed(&c->relay) && !restr_closed(&c->rcpt)) {
-		buf_puts(err, "smtpd_relay_restrictions and smtpd_recipient_restrictions would make "
-			      "an open relay: add reject_unauth_destination (or "
-			      "defer_unauth_destination) before any permit");
+		buf_puts(err,
+			 "smtpd_relay_restrictions and smtpd_recipient_restrictions would make "
+			 "an open relay: add reject_unauth_destination (or "
+			 "defer_unauth_destination) before any permit");
 		goto out;
 	}
-	if ((c->mydestination = smtpd_matchlist_new(cfg, l, "mydestination", err)) == NULL ||
-	    (c->relay_domains = smtpd_matchlist_new(cfg, l, "relay_domains", err)) == NULL ||
-	    (c->virtual_domains = smtpd_matchlist_new(cfg, l, "virtual_mailbox_domains", err)) ==
-		    NULL)
+	if ((c->mydestination =
+		 matchlist_from_cfg(cfg, l, "mydestination", MATCHLIST_DOMAIN, err)) == NULL ||
+	    (c->relay_domains =
+		 matchlist_from_cfg(cfg, l, "relay_domains", MATCHLIST_DOMAIN, err)) == NULL ||
+	    (c->virtual_domains = matchlist_from_cfg(cfg, l, "virtual_mailbox_domains",
+						     MATCHLIST_DOMAIN, err)) == NULL)
 		goto out;
 	if (maps_open(cfg, l, "local_recipient_maps", &c->local_maps, err) < 0 ||
 	    maps_open(cfg, l, "virtual_mailbox_maps", &c->virtual_maps, err) < 0 ||
@@ -402,9 +199,9 @@ void smtpd_checks_free(struct smtpd_checks *c)
 		return;
 	free(c->relay.v);
 	free(c->rcpt.v);
-	smtpd_matchlist_free(c->mydestination);
-	smtpd_matchlist_free(c->relay_domains);
-	smtpd_matchlist_free(c->virtual_domains);
+	matchlist_free(c->mydestination);
+	matchlist_free(c->relay_domains);
+	matchlist_free(c->virtual_domains);
 	maps_close(&c->local_maps);
 	maps_close(&c->virtual_maps);
 	maps_close(&c->relay_maps);
@@ -447,13 +244,13 @@ static int rcpt_classify(const struct smtpd_checks *c, const char *domain, enum 
 	*cls = CLASS_LOCAL;
 	if (*domain == 0) /* unqualified: local, as trivial-rewrite */
 		return 0;
-	if ((rc = smtpd_match_domain(c->mydestination, domain, err)) != 0)
+	if ((rc = matchlist_domain(c->mydestination, domain, err)) != 0)
 		return rc < 0 ? -1 : 0;
 	*cls = CLASS_VIRTUAL;
-	if ((rc = smtpd_match_domain(c->virtual_domains, domain, err)) != 0)
+	if ((rc = matchlist_domain(c->virtual_domains, domain, err)) != 0)
 		return rc < 0 ? -1 : 0;
 	*cls = CLASS_RELAY;
-	if ((rc = smtpd_match_domain(c->relay_domains, domain, err)) != 0)
+	if ((rc = matchlist_domain(c->relay_domains, domain, err)) != 0)
 		return rc < 0 ? -1 : 0;
 	*cls = CLASS_OTHER;
 	return 0;
@@ -514,7 +311,7 @@ static int restr_eval(struct smtpd_session *s, const struct restr_list *l, const
 	for (size_t i = 0; i < l->n && rc == 0; i++) {
 		switch (l->v[i]) {
 		case R_PERMIT_MYNETWORKS:
-			rc = smtpd_match_host(s->conf->mynetworks, s->client.name, s->client.addr,
+			rc = matchlist_host(s->conf->mynetworks, s->client.name, s->client.addr,
 					      &err);
 			if (rc < 0) {
 				buf_printf(reply, "451 4.3.0 <%s>: Temporary lookup failure", raw);

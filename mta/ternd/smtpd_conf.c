@@ -145,7 +145,7 @@ static int conf_mynetworks(struct cfg *cfg, const char *l, struct smtpd_conf *c,
 	}
 	buf_free(&style);
 	buf_free(&nets);
-	c->mynetworks = smtpd_matchlist_new(cfg, l, "mynetworks", err);
+	c->mynetworks = matchlist_from_cfg(cfg, l, "mynetworks", MATCHLIST_ADDR, err);
 	return c->mynetworks ? 0 : -1;
 }
 
@@ -154,13 +154,15 @@ static int conf_lists(struct cfg *cfg, const char *l, struct smtpd_conf *c, stru
 	if (conf_mynetworks(cfg, l, c, err) < 0)
 		return -1;
 	c->bare_nl_exclusions =
-		smtpd_matchlist_new(cfg, l, "smtpd_forbid_bare_newline_exclusions", err);
+	    matchlist_from_cfg(cfg, l, "smtpd_forbid_bare_newline_exclusions", MATCHLIST_ADDR, err);
 	if (c->bare_nl_exclusions == NULL)
 		return -1;
-	c->xclient_hosts = smtpd_matchlist_new(cfg, l, "smtpd_authorized_xclient_hosts", err);
+	c->xclient_hosts =
+	    matchlist_from_cfg(cfg, l, "smtpd_authorized_xclient_hosts", MATCHLIST_ADDR, err);
 	if (c->xclient_hosts == NULL)
 		return -1;
-	c->event_exceptions = smtpd_matchlist_new(cfg, l, "smtpd_client_event_limit_exceptions", err);
+	c->event_exceptions =
+	    matchlist_from_cfg(cfg, l, "smtpd_client_event_limit_exceptions", MATCHLIST_ADDR, err);
 	if (c->event_exceptions == NULL)
 		return -1;
 	c->checks = smtpd_checks_new(cfg, l, err);
@@ -248,10 +250,10 @@ void smtpd_conf_unref(struct smtpd_conf *c)
 	free(c->mydomain);
 	free(c->dns_servers);
 	free(c->rcpt_delim);
-	smtpd_matchlist_free(c->mynetworks);
-	smtpd_matchlist_free(c->bare_nl_exclusions);
-	smtpd_matchlist_free(c->xclient_hosts);
-	smtpd_matchlist_free(c->event_exceptions);
+	matchlist_free(c->mynetworks);
+	matchlist_free(c->bare_nl_exclusions);
+	matchlist_free(c->xclient_hosts);
+	matchlist_free(c->event_exceptions);
 	smtpd_checks_free(c->checks);
 	free(c);
 }

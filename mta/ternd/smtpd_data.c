@@ -103,7 +103,10 @@ static void data_queued(void *arg, enum queue_status st, const char *qid)
 	struct smtpd_session *s = arg;
 
 	if (st == QUEUE_OK) {
+		/* cleanup(8) logs message-id= in Postfix. */
+		const char *prev = log_swap_service("cleanup");
 		msg_qid(s->qid, "message-id=%s", s->msgid.len ? buf_str(&s->msgid) : "<>");
+		log_thread_service(prev);
 		if (s->hooks.queued)
 			s->hooks.queued(s->hooks.arg, s->qid);
 	}

@@ -1,8 +1,8 @@
 /* smtpd_int.h - what the smtpd_*.c modules share and nobody else sees:
- * the per-listener config snapshot, the session state, the address/
- * domain match lists and the seams between session I/O (smtpd_session.c),
- * commands (smtpd_cmd.c), content (smtpd_data.c), checks (smtpd_check.c),
- * Received: (smtpd_received.c) and XCLIENT (smtpd_xclient.c).
+ * the per-listener config snapshot, the session state and the seams
+ * between session I/O (smtpd_session.c), commands (smtpd_cmd.c),
+ * content (smtpd_data.c), checks (smtpd_check.c), Received:
+ * (smtpd_received.c) and XCLIENT (smtpd_xclient.c).
  * Pitfall: a session is owned by one event loop; only the connection
  * counters (smtpd_session.c) are shared between loops.
  */
@@ -13,6 +13,7 @@
 #include "buf.h"
 #include "cfg.h"
 #include "inet.h"
+#include "matchlist.h"
 #include "queue.h"
 #include "smtpd.h"
 #include "table.h"
@@ -24,30 +25,6 @@
 
 struct event;
 struct bufferevent;
-
-/* ---- match lists (smtpd_check.c): Postfix's match_list for hosts and domains */
-enum smtpd_match_kind { SMTPD_M_NET, SMTPD_M_NAME, SMTPD_M_TABLE };
-struct smtpd_match {
-	int neg; /* "!pattern" */
-	enum smtpd_match_kind kind;
-	struct inet_addr net;
-	int len;
-	char *name; /* lower-cased domain or host name; ".dom" = subdomains */
-	struct table *table;
-};
-struct smtpd_matchlist {
-	struct smtpd_match *v;
-	size_t n;
-	int parent; /* parent_domain_matches_subdomains for this parameter */
-};
-#define SMTPD_MATCH_ERROR (-1)
-struct smtpd_matchlist *smtpd_matchlist_new(const struct cfg *cfg, const char *listener,
-					    const char *param, struct buf *err);
-void smtpd_matchlist_free(struct smtpd_matchlist *l);
-/* 1 match, 0 no match, -1 table error (err set). */
-int smtpd_match_host(const struct smtpd_matchlist *l, const char *name, const char *addr,
-		     struct buf *err);
-int smtpd_match_domain(const struct smtpd_matchlist *l, const char *domain, struct buf *err);
 
 /* ---- recipient checks (smtpd_check.c): the seam the restriction engine replaces */
 struct smtpd_checks;
@@ -83,7 +60,7 @@ struct smtpd_conf {
 		append_dot_mydomain, peername_lookup, port_logging, forbid_unauth_pipelining;
 	enum smtpd_bare_nl bare_nl;
 	int bare_nl_code;
-	struct smtpd_matchlist *mynetworks, *bare_nl_exclusions, *xclient_hosts, *event_exceptions;
+	struct matchlist *mynetworks, *bare_nl_exclusions, *xclient_hosts, *event_exceptions;
 	struct smtpd_checks *checks;
 };
 
@@ -189,7 +166,7 @@ void smtpd_reply(struct smtpd_session *s, const char *fmt, ...)
 void smtpd_session_close(struct smtpd_session *s); /* after the last reply is out */
 int smtpd_session_pending_input(struct smtpd_session *s);
 void smtpd_session_resume(struct smtpd_session *s);
-int smtpd_client_trusted(struct smtpd_session *s, const struct smtpd_matchlist *l);
+int smtpd_client_trusted(struct smtpd_session *s, const struct matchlist *l);
 void smtpd_client_set(struct smtpd_client *c, const char *name, const char *addr,
 		      const char *port, int port_logging);
 void smtpd_client_free(struct smtpd_client *c);

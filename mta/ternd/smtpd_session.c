@@ -202,10 +202,10 @@ static void client_from_sockaddr(struct smtpd_session *s, const struct sockaddr 
 	smtpd_client_set(&s->client, "unknown", host, port, s->conf->port_logging);
 }
 
-int smtpd_client_trusted(struct smtpd_session *s, const struct smtpd_matchlist *l)
+int smtpd_client_trusted(struct smtpd_session *s, const struct matchlist *l)
 {
 	struct buf err = BUF_INIT;
-	int rc = smtpd_match_host(l, s->client.name, s->client.addr, &err);
+	int rc = matchlist_host(l, s->client.name, s->client.addr, &err);
 
 	if (rc < 0)
 		msg_warn("%s: client list lookup error: %s", s->client.namaddr, buf_str(&err));

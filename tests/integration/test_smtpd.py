@@ -140,7 +140,7 @@ def test_seed_000_session(ternd):
     assert s.cmd("quit") == "221 2.0.0 Bye"
     assert s.closed()
     qid = m.group(1)
-    wait_maillog(cfg, r"tern/ternd\[\d+\]: connect from unknown\[127\.0\.0\.1\]$")
+    wait_maillog(cfg, r"tern/smtpd\[\d+\]: connect from unknown\[127\.0\.0\.1\]$")
     wait_maillog(cfg, r": %s: client=unknown\[127\.0\.0\.1\]$" % qid)
     wait_maillog(cfg, r": %s: message-id=<>$" % qid)
     wait_maillog(cfg, r": disconnect from unknown\[127\.0\.0\.1\] ehlo=1 mail=1 rcpt=1 "
