@@ -430,6 +430,20 @@ void queue_unclaim(struct queue *q, const char *qid)
 	pthread_mutex_unlock(&q->lock);
 }
 
+void queue_unclaim_until(struct queue *q, const char *qid, time_t until)
+{
+	struct qmsg *m;
+
+	pthread_mutex_lock(&q->lock);
+	if ((m = qidx_find(q, qid)) != NULL && m->claimed) {
+		m->claimed = 0;
+		if (until > m->next_attempt)
+			m->next_attempt = until;
+		qidx_requeue(q, m);
+	}
+	pthread_mutex_unlock(&q->lock);
+}
+
 time_t queue_next_wakeup(struct queue *q)
 {
 	time_t t = 0;

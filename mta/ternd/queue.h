@@ -145,6 +145,10 @@ int queue_foreach(struct queue *q, queue_visit_fn fn, void *arg);
  * until queue_unclaim() or a journal call that finishes/defers it. */
 int queue_claim_due(struct queue *q, time_t now, char qid[QUEUE_ID_SIZE]);
 void queue_unclaim(struct queue *q, const char *qid);
+/* Release the claim and keep the message back until "until", in memory
+ * only: for when the journal itself cannot be written (a deferral that
+ * cannot be recorded must not turn into an immediate retry loop). */
+void queue_unclaim_until(struct queue *q, const char *qid, time_t until);
 /* Earliest next_attempt of any non-held message, or 0 if none. */
 time_t queue_next_wakeup(struct queue *q);
 /* Read one message back (envelope with recipient states, and content). */

@@ -75,6 +75,22 @@ static int qcommit_room(struct queue *q, size_t need)
 	return (uint64_t)sv.f_bavail * sv.f_frsize >= q->opts.minfree_bytes + need;
 }
 
+/* qcommit_retire_empty - below queue_minfree nothing is written, so the
+ * active segment would never roll over and be reclaimed, and the space
+ * held by mail long since delivered would keep the queue refusing. When
+ * the active segment holds no live message, retire it so qseg_reclaim()
+ * may unlink it (oldest-first order keeps journal records of older live
+ * messages safe: it is only removed once everything before it is gone). */
+static void qcommit_retire_empty(struct queue *q)
+{
+	pthread_mutex_lock(&q->lock);
+	if (q->active != NULL && q->active->live_msgs == 0 && q->active->size > QSEG_HDR_SIZE) {
+		q->active = NULL;
+		qseg_reclaim(q);
+	}
+	pthread_mutex_unlock(&q->lock);
+}
+
 /* qcommit_segment - the segment to append to, rolling to a new one */
 static struct qseg *qcommit_segment(struct queue *q)
 {
@@ -141,8 +157,11 @@ static enum queue_status qcommit_write(struct queue *q, struct buf **bufs, size_
 		total += bufs[i]->len;
 	}
 	if (!qcommit_room(q, total)) {
-		st = QUEUE_ENOSPC;
-		goto out;
+		qcommit_retire_empty(q);
+		if (!qcommit_room(q, total)) {
+			st = QUEUE_ENOSPC;
+			goto out;
+		}
 	}
 	if ((s = qcommit_segment(q)) == NULL) {
 		st = errno == ENOSPC || errno == EDQUOT ? QUEUE_ENOSPC : QUEUE_EIO;
@@ -410,6 +429,12 @@ static void *qcommit_main(void *arg)
 		if (q->pending == NULL && idle_work && !q->stopping && !q->no_idle_compact) {
 			pthread_mutex_unlock(&q->commit_lock);
 			idle_work = qcommit_compact_step(q);
+			/* Short of space (queue_minfree): give back what
+			 * delivered mail held in the active segment now, not
+			 * only when the next message is refused. */
+			if (!idle_work && q->opts.minfree_bytes > 0 && q->active != NULL &&
+			    !qcommit_room(q, (size_t)q->active->size))
+				qcommit_retire_empty(q);
 			pthread_mutex_lock(&q->commit_lock);
 			continue;
 		}

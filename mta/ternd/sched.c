@@ -148,10 +148,15 @@ static int sched_journal(struct deliver_msg *m, struct sched_outcome *o, const c
 				 *reason ? reason : "delivery temporarily suspended");
 		journaled = 1;
 	}
-	if (st != QUEUE_OK)
+	if (st != QUEUE_OK) {
+		/* Postfix defers after "cannot update queue file": at least
+		 * once, but with backoff; the retry time lives in memory since
+		 * the journal cannot take it. */
 		msg_warn("%s: cannot update queue: %s", m->qid, queue_strerror(st));
-	if (st != QUEUE_OK || !journaled)
+		queue_unclaim_until(m->q, m->qid, sched_backoff(m->conf, m->env, time(NULL)));
+	} else if (!journaled) {
 		queue_unclaim(m->q, m->qid);
+	}
 	return st == QUEUE_OK ? 0 : -1;
 }
 
