@@ -282,7 +282,14 @@ static enum queue_status queue_journal_check(struct queue *q, struct qreq *r, in
 }
 
 /* queue_journal - write one journal record and wait until it is durable */
+static enum queue_status queue_journal_mode(struct queue *q, struct qreq *r, int wait);
+
 static enum queue_status queue_journal(struct queue *q, struct qreq *r)
+{
+	return queue_journal_mode(q, r, 1);
+}
+
+static enum queue_status queue_journal_mode(struct queue *q, struct qreq *r, int wait)
 {
 	unsigned char p[8];
 	enum queue_status st;
@@ -312,6 +319,11 @@ static enum queue_status queue_journal(struct queue *q, struct qreq *r)
 	} else {
 		qrec_encode(&r->rec, r->type, r->qid, "", 0);
 	}
+	if (!wait) {
+		r->detached = 1;
+		qcommit_enqueue(q, r);
+		return QUEUE_OK;
+	}
 	return qcommit_wait(q, r);
 done:
 	qreq_free(r);
@@ -326,6 +338,17 @@ enum queue_status queue_rcpt_done(struct queue *q, const char *qid, size_t rcpt_
 	r->rcpt_index = rcpt_index > UINT32_MAX ? UINT32_MAX : (uint32_t)rcpt_index;
 	r->rcpt_state = (int)state;
 	return queue_journal(q, r);
+}
+
+enum queue_status queue_rcpt_done_nowait(struct queue *q, const char *qid, size_t rcpt_index,
+					 enum queue_rcpt_state state, time_t retry)
+{
+	struct qreq *r = qreq_new(QREC_RCPT_DONE, qid);
+
+	r->rcpt_index = rcpt_index > UINT32_MAX ? UINT32_MAX : (uint32_t)rcpt_index;
+	r->rcpt_state = (int)state;
+	r->until = retry;
+	return queue_journal_mode(q, r, 0);
 }
 
 enum queue_status queue_defer(struct queue *q, const char *qid, time_t until, const char *reason)

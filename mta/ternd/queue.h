@@ -130,6 +130,14 @@ void queue_submit(struct queue *q, const char *qid, const struct queue_env *env,
  * from worker threads or the CLI, not from an event loop callback). */
 enum queue_status queue_rcpt_done(struct queue *q, const char *qid, size_t rcpt_index,
 				  enum queue_rcpt_state state);
+/* The same, without waiting for the disk: the record goes out with the
+ * next group commit. For the delivery agents' "done" marks, where a lost
+ * record only means a duplicate delivery after a crash (at-least-once,
+ * as Postfix, which does not fsync a queue file's removal either), and
+ * waiting would put an fdatasync on every delivery's critical path. If
+ * the write fails, the message is unclaimed and retried at "retry". */
+enum queue_status queue_rcpt_done_nowait(struct queue *q, const char *qid, size_t rcpt_index,
+					 enum queue_rcpt_state state, time_t retry);
 enum queue_status queue_defer(struct queue *q, const char *qid, time_t until, const char *reason);
 enum queue_status queue_hold(struct queue *q, const char *qid);
 enum queue_status queue_release(struct queue *q, const char *qid);

@@ -231,7 +231,13 @@ void qcommit_complete(struct queue *q, struct qreq *r)
 {
 	static const struct timeval now = {0, 0};
 
-	if (r->sync) {
+	if (r->detached) {
+		if (r->status != QUEUE_OK) {
+			msg_warn("%s: cannot update queue: %s", r->qid, queue_strerror(r->status));
+			queue_unclaim_until(q, r->qid, r->until);
+		}
+		qreq_free(r);
+	} else if (r->sync) {
 		pthread_mutex_lock(&q->commit_lock);
 		r->done = 1;
 		pthread_cond_broadcast(&q->done_cond);

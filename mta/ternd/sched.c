@@ -140,7 +140,8 @@ static int sched_journal(struct deliver_msg *m, struct sched_outcome *o, const c
 	for (size_t i = 0; i < m->env->nrcpt && st == QUEUE_OK; i++) {
 		if (m->env->rcpt[i].state != QUEUE_RCPT_PENDING || o[i].pending)
 			continue;
-		st = queue_rcpt_done(m->q, m->qid, i, o[i].state);
+		st = queue_rcpt_done_nowait(m->q, m->qid, i, o[i].state,
+					    sched_backoff(m->conf, m->env, time(NULL)));
 		journaled = 1;
 	}
 	if (st == QUEUE_OK && any_pending) {

@@ -489,6 +489,38 @@ static ssize_t bad_pwritev(int fd, const struct iovec *iov, int n, off_t off)
 	return pwritev(fd, iov, n, off);
 }
 
+/* queue_rcpt_done_nowait: the delivery agent does not wait for the disk;
+ * the mark is applied with the next commit, and a failed write releases
+ * the claim with the given retry time instead of losing the message. */
+static void test_rcpt_done_nowait(void **state)
+{
+	struct queue_io io = {bad_pwritev, bad_fdatasync};
+	char m[2][QUEUE_ID_SIZE], got[QUEUE_ID_SIZE];
+	struct queue *q = open_q(NULL);
+	time_t now = time(NULL);
+
+	submit_simple(q, m[0], 1, 10);
+	submit_simple(q, m[1], 1, 10);
+	assert_true(queue_claim_due(q, now, got));
+	assert_int_equal(queue_rcpt_done_nowait(q, got, 0, QUEUE_RCPT_SENT, now + 300), QUEUE_OK);
+	for (int i = 0; i < 500 && queue_count(q) != 1; i++)
+		usleep(10000);
+	assert_int_equal(queue_count(q), 1); /* finished and removed */
+	queue_test_set_io(q, &io);
+	fail_fsyncs = 1;
+	assert_true(queue_claim_due(q, now, got));
+	assert_string_equal(got, m[1]);
+	assert_int_equal(queue_rcpt_done_nowait(q, got, 0, QUEUE_RCPT_SENT, now + 300), QUEUE_OK);
+	for (int i = 0; i < 500 && queue_next_wakeup(q) != now + 300; i++)
+		usleep(10000);
+	assert_int_equal(queue_count(q), 1);	   /* still there: not lost */
+	assert_false(queue_claim_due(q, now, got)); /* not due again at once */
+	assert_true(queue_claim_due(q, now + 300, got));
+	assert_string_equal(got, m[1]);
+	queue_test_set_io(q, NULL);
+	queue_close(q);
+}
+
 static void test_eio_and_enospc(void **state)
 {
 	struct queue_io io = {bad_pwritev, bad_fdatasync};
@@ -707,6 +739,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_eio_and_enospc, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_unique_ids, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_claim, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_rcpt_done_nowait, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_compaction, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_throughput, setup, teardown),
 	};
