@@ -255,7 +255,8 @@ void deliver_report(struct deliver_rcpt *r, const char *relay, const char *dsn, 
 {
 	struct deliver_msg *m = r->msg;
 	struct buf line = BUF_INIT, text = BUF_INIT;
-	double now = deliver_now(), arrival = (double)m->env->arrival;
+	double now = deliver_now(),
+	       arrival = (double)m->env->arrival + m->env->arrival_usec / 1e6;
 	va_list ap;
 
 	va_start(ap, fmt);

@@ -21,6 +21,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/time.h>
 #include <strings.h>
 #include <sys/inotify.h>
 #include <sys/stat.h>
@@ -293,7 +294,10 @@ static void pickup_build(struct pickup *p, const struct buf *data, size_t body)
 	const char *c = data->data + body;
 	size_t len = data->len - body;
 
-	p->env.arrival = time(NULL);
+	struct timeval tv;
+	gettimeofday(&tv, NULL);
+	p->env.arrival = tv.tv_sec;
+	p->env.arrival_usec = (long)tv.tv_usec;
 	p->env.client_name = xstrdup("localhost");
 	p->env.client_addr = xstrdup("127.0.0.1");
 	p->env.helo = xstrdup("");

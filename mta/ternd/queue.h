@@ -80,6 +80,7 @@ struct queue_env {
 	int body_8bit;
 	int smtputf8;
 	time_t arrival;
+	long arrival_usec; /* for delay=/delays= with Postfix's precision */
 	char *client_name, *client_addr, *helo, *protocol; /* for logs, Received:, bounces */
 	char *sasl_username;                                /* NULL unless authenticated */
 	size_t size;                                        /* content bytes */

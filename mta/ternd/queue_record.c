@@ -23,6 +23,7 @@ enum {
 	QENV_ENVID = 'e',
 	QENV_FLAGS = 'f', /* u8: 1 = BODY=8BITMIME, 2 = SMTPUTF8 */
 	QENV_ARRIVAL = 'T',
+	QENV_ARRIVAL_USEC = 't', /* i64, 0..999999; absent in older records */
 	QENV_CLIENT_NAME = 'n',
 	QENV_CLIENT_ADDR = 'a',
 	QENV_HELO = 'h',
@@ -151,6 +152,7 @@ static void qenv_encode(struct buf *b, const struct queue_env *env, const struct
 	qenv_put_str(b, QENV_ENVID, env->envid);
 	qenv_put(b, QENV_FLAGS, &flags, 1);
 	qenv_put_i64(b, QENV_ARRIVAL, (int64_t)env->arrival);
+	qenv_put_i64(b, QENV_ARRIVAL_USEC, (int64_t)env->arrival_usec);
 	qenv_put_str(b, QENV_CLIENT_NAME, env->client_name);
 	qenv_put_str(b, QENV_CLIENT_ADDR, env->client_addr);
 	qenv_put_str(b, QENV_HELO, env->helo);
@@ -337,6 +339,11 @@ static int qenv_decode_field(struct queue_env *env, struct qrec_state *st, struc
 	case QENV_ARRIVAL:
 		env->arrival = (time_t)qenv_i64(p, len);
 		break;
+	case QENV_ARRIVAL_USEC: {
+		int64_t us = qenv_i64(p, len);
+		env->arrival_usec = us >= 0 && us < 1000000 ? (long)us : 0;
+		break;
+	}
 	case QENV_SIZE:
 		env->size = (size_t)qenv_i64(p, len);
 		break;

@@ -13,6 +13,7 @@
 #include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/time.h>
 
 #define SMTPD_F_JUNK 0x1 /* counts against smtpd_junk_command_limit */
 
@@ -304,7 +305,10 @@ static int cmd_mail(struct smtpd_session *s, int argc, char **argv, const char *
 		return -1;
 	}
 	s->in_mail = 1;
-	s->env.arrival = time(NULL);
+	struct timeval tv;
+	gettimeofday(&tv, NULL);
+	s->env.arrival = tv.tv_sec;
+	s->env.arrival_usec = (long)tv.tv_usec;
 	smtpd_reply(s, "250 2.1.0 Ok");
 	return 0;
 }
