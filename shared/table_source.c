@@ -13,6 +13,21 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The end both line formats share: bound the key, keep the value
+ * verbatim but trimmed, fold the key as postmap/postalias do. */
+static int table_source_entry_end(struct buf *key, struct buf *value, const char *cp,
+				  struct buf *why)
+{
+	if (key->len > TABLE_SOURCE_KEY_MAX) {
+		buf_printf(why, "key longer than %d bytes", TABLE_SOURCE_KEY_MAX);
+		return -1;
+	}
+	buf_puts(value, cp);
+	buf_trim(value);
+	casefold_buf(key);
+	return 0;
+}
+
 int table_source_parse(const char *line, struct buf *key, struct buf *value, struct buf *why)
 {
 	const char *cp = line, *start;
@@ -29,39 +44,39 @@ int table_source_parse(const char *line, struct buf *key, struct buf *value, str
 		buf_puts(why, "expected format: key whitespace value");
 		return -1;
 	}
-	if (key->len > TABLE_SOURCE_KEY_MAX) {
-		buf_printf(why, "key longer than %d bytes", TABLE_SOURCE_KEY_MAX);
-		return -1;
-	}
-	buf_puts(value, cp);
-	buf_trim(value);
-	casefold_buf(key);
-	return 0;
+	return table_source_entry_end(key, value, cp, why);
 }
 
-int table_source_read(struct lines *src, table_source_fn fn, void *ctx, struct buf *err)
+/* One reading loop for postmap ("key value") and postalias ("name:
+ * value") sources; only the line parser and the warnings differ. */
+static int table_source_read_with(struct lines *src, int aliases, table_source_fn fn, void *ctx,
+				  struct buf *err)
 {
 	struct buf line = BUF_INIT, key = BUF_INIT, value = BUF_INIT, why = BUF_INIT;
 	int rc;
 
 	while ((rc = lines_next(src, &line, err)) > 0) {
-		if (isspace((unsigned char)line.data[0])) {
-			msg_warn("%s, line %d: logical line must not start with whitespace: \"%s\""
-				 " -- ignoring this line",
-				 src->path, src->lineno, line.data);
-			continue;
-		}
 		buf_reset(&why);
-		if (table_source_parse(line.data, &key, &value, &why) < 0) {
-			msg_warn("%s, line %d: %s -- ignoring this line", src->path, src->lineno,
-				 why.data);
+		if (isspace((unsigned char)line.data[0])) {
+			if (aliases)
+				msg_warn("%s, line %d: need name:value pair -- ignoring this line",
+					 src->path, src->lineno);
+			else
+				msg_warn("%s, line %d: logical line must not start with whitespace: "
+					 "\"%s\" -- ignoring this line",
+					 src->path, src->lineno, line.data);
 			continue;
 		}
-		if (key.data[key.len - 1] == ':')
-			msg_warn(
-			    "%s, line %d: record is in \"key: value\" format; is this an alias "
-			    "file?",
-			    src->path, src->lineno);
+		if ((aliases ? table_source_parse_alias(line.data, &key, &value, &why)
+			     : table_source_parse(line.data, &key, &value, &why)) < 0) {
+			msg_warn("%s, line %d: %s -- ignoring this line", src->path, src->lineno,
+				 why.len ? why.data : "need name:value pair");
+			continue;
+		}
+		if (!aliases && key.data[key.len - 1] == ':')
+			msg_warn("%s, line %d: record is in \"key: value\" format; is this an alias "
+				 "file?",
+				 src->path, src->lineno);
 		if ((rc = fn(ctx, key.data, value.data, src->path, src->lineno, err)) < 0)
 			break;
 	}
@@ -70,6 +85,11 @@ int table_source_read(struct lines *src, table_source_fn fn, void *ctx, struct b
 	buf_free(&value);
 	buf_free(&why);
 	return rc < 0 ? -1 : 0;
+}
+
+int table_source_read(struct lines *src, table_source_fn fn, void *ctx, struct buf *err)
+{
+	return table_source_read_with(src, 0, fn, ctx, err);
 }
 
 /* aliases(5): "name: value"; a quoted name may hold spaces, '#', ':', '@'. */
@@ -96,37 +116,12 @@ int table_source_parse_alias(const char *line, struct buf *key, struct buf *valu
 		buf_puts(why, "need name:value pair");
 		return -1;
 	}
-	if (key->len > TABLE_SOURCE_KEY_MAX) {
-		buf_printf(why, "key longer than %d bytes", TABLE_SOURCE_KEY_MAX);
-		return -1;
-	}
-	buf_puts(value, cp);
-	buf_trim(value);
-	casefold_buf(key);
-	return 0;
+	return table_source_entry_end(key, value, cp, why);
 }
 
 int table_source_read_aliases(struct lines *src, table_source_fn fn, void *ctx, struct buf *err)
 {
-	struct buf line = BUF_INIT, key = BUF_INIT, value = BUF_INIT, why = BUF_INIT;
-	int rc;
-
-	while ((rc = lines_next(src, &line, err)) > 0) {
-		buf_reset(&why);
-		if (isspace((unsigned char)line.data[0]) ||
-		    table_source_parse_alias(line.data, &key, &value, &why) < 0) {
-			msg_warn("%s, line %d: %s -- ignoring this line", src->path, src->lineno,
-				 why.len ? why.data : "need name:value pair");
-			continue;
-		}
-		if ((rc = fn(ctx, key.data, value.data, src->path, src->lineno, err)) < 0)
-			break;
-	}
-	buf_free(&line);
-	buf_free(&key);
-	buf_free(&value);
-	buf_free(&why);
-	return rc < 0 ? -1 : 0;
+	return table_source_read_with(src, 1, fn, ctx, err);
 }
 
 /* The dictionary: separate chaining, doubled when the load passes 1. */

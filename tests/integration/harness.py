@@ -191,6 +191,24 @@ class ConfigDir:
         self._raw = []
         self.set(**settings)
 
+    def use_virtual_box(self, **extra):
+        """Deliver every recipient @example.test into one maildir (a
+        static: virtual_mailbox_maps), with no local or alias lookups and
+        no connection limits: the set-up of the load, crash and fault
+        tests. Returns the maildir path (its new/ holds the messages)."""
+        mail = self.path / "mail"
+        (mail / "example.test").mkdir(parents=True, exist_ok=True)
+        self.set(mydestination="",
+                 virtual_mailbox_domains="example.test",
+                 virtual_mailbox_maps="static:example.test/box/",
+                 virtual_mailbox_base=str(mail),
+                 alias_maps="",
+                 local_recipient_maps="",
+                 smtpd_client_connection_count_limit="0",
+                 smtpd_client_connection_rate_limit="0",
+                 **extra)
+        return mail / "example.test" / "box"
+
     def __fspath__(self):
         return str(self.path)
 

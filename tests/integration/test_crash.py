@@ -90,21 +90,9 @@ def message(token, big=False):
 
 
 def crash_config(cfg):
-    mail = cfg.path / "mail"
-    (mail / "example.test").mkdir(parents=True, exist_ok=True)
-    cfg.set(mydestination="",
-            virtual_mailbox_domains="example.test",
-            virtual_mailbox_maps="static:example.test/box/",
-            virtual_mailbox_base=str(mail),
-            alias_maps="",
-            local_recipient_maps="",
-            smtpd_client_connection_count_limit="0",
-            smtpd_client_connection_rate_limit="0",
-            # a delivery cut by a kill may be deferred: retry soon
-            minimal_backoff_time="1s",
-            maximal_backoff_time="2s",
-            queue_run_delay="1s")
-    return mail / "example.test" / "box"
+    # a delivery cut by a kill may be deferred: retry soon
+    return cfg.use_virtual_box(minimal_backoff_time="1s", maximal_backoff_time="2s",
+                               queue_run_delay="1s")
 
 
 def start_ternd(start_program, cfg):

@@ -151,18 +151,7 @@ class Tracker:
 
 
 def fault_config(cfg, **extra):
-    mail = cfg.path / "mail"
-    (mail / "example.test").mkdir(parents=True, exist_ok=True)
-    cfg.set(mydestination="",
-            virtual_mailbox_domains="example.test",
-            virtual_mailbox_maps="static:example.test/box/",
-            virtual_mailbox_base=str(mail),
-            alias_maps="",
-            local_recipient_maps="",
-            smtpd_client_connection_count_limit="0",
-            smtpd_client_connection_rate_limit="0",
-            **extra)
-    return mail / "example.test" / "box"
+    return cfg.use_virtual_box(**extra)
 
 
 def preload_env(cfg):
