@@ -153,7 +153,7 @@ static int cmd_ehlo(struct smtpd_session *s, int argc, char **argv, const char *
 /* ------------------------------------------------------------------ */
 /* MAIL                                                                */
 
-static int mail_param(struct smtpd_session *s, char *p)
+static int mail_param(struct smtpd_session *s, void *ctx, char *p)
 {
 	char *eq = strchr(p, '=');
 	const char *v = eq ? eq + 1 : NULL;
@@ -194,14 +194,16 @@ static int mail_param(struct smtpd_session *s, char *p)
 	return 0;
 }
 
+/* Each parameter goes to fn with the caller's context: sessions on all
+ * loop threads parse at once, so nothing here may live in a global. */
 static int cmd_params(struct smtpd_session *s, const char *rest,
-		      int (*fn)(struct smtpd_session *, char *))
+		      int (*fn)(struct smtpd_session *, void *, char *), void *ctx)
 {
 	char *copy = xstrdup(rest ? rest : ""), *save = NULL, *p;
 	int rc = 0;
 
 	for (p = strtok_r(copy, " \t", &save); p && rc == 0; p = strtok_r(NULL, " \t", &save))
-		rc = fn(s, p);
+		rc = fn(s, ctx, p);
 	free(copy);
 	return rc;
 }
@@ -300,7 +302,7 @@ static int cmd_mail(struct smtpd_session *s, int argc, char **argv, const char *
 		return -1;
 	}
 	smtpd_txn_reset(s);
-	if (mail_sender(s, arg, &params) < 0 || cmd_params(s, params, mail_param) < 0) {
+	if (mail_sender(s, arg, &params) < 0 || cmd_params(s, params, mail_param, NULL) < 0) {
 		smtpd_txn_reset(s);
 		return -1;
 	}
@@ -320,7 +322,6 @@ struct rcpt_params {
 	char *orcpt;
 	int notify;
 };
-static struct rcpt_params *rcpt_cur;
 
 static int rcpt_notify(const char *v)
 {
@@ -348,8 +349,9 @@ static int rcpt_notify(const char *v)
 	return bits;
 }
 
-static int rcpt_param(struct smtpd_session *s, char *p)
+static int rcpt_param(struct smtpd_session *s, void *ctx, char *p)
 {
+	struct rcpt_params *rcpt_cur = ctx;
 	char *eq = strchr(p, '=');
 	const char *v = eq ? eq + 1 : NULL;
 	size_t nl = eq ? (size_t)(eq - p) : strlen(p);
@@ -414,8 +416,7 @@ static int rcpt_addr(struct smtpd_session *s, const char *arg, struct rcpt_param
 		smtpd_reply(s, "501 5.1.3 Bad recipient address syntax");
 		goto out;
 	}
-	rcpt_cur = rp;
-	if (cmd_params(s, params, rcpt_param) < 0)
+	if (cmd_params(s, params, rcpt_param, rp) < 0)
 		goto out;
 	raw = cmd_raw_addr(arg);
 	if (smtpd_check_rcpt(s, raw, &a, &reply) != 0) {
@@ -425,7 +426,6 @@ static int rcpt_addr(struct smtpd_session *s, const char *arg, struct rcpt_param
 	}
 	rc = rcpt_accept(s, &a, raw, rp);
 out:
-	rcpt_cur = NULL;
 	free(raw);
 	addr_free(&a);
 	buf_free(&err);

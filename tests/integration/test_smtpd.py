@@ -623,3 +623,40 @@ def test_peername_lookup(ternd, dns):
     assert s.reply().startswith("220")
     s.cmd("QUIT")
     wait_maillog(cfg, r"connect from unknown\[127\.0\.0\.9\]$")
+
+
+def test_concurrent_rcpt_parameters_do_not_cross_sessions(ternd):
+    """Regression: RCPT parameters (NOTIFY, ORCPT) were parsed through one
+    global pointer shared by all loop threads; sessions pipelining them at
+    once crashed ternd. Many sessions do it at once here; every RCPT must
+    get its own 250 and ternd must stay up."""
+    import threading
+    cfg, port = ternd(smtpd_recipient_limit="1000")
+    errors = []
+
+    def client(n):
+        try:
+            s = Smtp(port, timeout=30)
+            s.reply()
+            s.cmd("EHLO c%d.example" % n)
+            s.cmd("MAIL FROM:<s%d@example.org>" % n)
+            batch = "".join("RCPT TO:<joe@example.test> NOTIFY=SUCCESS,FAILURE,DELAY "
+                            "ORCPT=rfc822;u%d-%d@example.test\r\n" % (n, i) for i in range(300))
+            s.send(batch)
+            for i in range(300):
+                r = s.reply()
+                if r != "250 2.1.5 Ok":
+                    errors.append((n, i, r))
+                    break
+            s.cmd("QUIT")
+            s.close()
+        except Exception as e:  # a crash shows up as a closed connection
+            errors.append((n, repr(e)))
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(30)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert cfg.program.alive
