@@ -8,6 +8,7 @@
  * (not "no such user") is a temporary error, never "not found".
  */
 #include "table.h"
+#include "pwent.h"
 
 #include <errno.h>
 #include <grp.h>
@@ -33,31 +34,25 @@ static int table_unix_load(struct table *t, struct lines *src, struct buf *err)
 	return 0;
 }
 
-/* getpwnam_r/getgrnam_r with a scratch buffer that grows on ERANGE. */
 static int table_unix_getpw(const char *key, struct buf *value, struct buf *err)
 {
-	struct passwd pw, *res = NULL;
-	size_t size = 1024;
-	int rc;
+	struct pwent pe;
+	int rc = pwent_by_name(key, &pe);
 
-	for (;;) {
-		char *scratch = xmalloc(size);
-		rc = getpwnam_r(key, &pw, scratch, size, &res);
-		if (rc == 0 && res != NULL)
-			buf_printf(value, "%s:%s:%ld:%ld:%s:%s:%s", pw.pw_name, pw.pw_passwd,
-				   (long)pw.pw_uid, (long)pw.pw_gid, pw.pw_gecos, pw.pw_dir,
-				   pw.pw_shell);
-		free(scratch);
-		if (rc != ERANGE || size >= 1 << 20)
-			break;
-		size *= 2;
-	}
-	if (rc != 0 && rc != ENOENT && rc != ESRCH) {
-		buf_printf(err, "unix:passwd.byname lookup of \"%s\": %s", key, strerror(rc));
+	if (rc < 0) {
+		buf_printf(err, "unix:passwd.byname lookup of \"%s\": %s", key, strerror(errno));
 		return TABLE_ERROR;
 	}
-	return res != NULL ? TABLE_FOUND : TABLE_NOTFOUND;
+	if (rc == 0)
+		return TABLE_NOTFOUND;
+	buf_printf(value, "%s:%s:%ld:%ld:%s:%s:%s", pe.pw.pw_name, pe.pw.pw_passwd,
+		   (long)pe.pw.pw_uid, (long)pe.pw.pw_gid, pe.pw.pw_gecos, pe.pw.pw_dir,
+		   pe.pw.pw_shell);
+	pwent_free(&pe);
+	return TABLE_FOUND;
 }
+
+/* getgrnam_r with a scratch buffer that grows on ERANGE. */
 
 static int table_unix_getgr(const char *key, struct buf *value, struct buf *err)
 {

@@ -5,6 +5,7 @@
  * status=). Interface in deliver.h.
  */
 #include "deliver.h"
+#include "pwent.h"
 
 #include "log.h"
 #include "queue.h"
@@ -95,16 +96,17 @@ static int deliver_conf_user(const struct cfg *cfg, const char *name, uid_t *uid
 			     struct buf *err)
 {
 	struct buf v = BUF_INIT;
-	struct passwd *pw;
+	struct pwent pe;
 	int rc = 0;
 
 	*uid = getuid();
 	*gid = getgid();
 	if (cfg_get_str(cfg, NULL, name, &v, err) < 0)
 		rc = -1;
-	else if ((pw = getpwnam(buf_str(&v))) != NULL) {
-		*uid = pw->pw_uid;
-		*gid = pw->pw_gid;
+	else if (pwent_by_name(buf_str(&v), &pe) > 0) {
+		*uid = pe.pw.pw_uid;
+		*gid = pe.pw.pw_gid;
+		pwent_free(&pe);
 	}
 	buf_free(&v);
 	return rc;

@@ -11,6 +11,7 @@
  */
 #define _GNU_SOURCE /* pipe2, memfd_create */
 #include "deliver.h"
+#include "pwent.h"
 #include "fileio.h"
 
 #include "addr.h"
@@ -289,7 +290,8 @@ static void local_cmd_io(int in, int out, const char *blob, size_t n, struct buf
 static char **local_cmd_env(const struct deliver_rcpt *r, const struct local_trust *tr)
 {
 	const char *at = strrchr(r->addr, '@');
-	struct passwd *pw = getpwuid(tr->uid);
+	struct pwent pe;
+	const struct passwd *pw = pwent_by_uid(tr->uid, &pe) > 0 ? &pe.pw : NULL;
 	struct buf b = BUF_INIT;
 	char **env = xcalloc(9, sizeof(*env));
 	size_t i = 0;
@@ -310,6 +312,8 @@ static char **local_cmd_env(const struct deliver_rcpt *r, const struct local_tru
 	ENVSET("DOMAIN=%s", at ? at + 1 : "");
 #undef ENVSET
 	buf_free(&b);
+	if (pw != NULL)
+		pwent_free(&pe);
 	return env;
 }
 
@@ -422,14 +426,21 @@ static void local_deliver_user(struct deliver_rcpt *r, const char *user)
 {
 	const struct deliver_conf *dc = r->msg->conf;
 	struct buf hdr = BUF_INIT, path = BUF_INIT, err = BUF_INIT, what = BUF_INIT;
-	struct passwd *pw = getpwnam(user);
+	struct pwent pe;
+	const struct passwd *pw = NULL;
 	size_t hm = strlen(dc->home_mailbox);
-	int rc, temp = 1;
+	int rc, temp = 1, found = pwent_by_name(user, &pe);
 
-	if (pw == NULL) {
+	if (found < 0) { /* a name-service failure is not "unknown user" */
+		deliver_report(r, "local", "4.3.0", "user lookup for \"%s\" failed: %s", user,
+			       strerror(errno));
+		goto out;
+	}
+	if (found == 0) {
 		deliver_report(r, "local", "5.1.1", "unknown user: \"%s\"", user);
 		goto out;
 	}
+	pw = &pe.pw;
 	deliver_headers(r, &hdr);
 	if (deliver_helper_active()) {
 		rc = deliver_helper_request(user, r->msg->env->sender, buf_str(&hdr),
@@ -454,6 +465,8 @@ static void local_deliver_user(struct deliver_rcpt *r, const char *user)
 		deliver_report(r, "local", temp ? "4.2.0" : "5.2.2", "%s delivery failed: %s",
 			       what.len ? buf_str(&what) : "mailbox", buf_str(&err));
 out:
+	if (pw != NULL)
+		pwent_free(&pe);
 	buf_free(&hdr);
 	buf_free(&path);
 	buf_free(&err);

@@ -130,7 +130,10 @@ static void pickup_corrupt(struct pickup *p, const char *name, const char *why)
 }
 
 /* Read the file, refusing what a local user must not be able to feed
- * us. 1 ok, 0 gone (picked up already), -1 bad (why set). */
+ * us. 1 ok, 0 gone (picked up already), -1 bad content (why set: set
+ * aside), -2 a system error (why set: the file stays for the next scan —
+ * sendmail already told the user it was accepted, so EMFILE or EIO here
+ * must never cost the message). */
 static int pickup_file_read(struct pickup *p, const char *path, struct buf *data, unsigned *uid,
 			    struct buf *why)
 {
@@ -144,9 +147,14 @@ static int pickup_file_read(struct pickup *p, const char *path, struct buf *data
 		return 0;
 	if (fd < 0) {
 		buf_printf(why, "open: %s", strerror(errno));
-		return -1;
+		return errno == ELOOP ? -1 : -2; /* ELOOP: a symlink (O_NOFOLLOW) */
 	}
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_nlink != 1) {
+	if (fstat(fd, &st) < 0) {
+		buf_printf(why, "fstat: %s", strerror(errno));
+		rc = -2;
+		goto out;
+	}
+	if (!S_ISREG(st.st_mode) || st.st_nlink != 1) {
 		buf_puts(why, "not a regular file with one link");
 		goto out;
 	}
@@ -162,10 +170,12 @@ static int pickup_file_read(struct pickup *p, const char *path, struct buf *data
 			goto out;
 		}
 	}
-	if (n < 0)
+	if (n < 0) {
 		buf_printf(why, "read: %s", strerror(errno));
-	else
+		rc = -2;
+	} else {
 		rc = 1;
+	}
 out:
 	close(fd);
 	return rc;
@@ -363,7 +373,9 @@ static int pickup_file(struct pickup *p, const char *name)
 	rc = pickup_file_read(p, p->path.data, &data, &p->uid, &why);
 	if (rc > 0 && pickup_parse(p, &data, &body, &why) < 0)
 		rc = -1;
-	if (rc < 0)
+	if (rc == -2)
+		msg_warn("%s: %s -- will try again", p->path.data, why.data);
+	else if (rc < 0)
 		pickup_corrupt(p, name, why.data);
 	if (rc > 0) {
 		queue_id_new(p->q, p->qid);
