@@ -87,16 +87,29 @@ static int cmd_xtext_ok(const char *s)
 /* ------------------------------------------------------------------ */
 /* HELO / EHLO                                                         */
 
+void smtpd_printable(char *text)
+{
+	for (unsigned char *cp = (unsigned char *)text; *cp; cp++)
+		if (*cp < 0x20 || *cp == 0x7f)
+			*cp = '?';
+}
+
 static int cmd_helo_common(struct smtpd_session *s, int argc, char **argv, int esmtp)
 {
+	struct buf helo = BUF_INIT;
+
 	if (argc < 2) {
 		smtpd_reply(s, esmtp ? "501 Syntax: EHLO hostname" : "501 Syntax: HELO hostname");
 		return -1;
 	}
 	/* RFC 5321 §4.1.4: a new EHLO/HELO resets the transaction. */
 	smtpd_txn_reset(s);
+	/* As Postfix: all the words, made printable (it lands in Received:). */
+	for (int i = 1; i < argc; i++)
+		buf_printf(&helo, "%s%s", i > 1 ? " " : "", argv[i]);
+	smtpd_printable(helo.data);
 	free(s->helo);
-	s->helo = xstrdup(argv[1]);
+	s->helo = buf_detach(&helo);
 	s->esmtp = esmtp;
 	return 0;
 }

@@ -199,4 +199,9 @@ void smtpd_mail_date(time_t when, struct buf *out);
 /* smtpd_xclient.c */
 int smtpd_xclient_cmd(struct smtpd_session *s, int argc, char **argv);
 
+/* Replace control characters with '?' (Postfix's printable()): client
+ * supplied text that ends up in headers, logs or replies (HELO, XCLIENT
+ * values) must never carry a CR or LF (header injection, reply desync). */
+void smtpd_printable(char *text);
+
 #endif

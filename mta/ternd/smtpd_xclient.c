@@ -69,11 +69,18 @@ static int xclient_attr(struct smtpd_session *s, struct xclient_attrs *a, const 
 	const char *eq = strchr(arg, '=');
 	char *name = eq ? xstrndup(arg, (size_t)(eq - arg)) : xstrdup(arg);
 	char *val = eq ? xclient_decode(eq + 1) : NULL;
-	int rc = -1, unav = val && xclient_unavailable(val);
+	int rc = -1, unav;
 	char *end;
 
+	/* Decoded xtext may hold CR/LF: never let it reach a header, a log
+	 * line or a reply as is. */
+	if (val != NULL)
+		smtpd_printable(val);
+	unav = val && xclient_unavailable(val);
 	if (val == NULL) {
-		smtpd_reply(s, "501 5.5.4 Bad XCLIENT attribute name: %s", name);
+		smtpd_reply(s, "501 5.5.4 Error: attribute=value expected");
+	} else if (strlen(val) > 255) {
+		smtpd_reply(s, "501 5.5.4 Error: attribute value too long");
 	} else if (strcasecmp(name, "NAME") == 0 || strcasecmp(name, "REVERSE_NAME") == 0) {
 		if (!unav && !xclient_host(val))
 			smtpd_reply(s, "501 5.5.4 Bad %s syntax: %s", name, val);

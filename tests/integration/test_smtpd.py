@@ -583,6 +583,11 @@ def test_xclient(ternd):
     assert s.cmd("XCLIENT") == "501 5.5.4 Syntax: XCLIENT attribute=value..."
     assert s.cmd("XCLIENT ADDR=1.2.3") == "501 5.5.4 Bad ADDR syntax: 1.2.3"
     assert s.cmd("XCLIENT FOO=bar") == "501 5.5.4 Bad XCLIENT attribute name: FOO"
+    assert s.cmd("XCLIENT NAME") == "501 5.5.4 Error: attribute=value expected"
+    assert s.cmd("XCLIENT HELO=" + "a" * 256) == "501 5.5.4 Error: attribute value too long"
+    # Decoded CR/LF never reaches a reply (it would desynchronise the client).
+    assert s.cmd("XCLIENT HELO=evil+0D+0AX-Injected:+20yes") == \
+        "501 5.5.4 Bad HELO syntax: evil??X-Injected: yes"
     assert s.cmd("XCLIENT ADDR=IPV6:2001:db8::1 NAME=[UNAVAILABLE] PORT=77") == \
         "220 tern.test ESMTP Tern"
     assert "XCLIENT" not in s.cmd("EHLO x")  # no longer an authorized client
@@ -660,3 +665,21 @@ def test_concurrent_rcpt_parameters_do_not_cross_sessions(ternd):
         t.join()
     assert errors == []
     assert cfg.program.alive
+
+
+def test_helo_is_made_printable_and_keeps_all_words(ternd):
+    """A CR in HELO must not reach the Received: header (header
+    injection); all words are kept, as Postfix's collapse_args()."""
+    cfg, port = ternd()
+    s = Smtp(port)
+    s.reply()
+    s.send("HELO a\rb  two\r\n")
+    assert s.reply() == "250 tern.test"
+    assert s.cmd("MAIL FROM:<a@example.org>") == "250 2.1.0 Ok"
+    assert s.cmd("RCPT TO:<joe@example.test>") == "250 2.1.5 Ok"
+    s.cmd("DATA")
+    s.send("Subject: x\r\n\r\nhi\r\n")
+    s.cmd(".")
+    s.cmd("QUIT")
+    text = maildir_messages(cfg)[0].decode()
+    assert "\nReceived: from a?b two (" in text, text
