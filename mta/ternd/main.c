@@ -31,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -67,6 +68,7 @@ struct ternd {
 	time_t started;
 	int stopping;
 	struct event *drain_timer;
+	struct event *accept_pause; /* re-enables the listeners after EMFILE */
 	time_t drain_deadline;
 	struct event *sigev[4];
 };
@@ -419,10 +421,35 @@ static void ternd_accept_cb(struct evconnlistener *lev, evutil_socket_t fd, stru
 	}
 }
 
+static void ternd_accept_resume(evutil_socket_t fd, short what, void *arg)
+{
+	struct ternd *d = arg;
+
+	for (size_t i = 0; d->levs && i < d->listeners.n; i++)
+		if (d->levs[i])
+			evconnlistener_enable(d->levs[i]);
+}
+
+/* EMFILE, ENFILE, ENOBUFS: libevent would retry the accept at once and
+ * spin the main loop (and fill the log, and then the disk). Pause every
+ * listener for a second, with one warning per pause; sessions in
+ * progress go on. */
 static void ternd_accept_error(struct evconnlistener *lev, void *arg)
 {
-	/* EMFILE and friends: log and keep listening; libevent retries. */
-	msg_warn("accept: %s", strerror(errno));
+	struct ternd *d = ((struct listen_sock *)arg)->data;
+	struct timeval pause = {1, 0};
+	int e = errno;
+
+	for (size_t i = 0; d->levs && i < d->listeners.n; i++)
+		if (d->levs[i])
+			evconnlistener_disable(d->levs[i]);
+	if (d->accept_pause == NULL)
+		d->accept_pause = evtimer_new(d->base, ternd_accept_resume, d);
+	if (d->accept_pause == NULL || evtimer_add(d->accept_pause, &pause) < 0) {
+		ternd_accept_resume(-1, 0, d); /* cannot pause: keep serving */
+		return;
+	}
+	msg_warn("accept: %s -- not accepting connections for 1 second", strerror(e));
 }
 
 static void ternd_levs_free(struct ternd *d)
@@ -720,6 +747,8 @@ static void ternd_shutdown(struct ternd *d)
 		unlink(buf_str(&d->pid_file));
 	if (d->drain_timer)
 		event_free(d->drain_timer);
+	if (d->accept_pause)
+		event_free(d->accept_pause);
 	for (size_t i = 0; i < 4; i++)
 		if (d->sigev[i])
 			event_free(d->sigev[i]);
@@ -761,6 +790,13 @@ int main(int argc, char **argv)
 	int ch, check = 0;
 
 	memset(&d, 0, sizeof(d));
+	/* Every session costs a descriptor (two with a milter later): use all
+	 * the kernel allows us rather than the 1024 soft default. */
+	struct rlimit nofile;
+	if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+		nofile.rlim_cur = nofile.rlim_max;
+		(void)setrlimit(RLIMIT_NOFILE, &nofile);
+	}
 	buf_init(&err);
 	buf_init(&d.pid_file);
 	buf_init(&d.queue_dir);
