@@ -125,9 +125,17 @@ static int local_mbox_append(const char *path, const char *lock, const char *blo
 		e = locked;
 		goto out;
 	}
-	if (fcntl(fd, F_SETLKW, &fl) < 0) {
-		e = errno;
-		goto unlock;
+	/* Never wait forever: a user holding a lock on their own mailbox
+	 * must not stall every delivery (Postfix: deliver_lock_attempts=20,
+	 * deliver_lock_delay=1s, then a temporary failure). */
+	for (int attempt = 0;; attempt++) {
+		if (fcntl(fd, F_SETLK, &fl) == 0)
+			break;
+		if ((errno != EAGAIN && errno != EACCES && errno != EINTR) || attempt >= 19) {
+			e = errno == EACCES ? EAGAIN : errno;
+			goto unlock;
+		}
+		sleep(1);
 	}
 	*stage = 2;
 	size = lseek(fd, 0, SEEK_END);
