@@ -11,6 +11,7 @@
 #include "log.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
@@ -174,9 +175,14 @@ static int mail_param(struct smtpd_session *s, void *ctx, char *p)
 	char *end;
 
 	if (nl == 4 && strncasecmp(p, "SIZE", 4) == 0 && v) {
+		errno = 0;
 		if (!isdigit((unsigned char)*v) || (s->declared_size = strtoll(v, &end, 10), *end) ||
 		    s->declared_size < 0) {
 			smtpd_reply(s, "501 5.5.4 Bad message size syntax");
+			return -1;
+		}
+		if (errno == ERANGE) { /* Postfix's wording for a size no file can have */
+			smtpd_reply(s, "552 5.3.4 Message size exceeds file system imposed limit");
 			return -1;
 		}
 		if (s->conf->size_limit > 0 && s->declared_size > s->conf->size_limit) {

@@ -683,3 +683,12 @@ def test_helo_is_made_printable_and_keeps_all_words(ternd):
     s.cmd("QUIT")
     text = maildir_messages(cfg)[0].decode()
     assert "\nReceived: from a?b two (" in text, text
+
+
+def test_size_overflow_reply(ternd):
+    cfg, port = ternd()
+    s = Smtp(port)
+    s.reply()
+    s.cmd("EHLO client.example")
+    assert s.cmd("MAIL FROM:<a@example.org> SIZE=99999999999999999999") == \
+        "552 5.3.4 Message size exceeds file system imposed limit"
