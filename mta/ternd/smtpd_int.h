@@ -116,6 +116,7 @@ struct smtpd_session {
 	struct buf delayed;     /* reply held back by the error sleep */
 	int paused;             /* error sleep or output backlog: no input processing */
 	int dead;               /* peer gone while a queue commit is in flight */
+	int peer_eof;           /* client half-closed: answer what it sent, then close */
 	int draining;           /* smtpd_sessions_drain() was called */
 	int in_list;
 	int connect_logged;

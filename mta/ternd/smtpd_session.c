@@ -252,6 +252,7 @@ void smtpd_reply(struct smtpd_session *s, const char *fmt, ...)
 }
 
 static void session_input(struct smtpd_session *s);
+static const char *session_after(struct smtpd_session *s, struct buf *b);
 
 static void session_sleep_done(evutil_socket_t fd, short what, void *arg)
 {
@@ -430,6 +431,23 @@ static int session_runnable(struct smtpd_session *s)
 }
 
 /* Process everything buffered: pipelined commands are answered in order. */
+/* The client half-closed (shutdown(SHUT_WR) after pipelining): once all
+ * it sent has been answered — a last transaction must still learn its
+ * queue ID, or the client would send it again — close after the flush.
+ * Called last by every caller of session_input(): it may free s. */
+static void session_eof_finish(struct smtpd_session *s)
+{
+	struct buf after = BUF_INIT;
+
+	if (!s->peer_eof || s->paused || s->state == SMTPD_ST_QUEUE)
+		return; /* more to answer: the sleep, write or commit brings us back */
+	if (s->state != SMTPD_ST_CLOSE)
+		msg_qid(s->have_qid ? s->qid : NULL, "lost connection after %s from %s",
+			session_after(s, &after), s->client.namaddr);
+	buf_free(&after);
+	smtpd_session_close(s);
+}
+
 static void session_input(struct smtpd_session *s)
 {
 	struct evbuffer *in = bufferevent_get_input(s->bev);
@@ -446,6 +464,7 @@ static void session_input(struct smtpd_session *s)
 		if (s->state == st && evbuffer_get_length(in) == before)
 			break; /* needs more input */
 	}
+	session_eof_finish(s);
 }
 
 void smtpd_session_resume(struct smtpd_session *s)
@@ -458,7 +477,8 @@ void smtpd_session_resume(struct smtpd_session *s)
 		smtpd_session_close(s);
 		return;
 	}
-	bufferevent_enable(s->bev, EV_READ);
+	if (!s->peer_eof)
+		bufferevent_enable(s->bev, EV_READ);
 	session_input(s);
 }
 
@@ -506,6 +526,11 @@ static void session_event_cb(struct bufferevent *bev, short what, void *arg)
 			bufferevent_enable(s->bev, EV_WRITE);
 			smtpd_session_close(s);
 		}
+	} else if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) && !s->dead &&
+		   s->state != SMTPD_ST_CLOSE) {
+		s->peer_eof = 1;
+		bufferevent_disable(s->bev, EV_READ);
+		session_input(s); /* answers what is buffered, then closes */
 	} else if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
 		if (s->state != SMTPD_ST_CLOSE)
 			msg_qid(s->have_qid ? s->qid : NULL, "lost connection after %s from %s",

@@ -692,3 +692,21 @@ def test_size_overflow_reply(ternd):
     s.cmd("EHLO client.example")
     assert s.cmd("MAIL FROM:<a@example.org> SIZE=99999999999999999999") == \
         "552 5.3.4 Message size exceeds file system imposed limit"
+
+
+def test_half_close_still_gets_every_reply(ternd):
+    """A client that pipelines two transactions and half-closes without
+    QUIT must still read both "queued as" replies: dropping the last one
+    makes it send the message again (a duplicate)."""
+    cfg, port = ternd()
+    s = Smtp(port)
+    s.reply()
+    msg = b"Subject: x\r\n\r\nhi\r\n"
+    txn = b"MAIL FROM:<a@example.org>\r\nRCPT TO:<joe@example.test>\r\nBDAT %d LAST\r\n%s" % (
+        len(msg), msg)
+    s.send(b"EHLO x\r\n" + txn + txn)
+    s.sock.shutdown(socket.SHUT_WR)
+    s.sock.settimeout(10)
+    rest = s.f.read().decode()
+    assert rest.count("bytes queued as ") == 2, rest
+    assert len(maildir_messages(cfg)) >= 1
