@@ -6,9 +6,9 @@
  * logical line (a skipped comment or blank line in between does not end
  * it, as Postfix's readllines()). Physical lines are joined without the
  * newline, keeping the continuation's leading white space ("a,\n  b"
- * reads "a,  b"), exactly as postmap and postconf see them. lineno is the first physical line of the logical line, for
- * "file:line: message" errors. A logical line that starts with white
- * space at the top of the file is returned as is; callers decide.
+ * reads "a,  b"), exactly as postmap and postconf see them. lineno is the first physical line of
+ * the logical line, for "file:line: message" errors. A logical line that starts with white space at
+ * the top of the file is returned as is; callers decide.
  */
 #ifndef TERN_LINES_H
 #define TERN_LINES_H
@@ -25,11 +25,11 @@ struct lines {
 	FILE *fp;
 	const char *src; /* in-memory source when fp == NULL */
 	size_t src_pos;
-	char *path;      /* for messages */
-	int lineno;      /* first physical line of the last logical line */
+	char *path;	 /* for messages */
+	int lineno;	 /* first physical line of the last logical line */
 	int next_lineno; /* physical line number of the next line to read */
 	struct buf phys;
-	int have_phys;   /* phys holds a line read ahead */
+	int have_phys; /* phys holds a line read ahead */
 };
 
 int lines_open(struct lines *lr, const char *path, struct buf *err);

@@ -11,25 +11,20 @@
 #include <string.h>
 #include <sys/stat.h>
 
-extern const struct table_ops table_texthash_ops, table_cdb_ops, table_cidr_ops,
-	table_pcre_ops, table_regexp_ops, table_inline_ops, table_static_ops,
-	table_socketmap_ops, table_sqlite_ops, table_unix_ops;
+extern const struct table_ops table_texthash_ops, table_cdb_ops, table_cidr_ops, table_pcre_ops,
+    table_regexp_ops, table_inline_ops, table_static_ops, table_socketmap_ops, table_sqlite_ops,
+    table_unix_ops;
 
 static const struct {
 	const char *type;
 	const struct table_ops *ops;
 } table_types[] = {
-	{"texthash", &table_texthash_ops},
-	{"cdb", &table_cdb_ops},
-	{"hash", &table_cdb_ops}, /* Postfix's hash: is built and read as cdb */
-	{"cidr", &table_cidr_ops},
-	{"pcre", &table_pcre_ops},
-	{"regexp", &table_regexp_ops},
-	{"inline", &table_inline_ops},
-	{"static", &table_static_ops},
-	{"socketmap", &table_socketmap_ops},
-	{"sqlite", &table_sqlite_ops},
-	{"unix", &table_unix_ops},
+    {"texthash", &table_texthash_ops}, {"cdb", &table_cdb_ops},
+    {"hash", &table_cdb_ops}, /* Postfix's hash: is built and read as cdb */
+    {"cidr", &table_cidr_ops},	       {"pcre", &table_pcre_ops},
+    {"regexp", &table_regexp_ops},     {"inline", &table_inline_ops},
+    {"static", &table_static_ops},     {"socketmap", &table_socketmap_ops},
+    {"sqlite", &table_sqlite_ops},     {"unix", &table_unix_ops},
 };
 
 const struct table_ops *table_ops_find(const char *type)
@@ -230,8 +225,7 @@ int table_is_pattern(const struct table *t)
 /* Split the top level of "{ a, { b, c }, d }" at commas and white space
  * that are outside inner braces; an inner "{ ... }" element is one item
  * with its braces removed (Postfix's mystrtok_cw + extpar). */
-int table_inline_split(const char *text, int flags, char ***items, size_t *count,
-		       struct buf *err)
+int table_inline_split(const char *text, int flags, char ***items, size_t *count, struct buf *err)
 {
 	const char *cp = text, *end;
 	size_t n = 0, cap = 8;
@@ -287,8 +281,8 @@ int table_inline_split(const char *text, int flags, char ***items, size_t *count
 			}
 			while (cp < end && !isspace((unsigned char)*cp) && *cp != ',') {
 				if (*cp == '{' || *cp == '}') {
-					buf_printf(err, "\"%s\": unexpected '%c' in inline list", text,
-						   *cp);
+					buf_printf(err, "\"%s\": unexpected '%c' in inline list",
+						   text, *cp);
 					table_inline_free(v, n);
 					return -1;
 				}

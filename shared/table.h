@@ -57,15 +57,15 @@ struct table_ops {
 
 struct table {
 	const struct table_ops *ops;
-	char *spec;     /* "type:name" as given */
-	char *type;     /* as given (e.g. "hash") */
-	char *name;     /* the part after "type:" */
-	char *path;     /* file watched for changes, NULL if none */
-	time_t mtime;   /* of path when loaded */
+	char *spec;   /* "type:name" as given */
+	char *type;   /* as given (e.g. "hash") */
+	char *name;   /* the part after "type:" */
+	char *path;   /* file watched for changes, NULL if none */
+	time_t mtime; /* of path when loaded */
 	long mtime_ns;
 	ino_t ino;
-	void *priv;     /* backend state */
-	char *unavailable; /* why the last load failed (lenient open), else NULL */
+	void *priv;	      /* backend state */
+	char *unavailable;    /* why the last load failed (lenient open), else NULL */
 	pthread_mutex_t lock; /* lookups and reloads are serialised: several
 			       * backends keep per-lookup state (cdb position,
 			       * socketmap connection) */
@@ -91,8 +91,7 @@ const struct table_ops *table_ops_find(const char *type);
  * as Postfix's inline: and pcre:{...} forms. Returns -1 on unbalanced
  * braces. Each element has its outer braces removed and is trimmed. */
 #define TABLE_INLINE_BRACED 0x1 /* every element must be a {...} group */
-int table_inline_split(const char *text, int flags, char ***items, size_t *count,
-		       struct buf *err);
+int table_inline_split(const char *text, int flags, char ***items, size_t *count, struct buf *err);
 void table_inline_free(char **items, size_t count);
 
 #endif

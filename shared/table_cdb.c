@@ -6,10 +6,10 @@
  * Pitfall: t->path is re-pointed at FILE.cdb so change detection follows
  * the built table, not its source (which may be edited before a build).
  */
+#include "fileio.h"
 #include "log.h"
 #include "table.h"
 #include "table_source.h"
-#include "fileio.h"
 
 #include <cdb.h>
 #include <errno.h>

@@ -5,9 +5,9 @@
  * needs braces; a later duplicate replaces an earlier one and keys are
  * folded, as in Postfix. Syntax errors fail table_open() with the text.
  */
+#include "casefold.h"
 #include "log.h"
 #include "table.h"
-#include "casefold.h"
 #include "table_source.h"
 
 #include <ctype.h>

@@ -14,11 +14,15 @@
 #include <string.h>
 
 static const struct rules_flag table_pcre_flags[] = {
-	{'i', PCRE2_CASELESS, 0},	{'m', PCRE2_MULTILINE, 0},
-	{'s', PCRE2_DOTALL, 0},		{'x', PCRE2_EXTENDED, 0},
-	{'A', PCRE2_ANCHORED, 0},	{'E', PCRE2_DOLLAR_ENDONLY, 0},
-	{'U', PCRE2_UNGREEDY, 0},	{'X', 0, 1},
-	{0, 0, 0},
+    {'i', PCRE2_CASELESS, 0},
+    {'m', PCRE2_MULTILINE, 0},
+    {'s', PCRE2_DOTALL, 0},
+    {'x', PCRE2_EXTENDED, 0},
+    {'A', PCRE2_ANCHORED, 0},
+    {'E', PCRE2_DOLLAR_ENDONLY, 0},
+    {'U', PCRE2_UNGREEDY, 0},
+    {'X', 0, 1},
+    {0, 0, 0},
 };
 
 static void *table_pcre_compile(const char *pattern, int flags, size_t *ngroups, struct buf *err)
@@ -40,8 +44,8 @@ static void *table_pcre_compile(const char *pattern, int flags, size_t *ngroups,
 	return re;
 }
 
-static int table_pcre_match(void *re, const char *subject, struct rules_span *spans,
-			    size_t nspans, struct buf *err)
+static int table_pcre_match(void *re, const char *subject, struct rules_span *spans, size_t nspans,
+			    struct buf *err)
 {
 	PCRE2_UCHAR msg[256];
 	pcre2_match_data *md = pcre2_match_data_create_from_pattern(re, NULL);
@@ -57,8 +61,8 @@ static int table_pcre_match(void *re, const char *subject, struct rules_span *sp
 		uint32_t npairs = pcre2_get_ovector_count(md);
 		for (size_t i = 0; i < nspans; i++) {
 			/* Groups past the last one that matched are unset. */
-			int set = i < npairs && (i < (size_t)rc || rc == 0) &&
-				  ov[2 * i] != PCRE2_UNSET;
+			int set =
+			    i < npairs && (i < (size_t)rc || rc == 0) && ov[2 * i] != PCRE2_UNSET;
 			spans[i].start = set ? (long)ov[2 * i] : -1;
 			spans[i].end = set ? (long)ov[2 * i + 1] : -1;
 		}
@@ -80,12 +84,12 @@ static void table_pcre_free_re(void *re)
 }
 
 static const struct rules_engine table_pcre_engine = {
-	.name = "pcre",
-	.default_flags = PCRE2_CASELESS | PCRE2_DOTALL,
-	.flags = table_pcre_flags,
-	.compile = table_pcre_compile,
-	.match = table_pcre_match,
-	.free = table_pcre_free_re,
+    .name = "pcre",
+    .default_flags = PCRE2_CASELESS | PCRE2_DOTALL,
+    .flags = table_pcre_flags,
+    .compile = table_pcre_compile,
+    .match = table_pcre_match,
+    .free = table_pcre_free_re,
 };
 
 static int table_pcre_load(struct table *t, struct lines *src, struct buf *err)
@@ -94,8 +98,7 @@ static int table_pcre_load(struct table *t, struct lines *src, struct buf *err)
 	return t->priv ? 0 : -1;
 }
 
-static int table_pcre_lookup(struct table *t, const char *key, struct buf *value,
-			     struct buf *err)
+static int table_pcre_lookup(struct table *t, const char *key, struct buf *value, struct buf *err)
 {
 	return rules_lookup(t->priv, key, value, err);
 }
@@ -107,9 +110,9 @@ static void table_pcre_free(struct table *t)
 }
 
 const struct table_ops table_pcre_ops = {
-	.type = "pcre",
-	.flags = TABLE_OPS_PATTERN | TABLE_OPS_NOFOLD | TABLE_OPS_FILE | TABLE_OPS_LINES,
-	.load = table_pcre_load,
-	.lookup = table_pcre_lookup,
-	.free = table_pcre_free,
+    .type = "pcre",
+    .flags = TABLE_OPS_PATTERN | TABLE_OPS_NOFOLD | TABLE_OPS_FILE | TABLE_OPS_LINES,
+    .load = table_pcre_load,
+    .lookup = table_pcre_lookup,
+    .free = table_pcre_free,
 };

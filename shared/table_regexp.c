@@ -13,14 +13,13 @@
 #include <stdlib.h>
 
 static const struct rules_flag table_regexp_flags[] = {
-	{'i', REG_ICASE, 0},
-	{'x', REG_EXTENDED, 0},
-	{'m', REG_NEWLINE, 0},
-	{0, 0, 0},
+    {'i', REG_ICASE, 0},
+    {'x', REG_EXTENDED, 0},
+    {'m', REG_NEWLINE, 0},
+    {0, 0, 0},
 };
 
-static void *table_regexp_compile(const char *pattern, int flags, size_t *ngroups,
-				  struct buf *err)
+static void *table_regexp_compile(const char *pattern, int flags, size_t *ngroups, struct buf *err)
 {
 	regex_t *re = xmalloc(sizeof(*re));
 	int code = regcomp(re, pattern, flags);
@@ -69,12 +68,12 @@ static void table_regexp_free_re(void *re)
 }
 
 static const struct rules_engine table_regexp_engine = {
-	.name = "regexp",
-	.default_flags = REG_ICASE | REG_EXTENDED,
-	.flags = table_regexp_flags,
-	.compile = table_regexp_compile,
-	.match = table_regexp_match,
-	.free = table_regexp_free_re,
+    .name = "regexp",
+    .default_flags = REG_ICASE | REG_EXTENDED,
+    .flags = table_regexp_flags,
+    .compile = table_regexp_compile,
+    .match = table_regexp_match,
+    .free = table_regexp_free_re,
 };
 
 static int table_regexp_load(struct table *t, struct lines *src, struct buf *err)
@@ -83,8 +82,7 @@ static int table_regexp_load(struct table *t, struct lines *src, struct buf *err
 	return t->priv ? 0 : -1;
 }
 
-static int table_regexp_lookup(struct table *t, const char *key, struct buf *value,
-			       struct buf *err)
+static int table_regexp_lookup(struct table *t, const char *key, struct buf *value, struct buf *err)
 {
 	return rules_lookup(t->priv, key, value, err);
 }
@@ -96,9 +94,9 @@ static void table_regexp_free(struct table *t)
 }
 
 const struct table_ops table_regexp_ops = {
-	.type = "regexp",
-	.flags = TABLE_OPS_PATTERN | TABLE_OPS_NOFOLD | TABLE_OPS_FILE | TABLE_OPS_LINES,
-	.load = table_regexp_load,
-	.lookup = table_regexp_lookup,
-	.free = table_regexp_free,
+    .type = "regexp",
+    .flags = TABLE_OPS_PATTERN | TABLE_OPS_NOFOLD | TABLE_OPS_FILE | TABLE_OPS_LINES,
+    .load = table_regexp_load,
+    .lookup = table_regexp_lookup,
+    .free = table_regexp_free,
 };

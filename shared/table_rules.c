@@ -57,7 +57,7 @@ struct rules_pattern {
 };
 
 static void rules_warn(const struct rules_parse *p, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+    __attribute__((format(printf, 2, 3)));
 
 static void rules_warn(const struct rules_parse *p, const char *fmt, ...)
 {
@@ -355,8 +355,8 @@ static int rules_is_keyword(const char *line, const char *kw)
 static void rules_parse_line(struct rules_parse *p, struct rules *r, const char *line)
 {
 	if (isspace((unsigned char)line[0]))
-		msg_warn("%s, line %d: logical line must not start with whitespace: \"%s\"", p->file,
-			 p->lineno, line);
+		msg_warn("%s, line %d: logical line must not start with whitespace: \"%s\"",
+			 p->file, p->lineno, line);
 	else if (rules_is_keyword(line, "if"))
 		rules_parse_if(p, r, line + 2);
 	else if (rules_is_keyword(line, "endif"))

@@ -25,10 +25,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#define SOCKETMAP_TIMEOUT 100      /* seconds per request, as Postfix */
+#define SOCKETMAP_TIMEOUT 100	   /* seconds per request, as Postfix */
 #define SOCKETMAP_MAX_REPLY 100000 /* payload bytes, as Postfix */
-#define SOCKETMAP_MAX_IDLE 10      /* seconds before a connection is dropped */
-#define SOCKETMAP_MAX_TTL 100      /* seconds a connection may be reused */
+#define SOCKETMAP_MAX_IDLE 10	   /* seconds before a connection is dropped */
+#define SOCKETMAP_MAX_TTL 100	   /* seconds a connection may be reused */
 
 /* Internal status: the connection died before a reply; try a fresh one. */
 #define SOCKETMAP_RETRY (-2)
@@ -214,8 +214,7 @@ static int socketmap_send(struct socketmap *sm, const struct buf *out, time_t de
 
 /* Read one reply netstring into reply. SOCKETMAP_RETRY if the peer closed
  * (or reset) before sending a byte: a connection that died while idle. */
-static int socketmap_recv(struct socketmap *sm, struct buf *reply, time_t deadline,
-			  struct buf *err)
+static int socketmap_recv(struct socketmap *sm, struct buf *reply, time_t deadline, struct buf *err)
 {
 	const char *data;
 	size_t len, used;
@@ -256,9 +255,9 @@ static int socketmap_reply(const struct buf *reply, struct buf *value, struct bu
 		const char *word;
 		const char *what;
 	} fails[] = {
-		{"TEMP", "temporary error"},
-		{"TIMEOUT", "timeout"},
-		{"PERM", "permanent error"},
+	    {"TEMP", "temporary error"},
+	    {"TIMEOUT", "timeout"},
+	    {"PERM", "permanent error"},
 	};
 	const char *r = buf_str(reply);
 
@@ -380,9 +379,9 @@ static int table_socketmap_load(struct table *t, struct lines *src, struct buf *
 }
 
 const struct table_ops table_socketmap_ops = {
-	.type = "socketmap",
-	.flags = TABLE_OPS_PATTERN | TABLE_OPS_NOFOLD,
-	.load = table_socketmap_load,
-	.lookup = table_socketmap_lookup,
-	.free = table_socketmap_free,
+    .type = "socketmap",
+    .flags = TABLE_OPS_PATTERN | TABLE_OPS_NOFOLD,
+    .load = table_socketmap_load,
+    .lookup = table_socketmap_lookup,
+    .free = table_socketmap_free,
 };

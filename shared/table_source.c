@@ -4,9 +4,9 @@
  * Warnings reproduce postmap's wording so admins' habits carry over.
  */
 #include "table_source.h"
-#include "table.h"
 #include "casefold.h"
 #include "log.h"
+#include "table.h"
 
 #include <ctype.h>
 #include <stdint.h>
@@ -62,9 +62,10 @@ static int table_source_read_with(struct lines *src, int aliases, table_source_f
 				msg_warn("%s, line %d: need name:value pair -- ignoring this line",
 					 src->path, src->lineno);
 			else
-				msg_warn("%s, line %d: logical line must not start with whitespace: "
-					 "\"%s\" -- ignoring this line",
-					 src->path, src->lineno, line.data);
+				msg_warn(
+				    "%s, line %d: logical line must not start with whitespace: "
+				    "\"%s\" -- ignoring this line",
+				    src->path, src->lineno, line.data);
 			continue;
 		}
 		if ((aliases ? table_source_parse_alias(line.data, &key, &value, &why)
@@ -74,9 +75,10 @@ static int table_source_read_with(struct lines *src, int aliases, table_source_f
 			continue;
 		}
 		if (!aliases && key.data[key.len - 1] == ':')
-			msg_warn("%s, line %d: record is in \"key: value\" format; is this an alias "
-				 "file?",
-				 src->path, src->lineno);
+			msg_warn(
+			    "%s, line %d: record is in \"key: value\" format; is this an alias "
+			    "file?",
+			    src->path, src->lineno);
 		if ((rc = fn(ctx, key.data, value.data, src->path, src->lineno, err)) < 0)
 			break;
 	}
@@ -93,8 +95,7 @@ int table_source_read(struct lines *src, table_source_fn fn, void *ctx, struct b
 }
 
 /* aliases(5): "name: value"; a quoted name may hold spaces, '#', ':', '@'. */
-int table_source_parse_alias(const char *line, struct buf *key, struct buf *value,
-			     struct buf *why)
+int table_source_parse_alias(const char *line, struct buf *key, struct buf *value, struct buf *why)
 {
 	const char *cp = line;
 

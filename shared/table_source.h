@@ -42,8 +42,7 @@ int table_cdb_build(const char *path, struct buf *err);
 /* postalias / newaliases: aliases(5) "name: value" lines (name may be
  * "quoted"); the key is the name without the colon, folded; the value is
  * kept verbatim. Lines without a colon are warned about and skipped. */
-int table_source_parse_alias(const char *line, struct buf *key, struct buf *value,
-			     struct buf *why);
+int table_source_parse_alias(const char *line, struct buf *key, struct buf *value, struct buf *why);
 int table_source_read_aliases(struct lines *src, table_source_fn fn, void *ctx, struct buf *err);
 int table_cdb_build_aliases(const char *path, struct buf *err);
 

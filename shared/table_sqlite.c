@@ -24,7 +24,7 @@
 
 struct sqlite_map {
 	sqlite3 *db;
-	char *query;         /* template */
+	char *query;	     /* template */
 	char *result_format; /* template */
 	long expansion_limit;
 	char **domains; /* names matched exactly, case-insensitively */
@@ -181,8 +181,7 @@ static int sqlite_result_expand(const char *tmpl, const char *value, const struc
 }
 
 /* domain: only "user@domain" keys whose domain is listed are looked up. */
-static int sqlite_domain_ok(const struct sqlite_map *m, const struct sqlite_key *k,
-			    struct buf *err)
+static int sqlite_domain_ok(const struct sqlite_map *m, const struct sqlite_key *k, struct buf *err)
 {
 	struct buf value = BUF_INIT;
 	int rc = 0;
@@ -258,8 +257,7 @@ out:
 	return status;
 }
 
-static int table_sqlite_lookup(struct table *t, const char *key, struct buf *value,
-			       struct buf *err)
+static int table_sqlite_lookup(struct table *t, const char *key, struct buf *value, struct buf *err)
 {
 	struct sqlite_map *m = t->priv;
 	struct sqlite_key k;
@@ -271,8 +269,7 @@ static int table_sqlite_lookup(struct table *t, const char *key, struct buf *val
 		rc = dom < 0 ? TABLE_ERROR : TABLE_NOTFOUND;
 		goto out;
 	}
-	if (!sqlite_result_key_ok(m->result_format, &k) ||
-	    !sqlite_query_expand(m->query, &k, &sql))
+	if (!sqlite_result_key_ok(m->result_format, &k) || !sqlite_query_expand(m->query, &k, &sql))
 		goto out;
 	rc = sqlite_run(m, buf_str(&sql), &k, value, err);
 out:
@@ -294,9 +291,9 @@ static char **sqlite_conf_slot(struct sqlite_conf *c, const char *name)
 		size_t off;
 	} params[] = {
 #define P(x) {#x, offsetof(struct sqlite_conf, x)}
-		P(dbpath),	 P(query),	 P(result_format),
-		P(domain),	 P(expansion_limit), P(select_field),
-		P(table),	 P(where_field), P(additional_conditions),
+	    P(dbpath), P(query),	   P(result_format),
+	    P(domain), P(expansion_limit), P(select_field),
+	    P(table),  P(where_field),	   P(additional_conditions),
 #undef P
 	};
 	for (size_t i = 0; i < sizeof(params) / sizeof(params[0]); i++)
@@ -352,8 +349,8 @@ static char *sqlite_conf_legacy_query(const struct sqlite_conf *c)
 {
 	struct buf q = BUF_INIT;
 
-	if (!c->select_field || !*c->select_field || !c->table || !*c->table ||
-	    !c->where_field || !*c->where_field)
+	if (!c->select_field || !*c->select_field || !c->table || !*c->table || !c->where_field ||
+	    !*c->where_field)
 		return NULL;
 	buf_printf(&q, "SELECT %s FROM %s WHERE %s = '%%s' %s", c->select_field, c->table,
 		   c->where_field, c->additional_conditions ? c->additional_conditions : "");
@@ -375,8 +372,8 @@ static int sqlite_domain_parse(struct sqlite_map *m, const char *list, struct bu
 				rc = -1;
 				break;
 			}
-			m->domain_tables = xrealloc(m->domain_tables,
-						    (m->ndomain_tables + 1) * sizeof(dt));
+			m->domain_tables =
+			    xrealloc(m->domain_tables, (m->ndomain_tables + 1) * sizeof(dt));
 			m->domain_tables[m->ndomain_tables++] = dt;
 		} else {
 			m->domains = xrealloc(m->domains, (m->ndomains + 1) * sizeof(char *));
@@ -399,8 +396,7 @@ static int sqlite_conf_apply(struct sqlite_map *m, struct sqlite_conf *c, const 
 	if (c->query && c->query[0])
 		m->query = xstrdup(c->query);
 	else if ((m->query = sqlite_conf_legacy_query(c)) == NULL) {
-		buf_printf(err, "%s: missing query (or select_field, table and where_field)",
-			   file);
+		buf_printf(err, "%s: missing query (or select_field, table and where_field)", file);
 		return -1;
 	}
 	m->result_format = xstrdup(c->result_format && *c->result_format ? c->result_format : "%s");
@@ -460,9 +456,9 @@ static int table_sqlite_load(struct table *t, struct lines *src, struct buf *err
 }
 
 const struct table_ops table_sqlite_ops = {
-	.type = "sqlite",
-	.flags = TABLE_OPS_FILE | TABLE_OPS_LINES,
-	.load = table_sqlite_load,
-	.lookup = table_sqlite_lookup,
-	.free = table_sqlite_free,
+    .type = "sqlite",
+    .flags = TABLE_OPS_FILE | TABLE_OPS_LINES,
+    .load = table_sqlite_load,
+    .lookup = table_sqlite_lookup,
+    .free = table_sqlite_free,
 };

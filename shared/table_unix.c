@@ -7,8 +7,8 @@
  * Postfix's default local_recipient_maps work. A name service failure
  * (not "no such user") is a temporary error, never "not found".
  */
-#include "table.h"
 #include "pwent.h"
+#include "table.h"
 
 #include <errno.h>
 #include <grp.h>
@@ -27,7 +27,8 @@ static int table_unix_load(struct table *t, struct lines *src, struct buf *err)
 	else if (strcmp(t->name, "group.byname") == 0)
 		t->priv = &kinds[1];
 	else {
-		buf_printf(err, "unknown table: %s (expected unix:passwd.byname or unix:group.byname)",
+		buf_printf(err,
+			   "unknown table: %s (expected unix:passwd.byname or unix:group.byname)",
 			   t->spec);
 		return -1;
 	}

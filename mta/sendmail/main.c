@@ -8,11 +8,11 @@
  * Options follow Postfix's sendmail(1); harmless sendmail options are
  * accepted and ignored as Postfix does; -bs and -bv are refused clearly.
  */
-#include "sendmail.h"
 #include "addr.h"
 #include "cfg.h"
 #include "log.h"
 #include "params.h"
+#include "sendmail.h"
 #include "table_source.h"
 
 #include "../ternd/pickup.h"
@@ -261,9 +261,10 @@ static int sm_rcpt_collect(const struct sm_opts *o, struct sm_msg *m, int argc, 
 	if (o->extract)
 		sm_msg_extract_rcpt(m, rcpt);
 	if (rcpt->n == 0)
-		return sm_fatal(SM_EX_USAGE, o->extract ? "No recipient addresses found in message header"
-							: "Recipient addresses must be specified on the "
-							  "command line or via the -t option");
+		return sm_fatal(SM_EX_USAGE, o->extract
+						 ? "No recipient addresses found in message header"
+						 : "Recipient addresses must be specified on the "
+						   "command line or via the -t option");
 	for (size_t i = 0; i < rcpt->n; i++)
 		if (!sm_addr_check(rcpt->v[i]))
 			return sm_fatal(SM_EX_DATAERR, "bad recipient address syntax: %s",

@@ -40,13 +40,13 @@ struct sm_msg {
 	struct sm_header *hdr;
 	size_t nhdr, cap;
 	struct buf body; /* everything after the header/body separator */
-	size_t size;     /* bytes read so far, for the size limit */
+	size_t size;	 /* bytes read so far, for the size limit */
 };
 
 struct sm_read_opts {
-	int dot_ends;	      /* no -i: a line with a lone "." ends input */
-	size_t size_limit;    /* 0: none */
-	int extract_rcpt;     /* -t */
+	int dot_ends;	   /* no -i: a line with a lone "." ends input */
+	size_t size_limit; /* 0: none */
+	int extract_rcpt;  /* -t */
 };
 
 /* Read the message; 0 ok, SM_EX_* with err set. */

@@ -7,9 +7,9 @@
  * ordinary user cannot open it to fsync it: syncfs() on the file stands in.
  */
 #define _GNU_SOURCE /* syncfs() */
-#include "sendmail.h"
-#include "fileio.h"
 #include "attr.h"
+#include "fileio.h"
+#include "sendmail.h"
 
 #include "../ternd/pickup.h"
 
@@ -37,8 +37,8 @@ static void sm_drop_name(struct buf *name)
 		buf_printf(name, "%02x", rnd[i]);
 }
 
-static int sm_drop_header(struct buf *out, unsigned uid, const char *sender,
-			  const char *fullname, const struct sm_list *rcpt, struct buf *err)
+static int sm_drop_header(struct buf *out, unsigned uid, const char *sender, const char *fullname,
+			  const struct sm_list *rcpt, struct buf *err)
 {
 	char num[32];
 

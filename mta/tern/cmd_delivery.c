@@ -5,12 +5,12 @@
  * when it runs (the scheduler stops or restarts at once), written or
  * removed here when it does not.
  */
-#include "tern.h"
-#include "fileio.h"
 #include "cfg.h"
 #include "control.h"
+#include "fileio.h"
 #include "log.h"
 #include "params.h"
+#include "tern.h"
 
 #include "../ternd/sched.h"
 
@@ -124,8 +124,8 @@ int cmd_delivery(int argc, char **argv)
 		dir = argv[1];
 		argc -= 2, argv += 2;
 	}
-	if (argc != 1 || (strcmp(argv[0], "pause") && strcmp(argv[0], "resume") &&
-			  strcmp(argv[0], "status"))) {
+	if (argc != 1 ||
+	    (strcmp(argv[0], "pause") && strcmp(argv[0], "resume") && strcmp(argv[0], "status"))) {
 		tern_usage("delivery");
 		return 2;
 	}

@@ -4,10 +4,10 @@
  * same destination ternd uses (maillog_file if set, else syslog with
  * syslog_facility). -p info|warn|error|fatal|panic as Postfix's.
  */
-#include "tern.h"
 #include "cfg.h"
 #include "log.h"
 #include "params.h"
+#include "tern.h"
 
 #include <stdio.h>
 #include <string.h>

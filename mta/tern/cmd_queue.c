@@ -7,11 +7,11 @@
  * runs; when it does not, the queue is opened read-write here (its lock
  * keeps a starting ternd out meanwhile).
  */
-#include "tern.h"
 #include "cfg.h"
 #include "control.h"
 #include "log.h"
 #include "params.h"
+#include "tern.h"
 
 #include "../ternd/queue.h"
 
@@ -161,7 +161,9 @@ static void qcmd_list_one(const struct qcmd_msg *m, const struct queue_env *env)
 	int pad;
 
 	snprintf(id, sizeof(id), "%s%s", m->qid,
-		 m->state == QUEUE_STATE_ACTIVE ? "*" : m->state == QUEUE_STATE_HOLD ? "!" : "");
+		 m->state == QUEUE_STATE_ACTIVE ? "*"
+		 : m->state == QUEUE_STATE_HOLD ? "!"
+						: "");
 	ctime_r(&m->arrival, when);
 	printf("%-11s %7ld %20.20s %s\n", id, (long)m->size, when,
 	       *m->sender ? m->sender : "MAILER-DAEMON");
@@ -422,8 +424,8 @@ static enum control_status qcmd_request(struct qcmd *c, const char *command, con
 }
 
 /* Through ternd, in batches that fit a control request. */
-static enum control_status qcmd_op_daemon(struct qcmd *c, const struct qcmd_op *op,
-					  const char *ids, long *count)
+static enum control_status qcmd_op_daemon(struct qcmd *c, const struct qcmd_op *op, const char *ids,
+					  long *count)
 {
 	struct buf batch = BUF_INIT;
 	enum control_status st = CONTROL_OK;
@@ -446,8 +448,7 @@ static enum control_status qcmd_op_daemon(struct qcmd *c, const struct qcmd_op *
 }
 
 /* ternd is down: change the queue here, as postsuper does. */
-static int qcmd_op_direct(struct qcmd *c, const struct qcmd_op *op, const char *ids,
-			  long *count)
+static int qcmd_op_direct(struct qcmd *c, const struct qcmd_op *op, const char *ids, long *count)
 {
 	struct queue *q = qcmd_open(c, 0);
 	struct qcmd_msgs all = {NULL, 0, 0};
@@ -507,7 +508,8 @@ static int qcmd_rcpt_in_domain(const struct queue_env *env, const char *domain)
 {
 	for (size_t i = 0; i < env->nrcpt; i++) {
 		const char *at = strrchr(env->rcpt[i].addr, '@');
-		if (env->rcpt[i].state == QUEUE_RCPT_PENDING && at && strcasecmp(at + 1, domain) == 0)
+		if (env->rcpt[i].state == QUEUE_RCPT_PENDING && at &&
+		    strcasecmp(at + 1, domain) == 0)
 			return 1;
 	}
 	return 0;
@@ -620,7 +622,7 @@ static int qshape_cmp(const void *a, const void *b)
 
 static void qshape_print(struct qshape *s)
 {
-	static const char *const head[] = {"T",	 "5",	"10",  "20",   "40",   "80",
+	static const char *const head[] = {"T",	  "5",	 "10",	"20",	"40",	"80",
 					   "160", "320", "640", "1280", "1280+"};
 	int width[QSHAPE_NBUCKET + 1], dw = 5;
 
@@ -707,8 +709,8 @@ int cmd_queue(int argc, char **argv)
 		dir = argv[1];
 		argc -= 2, argv += 2;
 	}
-	if (argc < 1 || (argc == 2 && strcmp(argv[0], "list") == 0 &&
-			 strcmp(argv[1], "--json") != 0)) {
+	if (argc < 1 ||
+	    (argc == 2 && strcmp(argv[0], "list") == 0 && strcmp(argv[1], "--json") != 0)) {
 		tern_usage("queue");
 		return 2;
 	}

@@ -3,8 +3,8 @@
  * Postfix habits map onto it (postconf -> tern conf, postmap -> tern
  * map); "tern help" lists commands, "tern CMD --help" shows one.
  */
-#include "tern.h"
 #include "log.h"
+#include "tern.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -14,23 +14,26 @@
 static int cmd_help(int argc, char **argv);
 
 static const struct tern_command tern_commands[] = {
-	{"conf", cmd_conf, "[-c DIR] [-d|-n] [-x] [-h] [-H] [-e|-X] [NAME[=VALUE]...]",
-	 "show or edit configuration parameters (like postconf)"},
-	{"map", cmd_map, "build type:file | query [-q KEY] type:name",
-	 "build an indexed table or look keys up (like postmap)"},
-	{"start", cmd_start, "[-c DIR]", "start the mail system (ternd) in the background"},
-	{"stop", cmd_stop, "[-c DIR]", "stop the mail system, letting sessions finish"},
-	{"reload", cmd_reload, "[-c DIR]", "re-read the configuration (refused if invalid)"},
-	{"status", cmd_status, "[-c DIR]", "say whether the mail system is running, and its PID"},
-	{"check", cmd_check, "[-c DIR]", "check configuration, directories and permissions"},
-	{"abort", cmd_abort, "[-c DIR]", "stop the mail system at once"},
-	{"flush", cmd_flush, "[-c DIR]", "attempt to deliver all deferred mail now"},
-	{"queue", cmd_queue, "[-c DIR] list [--json] | show ID | delete|hold|release|requeue ID...|ALL|- | flush [DOMAIN] | shape",
-	 "list, show and manage queued mail (like mailq, postcat -q, postsuper, qshape)"},
-	{"delivery", cmd_delivery, "[-c DIR] pause|resume|status",
-	 "freeze or thaw all delivery, persistently (receiving continues)"},
-	{"log", cmd_log, "[-c DIR] [-p PRIORITY] [-t TAG] [TEXT...]", "write a line to the mail log (like postlog)"},
-	{"help", cmd_help, "[COMMAND]", "show commands, or one command's usage"},
+    {"conf", cmd_conf, "[-c DIR] [-d|-n] [-x] [-h] [-H] [-e|-X] [NAME[=VALUE]...]",
+     "show or edit configuration parameters (like postconf)"},
+    {"map", cmd_map, "build type:file | query [-q KEY] type:name",
+     "build an indexed table or look keys up (like postmap)"},
+    {"start", cmd_start, "[-c DIR]", "start the mail system (ternd) in the background"},
+    {"stop", cmd_stop, "[-c DIR]", "stop the mail system, letting sessions finish"},
+    {"reload", cmd_reload, "[-c DIR]", "re-read the configuration (refused if invalid)"},
+    {"status", cmd_status, "[-c DIR]", "say whether the mail system is running, and its PID"},
+    {"check", cmd_check, "[-c DIR]", "check configuration, directories and permissions"},
+    {"abort", cmd_abort, "[-c DIR]", "stop the mail system at once"},
+    {"flush", cmd_flush, "[-c DIR]", "attempt to deliver all deferred mail now"},
+    {"queue", cmd_queue,
+     "[-c DIR] list [--json] | show ID | delete|hold|release|requeue ID...|ALL|- | flush [DOMAIN] "
+     "| shape",
+     "list, show and manage queued mail (like mailq, postcat -q, postsuper, qshape)"},
+    {"delivery", cmd_delivery, "[-c DIR] pause|resume|status",
+     "freeze or thaw all delivery, persistently (receiving continues)"},
+    {"log", cmd_log, "[-c DIR] [-p PRIORITY] [-t TAG] [TEXT...]",
+     "write a line to the mail log (like postlog)"},
+    {"help", cmd_help, "[COMMAND]", "show commands, or one command's usage"},
 };
 #define TERN_NCOMMANDS (sizeof(tern_commands) / sizeof(tern_commands[0]))
 

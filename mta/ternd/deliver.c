@@ -257,8 +257,7 @@ void deliver_report(struct deliver_rcpt *r, const char *relay, const char *dsn, 
 {
 	struct deliver_msg *m = r->msg;
 	struct buf line = BUF_INIT, text = BUF_INIT;
-	double now = deliver_now(),
-	       arrival = (double)m->env->arrival + m->env->arrival_usec / 1e6;
+	double now = deliver_now(), arrival = (double)m->env->arrival + m->env->arrival_usec / 1e6;
 	va_list ap;
 
 	va_start(ap, fmt);
@@ -279,7 +278,7 @@ void deliver_report(struct deliver_rcpt *r, const char *relay, const char *dsn, 
 		   buf_str(&text));
 	/* Logged under the delivery agent's name, as Postfix's local(8),
 	 * virtual(8), discard(8) and error(8) do (pflogsumm counts by it). */
-	const char *svc = strcmp(relay, "local") == 0     ? "local"
+	const char *svc = strcmp(relay, "local") == 0	  ? "local"
 			  : strcmp(relay, "virtual") == 0 ? "virtual"
 			  : dsn[0] == '2'		  ? "discard"
 							  : "error";

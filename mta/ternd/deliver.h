@@ -62,12 +62,12 @@ struct deliver_conf {
 	char *myhostname, *myorigin, *delims;
 	struct deliver_maps aliases; /* alias_maps */
 	struct deliver_maps vmaps;   /* virtual_mailbox_maps */
-	char *vbase;	     /* virtual_mailbox_base */
-	char *home_mailbox;  /* "" = mbox under spool_dir; "x/" = maildir */
-	char *spool_dir;     /* mail_spool_directory */
-	uid_t owner_uid;     /* mail_owner */
+	char *vbase;		     /* virtual_mailbox_base */
+	char *home_mailbox;	     /* "" = mbox under spool_dir; "x/" = maildir */
+	char *spool_dir;	     /* mail_spool_directory */
+	uid_t owner_uid;	     /* mail_owner */
 	gid_t owner_gid;
-	uid_t privs_uid;     /* default_privs */
+	uid_t privs_uid; /* default_privs */
 	gid_t privs_gid;
 	int cmd_alias, file_alias; /* allow_mail_to_commands/files has "alias" */
 	long long mailbox_limit;   /* mailbox_size_limit, 0 = none */
@@ -85,7 +85,7 @@ struct deliver_msg {
 	const struct queue_env *env;
 	const char *content;
 	size_t len;
-	double t_active; /* when the scheduler took it (for delays=a/b) */
+	double t_active;   /* when the scheduler took it (for delays=a/b) */
 	struct buf failed; /* bounce.c: per-address failure text for the DSN */
 	size_t nfailed;
 };
@@ -93,14 +93,14 @@ struct deliver_msg {
 /* One address to deliver, with the queue recipient it came from. */
 struct deliver_rcpt {
 	struct deliver_msg *msg;
-	const char *addr;   /* this address (an alias expansion or the rcpt) */
-	const char *orig;   /* the queue recipient, logged as orig_to= if different */
-	int depth;	    /* alias nesting, bounded (DELIVER_MAX_DEPTH) */
+	const char *addr; /* this address (an alias expansion or the rcpt) */
+	const char *orig; /* the queue recipient, logged as orig_to= if different */
+	int depth;	  /* alias nesting, bounded (DELIVER_MAX_DEPTH) */
 	const struct deliver_rcpt *parent; /* the alias this came from, or NULL */
-	const char *alias;  /* local(8): the alias name expanded for this address */
-	double t_start;	    /* delivery start (delays=c/d) */
+	const char *alias;		   /* local(8): the alias name expanded for this address */
+	double t_start;			   /* delivery start (delays=c/d) */
 	int nsent, nbounced, ndeferred;
-	struct buf reason;  /* first deferral reason, for queue_defer() */
+	struct buf reason; /* first deferral reason, for queue_defer() */
 };
 
 #define DELIVER_MAX_DEPTH 100 /* Postfix local: expansion depth limit */

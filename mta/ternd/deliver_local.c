@@ -11,8 +11,8 @@
  */
 #define _GNU_SOURCE /* pipe2, memfd_create */
 #include "deliver.h"
-#include "pwent.h"
 #include "fileio.h"
+#include "pwent.h"
 
 #include "addr.h"
 #include "attr.h"

@@ -21,16 +21,16 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/time.h>
 #include <strings.h>
 #include <sys/inotify.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
-#define PICKUP_RESCAN 60	   /* seconds between fallback scans */
+#define PICKUP_RESCAN 60	 /* seconds between fallback scans */
 #define PICKUP_STALE (24 * 3600) /* sendmail temp files older than this are removed */
-#define PICKUP_HEAD_MAX 65536	   /* name=value line bound (attr.h strings are 8 KiB) */
+#define PICKUP_HEAD_MAX 65536	 /* name=value line bound (attr.h strings are 8 KiB) */
 
 struct pickup_names {
 	char **v;
@@ -472,8 +472,8 @@ static int pickup_events(struct pickup *p, struct buf *err)
 		msg_warn("inotify on %s: %s (scanning every %d s)", p->dir, strerror(errno),
 			 PICKUP_RESCAN);
 	} else {
-		p->ev_notify = event_new(p->base, p->inotify_fd, EV_READ | EV_PERSIST,
-					 pickup_inotify, p);
+		p->ev_notify =
+		    event_new(p->base, p->inotify_fd, EV_READ | EV_PERSIST, pickup_inotify, p);
 	}
 	p->ev_timer = event_new(p->base, -1, EV_PERSIST, pickup_kick, p);
 	p->ev_kick = event_new(p->base, -1, 0, pickup_kick, p);

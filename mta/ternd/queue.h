@@ -43,7 +43,7 @@ struct queue;
 
 enum queue_status {
 	QUEUE_OK = 0,
-	QUEUE_EIO = -1,    /* write/fsync failed: 451 4.3.0 */
+	QUEUE_EIO = -1,	   /* write/fsync failed: 451 4.3.0 */
 	QUEUE_ENOSPC = -2, /* below queue_minfree: 452 4.3.1 */
 	QUEUE_ENOENT = -3, /* no such queue ID */
 	QUEUE_ECORRUPT = -4,
@@ -82,8 +82,8 @@ struct queue_env {
 	time_t arrival;
 	long arrival_usec; /* for delay=/delays= with Postfix's precision */
 	char *client_name, *client_addr, *helo, *protocol; /* for logs, Received:, bounces */
-	char *sasl_username;                                /* NULL unless authenticated */
-	size_t size;                                        /* content bytes */
+	char *sasl_username;				   /* NULL unless authenticated */
+	size_t size;					   /* content bytes */
 };
 
 void queue_env_init(struct queue_env *env);
@@ -106,10 +106,10 @@ struct queue_info {
 };
 
 struct queue_opts {
-	int rdonly;              /* QUEUE_OPEN_RDONLY: never write, no lock */
-	int commit_delay_ms;     /* queue_commit_delay: max wait to batch */
-	uint64_t minfree_bytes;  /* queue_minfree: refuse below this */
-	size_t segment_size;     /* roll to a new segment above this */
+	int rdonly;		/* QUEUE_OPEN_RDONLY: never write, no lock */
+	int commit_delay_ms;	/* queue_commit_delay: max wait to batch */
+	uint64_t minfree_bytes; /* queue_minfree: refuse below this */
+	size_t segment_size;	/* roll to a new segment above this */
 };
 #define QUEUE_OPEN_RDONLY 1
 
@@ -168,12 +168,12 @@ size_t queue_count(struct queue *q);
 
 /* Commit-path counters since queue_open (for tests, "tern status", bench). */
 struct queue_stats {
-	uint64_t batches;  /* group commits attempted */
-	uint64_t fsyncs;   /* fdatasync calls on segment files */
-	uint64_t records;  /* records written */
-	uint64_t bytes;    /* bytes written */
-	uint64_t failures; /* batches failed (EIO/ENOSPC) */
-	uint64_t segments; /* segment files currently present */
+	uint64_t batches;   /* group commits attempted */
+	uint64_t fsyncs;    /* fdatasync calls on segment files */
+	uint64_t records;   /* records written */
+	uint64_t bytes;	    /* bytes written */
+	uint64_t failures;  /* batches failed (EIO/ENOSPC) */
+	uint64_t segments;  /* segment files currently present */
 	uint64_t compacted; /* messages copied forward by compaction */
 };
 void queue_stats(struct queue *q, struct queue_stats *st);

@@ -128,8 +128,8 @@ struct qreq {
 	queue_commit_cb cb;
 	void *arg;
 	int sync, done;
-	int detached;	  /* nobody waits: freed by the commit thread; on a
-			   * failed write the message is unclaimed until "until" */
+	int detached; /* nobody waits: freed by the commit thread; on a
+		       * failed write the message is unclaimed until "until" */
 	enum queue_status status;
 	struct qreq *next;
 };

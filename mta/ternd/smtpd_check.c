@@ -27,8 +27,12 @@ enum check_restr {
 };
 
 static const char *const restr_names[] = {
-	"permit_mynetworks", "permit_sasl_authenticated", "reject_unauth_destination",
-	"defer_unauth_destination", "permit", "reject",
+    "permit_mynetworks",
+    "permit_sasl_authenticated",
+    "reject_unauth_destination",
+    "defer_unauth_destination",
+    "permit",
+    "reject",
 };
 
 struct restr_list {
@@ -99,8 +103,8 @@ static int restr_closed(const struct restr_list *l)
 	return 0;
 }
 
-static int maps_open(const struct cfg *cfg, const char *listener, const char *param,
-		     struct maps *m, struct buf *err)
+static int maps_open(const struct cfg *cfg, const char *listener, const char *param, struct maps *m,
+		     struct buf *err)
 {
 	struct cfg_list items = {NULL, 0};
 	int rc = 0;
@@ -181,8 +185,7 @@ out:
 	return rc;
 }
 
-struct smtpd_checks *smtpd_checks_new(const struct cfg *cfg, const char *listener,
-				      struct buf *err)
+struct smtpd_checks *smtpd_checks_new(const struct cfg *cfg, const char *listener, struct buf *err)
 {
 	struct smtpd_checks *c = xcalloc(1, sizeof(*c));
 
@@ -312,7 +315,7 @@ static int restr_eval(struct smtpd_session *s, const struct restr_list *l, const
 		switch (l->v[i]) {
 		case R_PERMIT_MYNETWORKS:
 			rc = matchlist_host(s->conf->mynetworks, s->client.name, s->client.addr,
-					      &err);
+					    &err);
 			if (rc < 0) {
 				buf_printf(reply, "451 4.3.0 <%s>: Temporary lookup failure", raw);
 				msg_warn("mynetworks lookup error: %s", buf_str(&err));
@@ -325,7 +328,8 @@ static int restr_eval(struct smtpd_session *s, const struct restr_list *l, const
 			if (cls == CLASS_OTHER) {
 				int defer = l->v[i] == R_DEFER_UNAUTH;
 				buf_printf(reply, "%d %s <%s>: Relay access denied",
-					   defer ? 454 : c->relay_code, defer ? "4.7.1" : "5.7.1", raw);
+					   defer ? 454 : c->relay_code, defer ? "4.7.1" : "5.7.1",
+					   raw);
 				rc = -1;
 			}
 			break;
@@ -333,7 +337,8 @@ static int restr_eval(struct smtpd_session *s, const struct restr_list *l, const
 			rc = 1;
 			break;
 		case R_REJECT:
-			buf_printf(reply, "554 5.7.1 <%s>: Recipient address rejected: Access denied",
+			buf_printf(reply,
+				   "554 5.7.1 <%s>: Recipient address rejected: Access denied",
 				   raw);
 			rc = -1;
 			break;
@@ -372,7 +377,8 @@ static int rcpt_unlisted(struct smtpd_session *s, const char *raw, const struct 
 		msg_warn("%s table lookup error: %s", table, buf_str(&err));
 		buf_printf(reply, "451 4.3.0 <%s>: Temporary lookup failure", raw);
 	} else if (rc == 0) {
-		buf_printf(reply, "%d 5.1.1 <%s>: Recipient address rejected: User unknown in %s table",
+		buf_printf(reply,
+			   "%d 5.1.1 <%s>: Recipient address rejected: User unknown in %s table",
 			   code, raw, table);
 		rc = -1;
 	} else {

@@ -176,8 +176,8 @@ static int mail_param(struct smtpd_session *s, void *ctx, char *p)
 
 	if (nl == 4 && strncasecmp(p, "SIZE", 4) == 0 && v) {
 		errno = 0;
-		if (!isdigit((unsigned char)*v) || (s->declared_size = strtoll(v, &end, 10), *end) ||
-		    s->declared_size < 0) {
+		if (!isdigit((unsigned char)*v) ||
+		    (s->declared_size = strtoll(v, &end, 10), *end) || s->declared_size < 0) {
 			smtpd_reply(s, "501 5.5.4 Bad message size syntax");
 			return -1;
 		}
@@ -192,7 +192,8 @@ static int mail_param(struct smtpd_session *s, void *ctx, char *p)
 	} else if (nl == 4 && strncasecmp(p, "BODY", 4) == 0 && v &&
 		   (strcasecmp(v, "8BITMIME") == 0 || strcasecmp(v, "7BIT") == 0)) {
 		s->env.body_8bit = strcasecmp(v, "8BITMIME") == 0;
-	} else if (nl == 8 && strncasecmp(p, "SMTPUTF8", 8) == 0 && !v && s->conf->smtputf8_enable) {
+	} else if (nl == 8 && strncasecmp(p, "SMTPUTF8", 8) == 0 && !v &&
+		   s->conf->smtputf8_enable) {
 		s->env.smtputf8 = 1;
 	} else if (nl == 3 && strncasecmp(p, "RET", 3) == 0 && v) {
 		if (s->env.ret || (strcasecmp(v, "FULL") && strcasecmp(v, "HDRS"))) {
@@ -629,18 +630,18 @@ static int cmd_xclient(struct smtpd_session *s, int argc, char **argv, const cha
 }
 
 static const struct smtpd_cmd smtpd_cmds[] = {
-	{"HELO", SMTPD_C_HELO, cmd_helo, 0},
-	{"EHLO", SMTPD_C_EHLO, cmd_ehlo, 0},
-	{"XCLIENT", SMTPD_C_XCLIENT, cmd_xclient, 0},
-	{"MAIL", SMTPD_C_MAIL, cmd_mail, 0},
-	{"RCPT", SMTPD_C_RCPT, cmd_rcpt, 0},
-	{"DATA", SMTPD_C_DATA, cmd_data, 0},
-	{"BDAT", SMTPD_C_BDAT, cmd_bdat, 0},
-	{"RSET", SMTPD_C_RSET, cmd_rset, SMTPD_F_JUNK},
-	{"NOOP", SMTPD_C_NOOP, cmd_noop, SMTPD_F_JUNK},
-	{"VRFY", SMTPD_C_VRFY, cmd_vrfy, SMTPD_F_JUNK},
-	{"ETRN", SMTPD_C_ETRN, cmd_etrn, SMTPD_F_JUNK},
-	{"QUIT", SMTPD_C_QUIT, cmd_quit, 0},
+    {"HELO", SMTPD_C_HELO, cmd_helo, 0},
+    {"EHLO", SMTPD_C_EHLO, cmd_ehlo, 0},
+    {"XCLIENT", SMTPD_C_XCLIENT, cmd_xclient, 0},
+    {"MAIL", SMTPD_C_MAIL, cmd_mail, 0},
+    {"RCPT", SMTPD_C_RCPT, cmd_rcpt, 0},
+    {"DATA", SMTPD_C_DATA, cmd_data, 0},
+    {"BDAT", SMTPD_C_BDAT, cmd_bdat, 0},
+    {"RSET", SMTPD_C_RSET, cmd_rset, SMTPD_F_JUNK},
+    {"NOOP", SMTPD_C_NOOP, cmd_noop, SMTPD_F_JUNK},
+    {"VRFY", SMTPD_C_VRFY, cmd_vrfy, SMTPD_F_JUNK},
+    {"ETRN", SMTPD_C_ETRN, cmd_etrn, SMTPD_F_JUNK},
+    {"QUIT", SMTPD_C_QUIT, cmd_quit, 0},
 };
 
 /* ------------------------------------------------------------------ */
@@ -672,7 +673,8 @@ static int cmd_bare_lf(struct smtpd_session *s, int bare_lf)
 {
 	const struct smtpd_conf *c = s->conf;
 
-	if (!bare_lf || c->bare_nl == SMTPD_BARE_NO || smtpd_client_trusted(s, c->bare_nl_exclusions))
+	if (!bare_lf || c->bare_nl == SMTPD_BARE_NO ||
+	    smtpd_client_trusted(s, c->bare_nl_exclusions))
 		return 0;
 	s->bare_lf_noted = 1;
 	if (c->bare_nl != SMTPD_BARE_REJECT)

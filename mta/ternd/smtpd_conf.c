@@ -46,11 +46,16 @@ static int conf_ehlo_discard(const struct cfg *cfg, const char *l, int *mask, st
 		const char *name;
 		int bit;
 	} kw[] = {
-		{"pipelining", SMTPD_EHLO_PIPELINING}, {"size", SMTPD_EHLO_SIZE},
-		{"vrfy", SMTPD_EHLO_VRFY},	       {"enhancedstatuscodes", SMTPD_EHLO_ENHANCED},
-		{"8bitmime", SMTPD_EHLO_8BITMIME},     {"dsn", SMTPD_EHLO_DSN},
-		{"smtputf8", SMTPD_EHLO_SMTPUTF8},     {"chunking", SMTPD_EHLO_CHUNKING},
-		{"xclient", SMTPD_EHLO_XCLIENT},       {"silent-discard", SMTPD_EHLO_SILENT},
+	    {"pipelining", SMTPD_EHLO_PIPELINING},
+	    {"size", SMTPD_EHLO_SIZE},
+	    {"vrfy", SMTPD_EHLO_VRFY},
+	    {"enhancedstatuscodes", SMTPD_EHLO_ENHANCED},
+	    {"8bitmime", SMTPD_EHLO_8BITMIME},
+	    {"dsn", SMTPD_EHLO_DSN},
+	    {"smtputf8", SMTPD_EHLO_SMTPUTF8},
+	    {"chunking", SMTPD_EHLO_CHUNKING},
+	    {"xclient", SMTPD_EHLO_XCLIENT},
+	    {"silent-discard", SMTPD_EHLO_SILENT},
 	};
 	struct cfg_list items = {NULL, 0};
 
@@ -65,8 +70,7 @@ static int conf_ehlo_discard(const struct cfg *cfg, const char *l, int *mask, st
 	return 0;
 }
 
-static int conf_bare_nl(const struct cfg *cfg, const char *l, struct smtpd_conf *c,
-			struct buf *err)
+static int conf_bare_nl(const struct cfg *cfg, const char *l, struct smtpd_conf *c, struct buf *err)
 {
 	struct buf v = BUF_INIT;
 	long long code;
@@ -85,8 +89,10 @@ static int conf_bare_nl(const struct cfg *cfg, const char *l, struct smtpd_conf 
 	else if (strcasecmp(buf_str(&v), "reject") == 0)
 		c->bare_nl = SMTPD_BARE_REJECT;
 	else {
-		buf_printf(err, "smtpd_forbid_bare_newline: bad value \"%s\" (no, normalize, note, "
-				"reject)", buf_str(&v));
+		buf_printf(err,
+			   "smtpd_forbid_bare_newline: bad value \"%s\" (no, normalize, note, "
+			   "reject)",
+			   buf_str(&v));
 		goto out;
 	}
 	c->bare_nl_code = (int)code;
@@ -193,7 +199,8 @@ static int conf_numbers(struct cfg *cfg, const char *l, struct smtpd_conf *c, st
 	    conf_int(cfg, l, "hopcount_limit", &c->hopcount_limit, err) < 0 ||
 	    cfg_get_time_ms(cfg, l, "smtpd_timeout", &c->timeout_ms, err) < 0 ||
 	    cfg_get_time_ms(cfg, l, "smtpd_error_sleep_time", &c->err_sleep_ms, err) < 0 ||
-	    conf_int(cfg, l, "smtpd_client_connection_count_limit", &c->conn_count_limit, err) < 0 ||
+	    conf_int(cfg, l, "smtpd_client_connection_count_limit", &c->conn_count_limit, err) <
+		0 ||
 	    conf_int(cfg, l, "smtpd_client_connection_rate_limit", &c->conn_rate_limit, err) < 0 ||
 	    cfg_get_time(cfg, l, "anvil_rate_time_unit", &c->rate_unit_s, err) < 0)
 		return -1;
@@ -212,9 +219,10 @@ static int conf_flags(struct cfg *cfg, const char *l, struct smtpd_conf *c, stru
 	    conf_bool(cfg, l, "append_dot_mydomain", &c->append_dot_mydomain, err) < 0 ||
 	    conf_bool(cfg, l, "smtpd_peername_lookup", &c->peername_lookup, err) < 0 ||
 	    conf_bool(cfg, l, "smtpd_client_port_logging", &c->port_logging, err) < 0 ||
-	    conf_bool(cfg, l, "smtpd_forbid_unauth_pipelining", &c->forbid_unauth_pipelining,
-		      err) < 0 ||
-	    conf_ehlo_discard(cfg, l, &c->ehlo_discard, err) < 0 || conf_bare_nl(cfg, l, c, err) < 0)
+	    conf_bool(cfg, l, "smtpd_forbid_unauth_pipelining", &c->forbid_unauth_pipelining, err) <
+		0 ||
+	    conf_ehlo_discard(cfg, l, &c->ehlo_discard, err) < 0 ||
+	    conf_bare_nl(cfg, l, c, err) < 0)
 		return -1;
 	return 0;
 }

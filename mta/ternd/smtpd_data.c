@@ -115,7 +115,8 @@ static void data_queued(void *arg, enum queue_status st, const char *qid)
 	if (!s->dead) {
 		s->state = SMTPD_ST_CMD;
 		if (st == QUEUE_OK && s->bdat_used)
-			smtpd_reply(s, "250 2.0.0 Ok: %zu bytes queued as %s", s->bdat_total, s->qid);
+			smtpd_reply(s, "250 2.0.0 Ok: %zu bytes queued as %s", s->bdat_total,
+				    s->qid);
 		else if (st == QUEUE_OK)
 			smtpd_reply(s, "250 2.0.0 Ok: queued as %s", s->qid);
 		else if (st == QUEUE_ENOSPC)
@@ -342,8 +343,9 @@ static void bdat_chunk_end(struct smtpd_session *s)
 		s->state = SMTPD_ST_CMD;
 		s->last_cmd = "BDAT";
 		if (s->bdat_reply || s->data_too_big) {
-			smtpd_reply(s, "%s", s->bdat_reply ? s->bdat_reply
-							    : "552 5.3.4 Error: message file too big");
+			smtpd_reply(s, "%s",
+				    s->bdat_reply ? s->bdat_reply
+						  : "552 5.3.4 Error: message file too big");
 			s->error_count++;
 		} else {
 			s->ok[SMTPD_C_BDAT]++;

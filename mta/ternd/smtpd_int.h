@@ -28,8 +28,7 @@ struct bufferevent;
 
 /* ---- recipient checks (smtpd_check.c): the seam the restriction engine replaces */
 struct smtpd_checks;
-struct smtpd_checks *smtpd_checks_new(const struct cfg *cfg, const char *listener,
-				      struct buf *err);
+struct smtpd_checks *smtpd_checks_new(const struct cfg *cfg, const char *listener, struct buf *err);
 void smtpd_checks_free(struct smtpd_checks *c);
 
 /* ---- the config snapshot (smtpd_conf.c) */
@@ -57,7 +56,7 @@ struct smtpd_conf {
 	long long conn_count_limit, conn_rate_limit, rate_unit_s;
 	int ehlo_discard;
 	int disable_vrfy, helo_required, strict_rfc821, smtputf8_enable, append_at_myorigin,
-		append_dot_mydomain, peername_lookup, port_logging, forbid_unauth_pipelining;
+	    append_dot_mydomain, peername_lookup, port_logging, forbid_unauth_pipelining;
 	enum smtpd_bare_nl bare_nl;
 	int bare_nl_code;
 	struct matchlist *mynetworks, *bare_nl_exclusions, *xclient_hosts, *event_exceptions;
@@ -94,11 +93,11 @@ enum smtpd_cmd_id {
 };
 
 struct smtpd_client {
-	char *name;     /* verified host name or "unknown" */
-	char *addr;     /* printable address, "192.0.2.1" / "2001:db8::1" */
+	char *name; /* verified host name or "unknown" */
+	char *addr; /* printable address, "192.0.2.1" / "2001:db8::1" */
 	char *port;
 	char *rfc_addr; /* for Received: "192.0.2.1" / "IPv6:2001:db8::1" */
-	char *namaddr;  /* "name[addr]" (":port" with smtpd_client_port_logging) */
+	char *namaddr;	/* "name[addr]" (":port" with smtpd_client_port_logging) */
 	struct inet_addr ip;
 };
 
@@ -113,18 +112,18 @@ struct smtpd_session {
 	struct inet_addr counted_ip; /* key of the connection counter, for release */
 	int counted;
 	struct event *sleep_ev; /* error-sleep (smtpd_error_sleep_time) */
-	struct buf delayed;     /* reply held back by the error sleep */
-	int paused;             /* error sleep or output backlog: no input processing */
-	int dead;               /* peer gone while a queue commit is in flight */
-	int peer_eof;           /* client half-closed: answer what it sent, then close */
-	int draining;           /* smtpd_sessions_drain() was called */
+	struct buf delayed;	/* reply held back by the error sleep */
+	int paused;		/* error sleep or output backlog: no input processing */
+	int dead;		/* peer gone while a queue commit is in flight */
+	int peer_eof;		/* client half-closed: answer what it sent, then close */
+	int draining;		/* smtpd_sessions_drain() was called */
 	int in_list;
 	int connect_logged;
 	struct smtpd_session *prev, *next;
 
 	/* command line reader */
 	struct buf line;
-	int line_skip;  /* line longer than line_length_limit: skipping to LF */
+	int line_skip;	/* line longer than line_length_limit: skipping to LF */
 	int line_lastc; /* last raw byte of the line (CR test) */
 	int line_long;
 
@@ -153,7 +152,7 @@ struct smtpd_session {
 	int data_prev_crlf, data_midline, data_in_header, data_hdr_cont;
 	int data_too_big, data_bare_lf, data_hops;
 	size_t data_line_off; /* where the current line starts in content */
-	int bdat_cr;          /* a chunk ended in CR: maybe half a CRLF */
+	int bdat_cr;	      /* a chunk ended in CR: maybe half a CRLF */
 	struct buf msgid;
 	int bdat_used; /* BDAT seen in this transaction: DATA refused */
 	int bdat_last, bdat_err;
@@ -163,13 +162,13 @@ struct smtpd_session {
 
 /* smtpd_session.c */
 void smtpd_reply(struct smtpd_session *s, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+    __attribute__((format(printf, 2, 3)));
 void smtpd_session_close(struct smtpd_session *s); /* after the last reply is out */
 int smtpd_session_pending_input(struct smtpd_session *s);
 void smtpd_session_resume(struct smtpd_session *s);
 int smtpd_client_trusted(struct smtpd_session *s, const struct matchlist *l);
-void smtpd_client_set(struct smtpd_client *c, const char *name, const char *addr,
-		      const char *port, int port_logging);
+void smtpd_client_set(struct smtpd_client *c, const char *name, const char *addr, const char *port,
+		      int port_logging);
 void smtpd_client_free(struct smtpd_client *c);
 void smtpd_greet(struct smtpd_session *s);
 

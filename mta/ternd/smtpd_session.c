@@ -36,8 +36,8 @@ static int smtpd_count;
 
 struct smtpd_anvil {
 	struct inet_addr ip;
-	int count;	     /* concurrent connections */
-	int rate;	     /* connections in the current time unit */
+	int count; /* concurrent connections */
+	int rate;  /* connections in the current time unit */
 	time_t rate_start;
 	struct smtpd_anvil *next;
 };
@@ -149,8 +149,8 @@ static struct resolver *smtpd_resolver(struct smtpd_session *s)
 /* ------------------------------------------------------------------ */
 /* client identity                                                     */
 
-void smtpd_client_set(struct smtpd_client *c, const char *name, const char *addr,
-		      const char *port, int port_logging)
+void smtpd_client_set(struct smtpd_client *c, const char *name, const char *addr, const char *port,
+		      int port_logging)
 {
 	struct buf b = BUF_INIT;
 
@@ -273,8 +273,8 @@ static void session_sleep_done(evutil_socket_t fd, short what, void *arg)
 static void session_format_stats(struct smtpd_session *s, struct buf *out)
 {
 	static const char *const names[SMTPD_C_COUNT] = {
-		"helo", "ehlo", "xclient", "mail", "rcpt", "data", "bdat",
-		"rset", "noop", "vrfy",	   "etrn", "quit", "unknown",
+	    "helo", "ehlo", "xclient", "mail", "rcpt", "data",	  "bdat",
+	    "rset", "noop", "vrfy",    "etrn", "quit", "unknown",
 	};
 	int ok = 0, total = 0;
 

@@ -110,7 +110,8 @@ static int xclient_attr(struct smtpd_session *s, struct xclient_attrs *a, const 
 		if (!unav && (strlen(val) > 255 || strpbrk(val, " \t<>") != NULL))
 			smtpd_reply(s, "501 5.5.4 Bad HELO syntax: %s", val);
 		else
-			rc = 0, free(a->helo), a->helo = unav ? NULL : xstrdup(val), a->set_helo = 1;
+			rc = 0, free(a->helo), a->helo = unav ? NULL : xstrdup(val),
+			a->set_helo = 1;
 	} else if (strcasecmp(name, "LOGIN") == 0 || strcasecmp(name, "DESTADDR") == 0 ||
 		   strcasecmp(name, "DESTPORT") == 0) {
 		rc = 0; /* accepted; no SASL in this release, the server side is unchanged */

@@ -84,11 +84,18 @@ int main(int argc, char **argv)
 
 	while ((c = getopt(argc, argv, "s:b:t:")) != -1) {
 		switch (c) {
-		case 's': rec = fsb_arg(optarg, 1, 16L * 1024 * 1024); break;
-		case 'b': batch = fsb_arg(optarg, 1, 10000); break;
-		case 't': secs = fsb_arg(optarg, 1, 3600); break;
+		case 's':
+			rec = fsb_arg(optarg, 1, 16L * 1024 * 1024);
+			break;
+		case 'b':
+			batch = fsb_arg(optarg, 1, 10000);
+			break;
+		case 't':
+			secs = fsb_arg(optarg, 1, 3600);
+			break;
 		default:
-			fprintf(stderr, "usage: fsyncbench [-s bytes] [-b records] [-t seconds] FILE\n");
+			fprintf(stderr,
+				"usage: fsyncbench [-s bytes] [-b records] [-t seconds] FILE\n");
 			return FSB_USAGE;
 		}
 	}
@@ -121,7 +128,8 @@ int main(int argc, char **argv)
 	t0 = fsb_now();
 	do {
 		if (off + (long)chunk > FSB_WRAP) {
-			if (ftruncate(fd, 0) < 0 || lseek(fd, 0, SEEK_SET) < 0 || fdatasync(fd) < 0) {
+			if (ftruncate(fd, 0) < 0 || lseek(fd, 0, SEEK_SET) < 0 ||
+			    fdatasync(fd) < 0) {
 				fprintf(stderr, "fsyncbench: truncate: %s\n", strerror(errno));
 				return 1;
 			}
@@ -163,8 +171,8 @@ int main(int argc, char **argv)
 	       "\"fdatasync_us_max\": %.0f}\n",
 	       rec, batch, rounds, rounds * batch, rounds * batch * rec, elapsed,
 	       (double)rounds / elapsed, (double)(rounds * batch) / elapsed,
-	       (double)(rounds * batch * rec) / elapsed / (1024.0 * 1024.0),
-	       lat[nlat / 2] * 1e6, lat[(nlat * 99) / 100] * 1e6, lat[nlat - 1] * 1e6);
+	       (double)(rounds * batch * rec) / elapsed / (1024.0 * 1024.0), lat[nlat / 2] * 1e6,
+	       lat[(nlat * 99) / 100] * 1e6, lat[nlat - 1] * 1e6);
 	free(lat);
 	free(buf);
 	return 0;

@@ -83,11 +83,11 @@ static void test_xstrndup_stops_at_nul(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_buf_lazy_init_and_append),
-		cmocka_unit_test(test_buf_growth_keeps_binary),
-		cmocka_unit_test(test_buf_printf_long),
-		cmocka_unit_test(test_buf_trim_lower_truncate),
-		cmocka_unit_test(test_xstrndup_stops_at_nul),
+	    cmocka_unit_test(test_buf_lazy_init_and_append),
+	    cmocka_unit_test(test_buf_growth_keeps_binary),
+	    cmocka_unit_test(test_buf_printf_long),
+	    cmocka_unit_test(test_buf_trim_lower_truncate),
+	    cmocka_unit_test(test_xstrndup_stops_at_nul),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

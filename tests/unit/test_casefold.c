@@ -36,7 +36,11 @@ static void test_casefold_unicode(void **state)
 
 static void test_casefold_invalid_utf8_is_ascii_only(void **state)
 {
-	check("AB\xff\xfe" "CD", 6, "ab\xff\xfe" "cd");
+	check("AB\xff\xfe"
+	      "CD",
+	      6,
+	      "ab\xff\xfe"
+	      "cd");
 	check("X\xc3", 2, "x\xc3"); /* truncated sequence */
 }
 
@@ -52,10 +56,10 @@ static void test_casefold_buf_in_place_grows(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_casefold_ascii),
-		cmocka_unit_test(test_casefold_unicode),
-		cmocka_unit_test(test_casefold_invalid_utf8_is_ascii_only),
-		cmocka_unit_test(test_casefold_buf_in_place_grows),
+	    cmocka_unit_test(test_casefold_ascii),
+	    cmocka_unit_test(test_casefold_unicode),
+	    cmocka_unit_test(test_casefold_invalid_utf8_is_ascii_only),
+	    cmocka_unit_test(test_casefold_buf_in_place_grows),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

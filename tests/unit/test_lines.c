@@ -138,7 +138,8 @@ static void test_inline_split_errors(void **state)
 	/* Pattern tables: "cidr:{1.2.3.4 a}" is not two rules. */
 	assert_int_equal(table_inline_split("{1.2.3.4 a}", TABLE_INLINE_BRACED, &v, &n, &err), -1);
 	assert_non_null(strstr(buf_str(&err), "no '{' at start of rule \"1.2.3.4\""));
-	assert_int_equal(table_inline_split("{ {1.2.3.4 a}, {x y} }", TABLE_INLINE_BRACED, &v, &n, &err), 0);
+	assert_int_equal(
+	    table_inline_split("{ {1.2.3.4 a}, {x y} }", TABLE_INLINE_BRACED, &v, &n, &err), 0);
 	assert_int_equal(n, 2);
 	table_inline_free(v, n);
 	buf_free(&err);
@@ -147,14 +148,14 @@ static void test_inline_split_errors(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_lines_comments_blanks),
-		cmocka_unit_test(test_lines_continuation),
-		cmocka_unit_test(test_lines_column0_comment_inside_continuation),
-		cmocka_unit_test(test_lines_crlf_and_no_final_newline),
-		cmocka_unit_test(test_lines_file_and_missing_file),
-		cmocka_unit_test(test_lines_overlong),
-		cmocka_unit_test(test_inline_split),
-		cmocka_unit_test(test_inline_split_errors),
+	    cmocka_unit_test(test_lines_comments_blanks),
+	    cmocka_unit_test(test_lines_continuation),
+	    cmocka_unit_test(test_lines_column0_comment_inside_continuation),
+	    cmocka_unit_test(test_lines_crlf_and_no_final_newline),
+	    cmocka_unit_test(test_lines_file_and_missing_file),
+	    cmocka_unit_test(test_lines_overlong),
+	    cmocka_unit_test(test_inline_split),
+	    cmocka_unit_test(test_inline_split_errors),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -101,9 +101,9 @@ static void test_log_cli_format(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_log_stderr_format),
-		cmocka_unit_test(test_log_file_has_syslog_prefix),
-		cmocka_unit_test(test_log_cli_format),
+	    cmocka_unit_test(test_log_stderr_format),
+	    cmocka_unit_test(test_log_file_has_syslog_prefix),
+	    cmocka_unit_test(test_log_cli_format),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

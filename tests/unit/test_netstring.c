@@ -87,18 +87,18 @@ static void test_netstring_decode_malformed(void **state)
 		const char *in;
 		const char *why;
 	} bad[] = {
-		{"a:x,", "expected a digit"},
-		{":x,", "missing length"},
-		{"-1:x,", "expected a digit"},
-		{" 1:x,", "expected a digit"},
-		{"1 :x,", "expected a digit or ':'"},
-		{"01:x,", "leading zero"},
-		{"00:,", "leading zero"},
-		{"5:hello;", "missing ','"},
-		{"3:hello,", "missing ','"},
-		{"101:", "exceeds limit 100"},
-		{"1000", "exceeds limit 100"}, /* refused before the ':' arrives */
-		{"99999999999999999999999999:", "exceeds limit"},
+	    {"a:x,", "expected a digit"},
+	    {":x,", "missing length"},
+	    {"-1:x,", "expected a digit"},
+	    {" 1:x,", "expected a digit"},
+	    {"1 :x,", "expected a digit or ':'"},
+	    {"01:x,", "leading zero"},
+	    {"00:,", "leading zero"},
+	    {"5:hello;", "missing ','"},
+	    {"3:hello,", "missing ','"},
+	    {"101:", "exceeds limit 100"},
+	    {"1000", "exceeds limit 100"}, /* refused before the ':' arrives */
+	    {"99999999999999999999999999:", "exceeds limit"},
 	};
 	struct buf data = BUF_INIT, err = BUF_INIT;
 	size_t used;
@@ -116,10 +116,10 @@ static void test_netstring_decode_malformed(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_netstring_encode),
-		cmocka_unit_test(test_netstring_decode_ok),
-		cmocka_unit_test(test_netstring_decode_partial),
-		cmocka_unit_test(test_netstring_decode_malformed),
+	    cmocka_unit_test(test_netstring_encode),
+	    cmocka_unit_test(test_netstring_decode_ok),
+	    cmocka_unit_test(test_netstring_decode_partial),
+	    cmocka_unit_test(test_netstring_decode_malformed),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -46,9 +46,9 @@ static void test_unix_unknown_map(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_unix_passwd),
-		cmocka_unit_test(test_unix_group),
-		cmocka_unit_test(test_unix_unknown_map),
+	    cmocka_unit_test(test_unix_passwd),
+	    cmocka_unit_test(test_unix_group),
+	    cmocka_unit_test(test_unix_unknown_map),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

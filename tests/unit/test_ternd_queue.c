@@ -513,7 +513,7 @@ static void test_rcpt_done_nowait(void **state)
 	assert_int_equal(queue_rcpt_done_nowait(q, got, 0, QUEUE_RCPT_SENT, now + 300), QUEUE_OK);
 	for (int i = 0; i < 500 && queue_next_wakeup(q) != now + 300; i++)
 		usleep(10000);
-	assert_int_equal(queue_count(q), 1);	   /* still there: not lost */
+	assert_int_equal(queue_count(q), 1);	    /* still there: not lost */
 	assert_false(queue_claim_due(q, now, got)); /* not due again at once */
 	assert_true(queue_claim_due(q, now + 300, got));
 	assert_string_equal(got, m[1]);
