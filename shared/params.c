@@ -114,6 +114,7 @@ const struct cfg_param tern_params[] = {
 
 	/* Limits on what is received. */
 	SIZE("message_size_limit", "10240000", "largest message accepted, in bytes (0: no limit)"),
+	{"smtpd_data_memory_limit", CFG_SIZE, "268435456", "(Tern) message content all SMTP sessions together may hold in memory; beyond it DATA gets 452 4.3.1", 1048576, 0, NULL, CFG_P_TERN, NULL},
 	SIZE("mailbox_size_limit", "51200000", "largest mailbox or maildir file, in bytes (0: no limit)"),
 	INT("line_length_limit", "2048", 1, 0, "longest line kept whole; longer lines are split"),
 	SIZE("header_size_limit", "102400", "largest message header, in bytes"),

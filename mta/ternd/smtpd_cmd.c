@@ -49,7 +49,7 @@ void smtpd_txn_reset(struct smtpd_session *s)
 	s->bdat_total = 0;
 	s->bdat_reply = NULL;
 	s->bdat_err = 0;
-	buf_reset(&s->content);
+	smtpd_data_release(s);
 }
 
 /* "NOQUEUE: reject: RCPT from h[a]: 554 ...; from=<s> to=<r> proto=ESMTP helo=<h>" */

@@ -191,6 +191,7 @@ static int conf_strings(struct cfg *cfg, const char *l, struct smtpd_conf *c, st
 static int conf_numbers(struct cfg *cfg, const char *l, struct smtpd_conf *c, struct buf *err)
 {
 	if (cfg_get_size(cfg, l, "message_size_limit", &c->size_limit, err) < 0 ||
+	    cfg_get_size(cfg, l, "smtpd_data_memory_limit", &c->data_memory_limit, err) < 0 ||
 	    conf_int(cfg, l, "line_length_limit", &c->line_limit, err) < 0 ||
 	    conf_int(cfg, l, "smtpd_recipient_limit", &c->rcpt_limit, err) < 0 ||
 	    conf_int(cfg, l, "smtpd_soft_error_limit", &c->soft_limit, err) < 0 ||

@@ -20,9 +20,37 @@
 
 #define SMTPD_BDAT_STEP 65536
 
+/* Message content is held in memory until the queue commit; all
+ * sessions together may hold smtpd_data_memory_limit bytes, so many
+ * clients sending big messages at once cannot exhaust the host. */
+static size_t smtpd_data_memory; /* atomic: every loop thread charges it */
+
+void smtpd_data_release(struct smtpd_session *s)
+{
+	if (s->data_charged)
+		__atomic_sub_fetch(&smtpd_data_memory, s->data_charged, __ATOMIC_RELAXED);
+	s->data_charged = 0;
+	if (s->content.cap > 256 * 1024) /* give a big message's memory back */
+		buf_free(&s->content);
+	else
+		buf_reset(&s->content);
+}
+
+static int content_charge(struct smtpd_session *s, size_t n)
+{
+	size_t total = __atomic_add_fetch(&smtpd_data_memory, n, __ATOMIC_RELAXED);
+
+	if (s->conf->data_memory_limit > 0 && total > (size_t)s->conf->data_memory_limit) {
+		__atomic_sub_fetch(&smtpd_data_memory, n, __ATOMIC_RELAXED);
+		return -1;
+	}
+	s->data_charged += n;
+	return 0;
+}
+
 static void content_reset(struct smtpd_session *s)
 {
-	buf_reset(&s->content);
+	smtpd_data_release(s);
 	buf_reset(&s->msgid);
 	s->data_bytes = 0;
 	s->data_prev_crlf = 1;
@@ -30,6 +58,7 @@ static void content_reset(struct smtpd_session *s)
 	s->data_in_header = 1;
 	s->data_hdr_cont = 0;
 	s->data_too_big = 0;
+	s->data_no_memory = 0;
 	s->data_bare_lf = 0;
 	s->data_hops = 0;
 	s->data_line_off = 0;
@@ -41,10 +70,17 @@ static void content_append(struct smtpd_session *s, const char *p, size_t n)
 {
 	size_t start = s->content.len;
 
-	if (s->data_too_big)
+	if (s->data_too_big || s->data_no_memory)
 		return;
 	if (s->conf->size_limit > 0 && s->content.len + n > (size_t)s->conf->size_limit) {
 		s->data_too_big = 1;
+		return;
+	}
+	if (content_charge(s, n) < 0) {
+		msg_warn("smtpd_data_memory_limit (%lld bytes) reached: refusing the message from %s",
+			 s->conf->data_memory_limit, s->client.namaddr);
+		s->data_no_memory = 1;
+		smtpd_data_release(s);
 		return;
 	}
 	buf_append(&s->content, p, n);
@@ -173,6 +209,10 @@ static int data_refuse(struct smtpd_session *s)
 	}
 	if (s->data_too_big) {
 		smtpd_reply(s, "552 5.3.4 Error: message file too big");
+		return -1;
+	}
+	if (s->data_no_memory) {
+		smtpd_reply(s, "452 4.3.1 Insufficient system storage");
 		return -1;
 	}
 	if (s->data_bare_lf && c->bare_nl != SMTPD_BARE_NO &&
@@ -342,10 +382,11 @@ static void bdat_chunk_end(struct smtpd_session *s)
 	if (!s->bdat_last) {
 		s->state = SMTPD_ST_CMD;
 		s->last_cmd = "BDAT";
-		if (s->bdat_reply || s->data_too_big) {
+		if (s->bdat_reply || s->data_too_big || s->data_no_memory) {
 			smtpd_reply(s, "%s",
-				    s->bdat_reply ? s->bdat_reply
-						  : "552 5.3.4 Error: message file too big");
+				    s->bdat_reply	? s->bdat_reply
+				    : s->data_too_big ? "552 5.3.4 Error: message file too big"
+						      : "452 4.3.1 Insufficient system storage");
 			s->error_count++;
 		} else {
 			s->ok[SMTPD_C_BDAT]++;
@@ -387,6 +428,7 @@ void smtpd_bdat_input(struct smtpd_session *s)
 
 void smtpd_data_free(struct smtpd_session *s)
 {
+	smtpd_data_release(s);
 	buf_free(&s->content);
 	buf_free(&s->msgid);
 }

@@ -52,6 +52,7 @@ struct smtpd_conf {
 	char *myhostname, *mail_name, *banner, *myorigin, *mydomain, *dns_servers;
 	char *rcpt_delim;
 	long long size_limit, line_limit, rcpt_limit, soft_limit, hard_limit, junk_limit;
+	long long data_memory_limit; /* smtpd_data_memory_limit: all sessions */
 	long long timeout_ms, err_sleep_ms, hopcount_limit;
 	long long conn_count_limit, conn_rate_limit, rate_unit_s;
 	int ehlo_discard;
@@ -151,6 +152,8 @@ struct smtpd_session {
 	size_t data_bytes; /* bytes received on the wire, for logs */
 	int data_prev_crlf, data_midline, data_in_header, data_hdr_cont;
 	int data_too_big, data_bare_lf, data_hops;
+	int data_no_memory;     /* smtpd_data_memory_limit reached: 452 at the end */
+	size_t data_charged;    /* bytes of content counted against that limit */
 	size_t data_line_off; /* where the current line starts in content */
 	int bdat_cr;	      /* a chunk ended in CR: maybe half a CRLF */
 	struct buf msgid;
@@ -203,5 +206,8 @@ int smtpd_xclient_cmd(struct smtpd_session *s, int argc, char **argv);
  * supplied text that ends up in headers, logs or replies (HELO, XCLIENT
  * values) must never carry a CR or LF (header injection, reply desync). */
 void smtpd_printable(char *text);
+
+/* Drop the content of the transaction and its memory charge. */
+void smtpd_data_release(struct smtpd_session *s);
 
 #endif

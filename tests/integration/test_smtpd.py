@@ -710,3 +710,24 @@ def test_half_close_still_gets_every_reply(ternd):
     rest = s.f.read().decode()
     assert rest.count("bytes queued as ") == 2, rest
     assert len(maildir_messages(cfg)) >= 1
+
+
+def test_data_memory_limit(ternd):
+    """Content held by all sessions together is bounded
+    (smtpd_data_memory_limit): past it the message gets 452 4.3.1, never
+    a 250 and never unbounded memory; the next message is accepted."""
+    cfg, port = ternd(smtpd_data_memory_limit="1m")
+    s = Smtp(port)
+    s.reply()
+    open_txn(s)
+    assert s.cmd("DATA").startswith("354")
+    line = "x" * 998 + "\r\n"
+    s.send("Subject: big\r\n\r\n" + line * 2100)  # ~2 MB > 1 MiB
+    assert s.cmd(".") == "452 4.3.1 Insufficient system storage"
+    assert s.cmd("MAIL FROM:<a@example.org>") == "250 2.1.0 Ok"
+    assert s.cmd("RCPT TO:<joe@example.test>") == "250 2.1.5 Ok"
+    assert s.cmd("DATA").startswith("354")
+    s.send("Subject: small\r\n\r\nhi\r\n")
+    assert s.cmd(".").startswith("250 2.0.0 Ok: queued as ")
+    s.cmd("QUIT")
+    wait_maillog(cfg, r"smtpd_data_memory_limit \(1048576 bytes\) reached")
