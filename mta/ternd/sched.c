@@ -345,7 +345,7 @@ void sched_wakeup(struct sched *s)
 {
 	pthread_mutex_lock(&s->lock);
 	s->kicked = 1;
-	pthread_cond_broadcast(&s->cond);
+	pthread_cond_signal(&s->cond);
 	pthread_mutex_unlock(&s->lock);
 }
 
