@@ -6,6 +6,7 @@
  * Pitfall: input is untrusted and unbounded; the size limit applies to
  * every byte read, including a single endless line.
  */
+#include "maildate.h"
 #include "sendmail.h"
 
 #include <ctype.h>
@@ -285,19 +286,6 @@ void sm_msg_extract_rcpt(struct sm_msg *m, struct sm_list *rcpt)
 	buf_free(&value);
 }
 
-/* RFC 5322 date, as Postfix's mail_date(): "Sat, 21 Nov 2020 05:00:00 +0000 (UTC)". */
-static void sm_date(time_t t, struct buf *out)
-{
-	struct tm tm;
-	char s[96], z[16], name[32];
-
-	localtime_r(&t, &tm);
-	strftime(s, sizeof(s), "%a, %d %b %Y %H:%M:%S", &tm);
-	strftime(z, sizeof(z), "%z", &tm);
-	strftime(name, sizeof(name), "%Z", &tm);
-	buf_printf(out, "%s %s (%s)", s, z, name);
-}
-
 /* A display name needs quotes when it holds RFC 5322 specials. */
 static void sm_phrase(const char *name, struct buf *out)
 {
@@ -342,7 +330,7 @@ void sm_msg_add_missing(struct sm_msg *m, const char *myhostname, const char *fr
 	}
 	if (!sm_msg_has(m, "Date")) {
 		buf_set(&h, "Date: ");
-		sm_date(now, &h);
+		mail_date(now, &h);
 		buf_putc(&h, '\n');
 		sm_msg_add_header(m, &h);
 	}

@@ -7,6 +7,7 @@
  * (RFC 5321 §4.5.5), which is what stops bounce loops.
  */
 #include "deliver.h"
+#include "maildate.h"
 
 #include "log.h"
 #include "queue.h"
@@ -33,15 +34,6 @@ static size_t bounce_headers_len(const char *content, size_t len)
 		if (content[i] == '\n' && content[i + 1] == '\n')
 			return i + 1;
 	return len;
-}
-
-static void bounce_rfc822_date(time_t t, struct buf *out)
-{
-	char tmp[64];
-	struct tm tm;
-
-	strftime(tmp, sizeof(tmp), "%a, %d %b %Y %H:%M:%S %z", localtime_r(&t, &tm));
-	buf_puts(out, tmp);
 }
 
 /* bounce_each - call fn for each recorded failure (fields split). */
@@ -74,7 +66,7 @@ static void bounce_compose(const struct deliver_msg *m, struct buf *out)
 	buf_printf(&boundary, "%s.%lld/%s", m->qid, (long long)now, host);
 	bounce_text(m, &human, &report);
 	buf_puts(out, "Date: ");
-	bounce_rfc822_date(now, out);
+	mail_date(now, out);
 	buf_printf(out, "\nFrom: Mail Delivery System <MAILER-DAEMON@%s>\n", host);
 	buf_printf(out, "Subject: Undelivered Mail Returned to Sender\nTo: %s\n", m->env->sender);
 	buf_puts(out, "Auto-Submitted: auto-replied\nMIME-Version: 1.0\n");
@@ -103,7 +95,7 @@ static void bounce_compose(const struct deliver_msg *m, struct buf *out)
 		   "Reporting-MTA: dns; %s\nX-Postfix-Queue-ID: %s\nX-Postfix-Sender: rfc822; %s\n",
 		   host, m->qid, m->env->sender);
 	buf_puts(out, "Arrival-Date: ");
-	bounce_rfc822_date(m->env->arrival, out);
+	mail_date(m->env->arrival, out);
 	buf_printf(out,
 		   "\n%s\n--%s\nContent-Description: Undelivered Message Headers\n"
 		   "Content-Type: text/rfc822-headers\n\n",

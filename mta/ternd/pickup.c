@@ -12,6 +12,7 @@
 #include "pickup.h"
 #include "addr.h"
 #include "log.h"
+#include "maildate.h"
 #include "queue.h"
 
 #include <dirent.h>
@@ -268,19 +269,6 @@ out:
 	return rc;
 }
 
-/* Postfix's mail_date(): "Sat, 21 Nov 2020 05:00:00 +0000 (UTC)". */
-static void pickup_date(time_t t, struct buf *out)
-{
-	struct tm tm;
-	char s[64], z[16], name[32];
-
-	localtime_r(&t, &tm);
-	strftime(s, sizeof(s), "%a, %d %b %Y %H:%M:%S", &tm);
-	strftime(z, sizeof(z), "%z", &tm);
-	strftime(name, sizeof(name), "%Z", &tm);
-	buf_printf(out, "%s %s (%s)", s, z, name);
-}
-
 /* The Message-Id: header's value for the "message-id=" log line. */
 static void pickup_msgid(const char *c, size_t len, struct buf *out)
 {
@@ -320,7 +308,7 @@ static void pickup_build(struct pickup *p, const struct buf *data, size_t body)
 	buf_reset(&p->content);
 	buf_printf(&p->content, "Received: by %s (%s, from userid %u)\n\tid %s; ", p->hostname.data,
 		   p->mail_name.data, p->uid, p->qid);
-	pickup_date(p->env.arrival, &p->content);
+	mail_date(p->env.arrival, &p->content);
 	buf_putc(&p->content, '\n');
 	buf_append(&p->content, c, len);
 	p->env.size = p->content.len;

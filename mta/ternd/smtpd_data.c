@@ -77,8 +77,9 @@ static void content_append(struct smtpd_session *s, const char *p, size_t n)
 		return;
 	}
 	if (content_charge(s, n) < 0) {
-		msg_warn("smtpd_data_memory_limit (%lld bytes) reached: refusing the message from %s",
-			 s->conf->data_memory_limit, s->client.namaddr);
+		msg_warn(
+		    "smtpd_data_memory_limit (%lld bytes) reached: refusing the message from %s",
+		    s->conf->data_memory_limit, s->client.namaddr);
 		s->data_no_memory = 1;
 		smtpd_data_release(s);
 		return;
@@ -384,7 +385,7 @@ static void bdat_chunk_end(struct smtpd_session *s)
 		s->last_cmd = "BDAT";
 		if (s->bdat_reply || s->data_too_big || s->data_no_memory) {
 			smtpd_reply(s, "%s",
-				    s->bdat_reply	? s->bdat_reply
+				    s->bdat_reply     ? s->bdat_reply
 				    : s->data_too_big ? "552 5.3.4 Error: message file too big"
 						      : "452 4.3.1 Insufficient system storage");
 			s->error_count++;

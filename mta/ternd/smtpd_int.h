@@ -152,8 +152,8 @@ struct smtpd_session {
 	size_t data_bytes; /* bytes received on the wire, for logs */
 	int data_prev_crlf, data_midline, data_in_header, data_hdr_cont;
 	int data_too_big, data_bare_lf, data_hops;
-	int data_no_memory;     /* smtpd_data_memory_limit reached: 452 at the end */
-	size_t data_charged;    /* bytes of content counted against that limit */
+	int data_no_memory;   /* smtpd_data_memory_limit reached: 452 at the end */
+	size_t data_charged;  /* bytes of content counted against that limit */
 	size_t data_line_off; /* where the current line starts in content */
 	int bdat_cr;	      /* a chunk ended in CR: maybe half a CRLF */
 	struct buf msgid;
@@ -197,7 +197,6 @@ void smtpd_check_canon(const struct smtpd_conf *conf, const struct addr *a, stru
 
 /* smtpd_received.c */
 void smtpd_received_format(struct smtpd_session *s, time_t when, struct buf *out);
-void smtpd_mail_date(time_t when, struct buf *out);
 
 /* smtpd_xclient.c */
 int smtpd_xclient_cmd(struct smtpd_session *s, int argc, char **argv);

@@ -6,25 +6,11 @@
  * "for" only with exactly one recipient; otherwise the date follows "id QID;".
  * Pitfall: the day of month is space-padded ("%e"), as Postfix's mail_date().
  */
+#include "maildate.h"
 #include "smtpd_int.h"
 
 #include <stdlib.h>
 #include <time.h>
-
-/* RFC 5322 §3.3 date with Postfix's "(zone name)" comment. */
-void smtpd_mail_date(time_t when, struct buf *out)
-{
-	struct tm tm;
-	char text[64], zone[16];
-	long off;
-
-	localtime_r(&when, &tm);
-	off = tm.tm_gmtoff / 60;
-	strftime(text, sizeof(text), "%a, %e %b %Y %H:%M:%S", &tm);
-	strftime(zone, sizeof(zone), "%Z", &tm);
-	buf_printf(out, "%s %c%02ld%02ld (%s)", text, off < 0 ? '-' : '+', labs(off) / 60,
-		   labs(off) % 60, zone);
-}
 
 void smtpd_received_format(struct smtpd_session *s, time_t when, struct buf *out)
 {
@@ -43,6 +29,6 @@ void smtpd_received_format(struct smtpd_session *s, time_t when, struct buf *out
 		buf_printf(out, "\tby %s (%s) with %s id %s;\n\t", c->myhostname, c->mail_name,
 			   proto, s->qid);
 	}
-	smtpd_mail_date(when, out);
+	mail_date(when, out);
 	buf_putc(out, '\n');
 }
