@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +28,61 @@ static char log_cli_name[64] = "tern";
 static enum log_dest log_dest = LOG_DEST_STDERR;
 static int log_fd = 2;
 int msg_verbose;
+
+/* The PID and host name in every line, looked up once (a busy server logs
+ * several lines per message); a forked child looks its PID up again. */
+static pid_t log_pid;
+static char log_host[256];
+static pthread_once_t log_atfork_once = PTHREAD_ONCE_INIT;
+
+static void log_child(void)
+{
+	log_pid = 0;
+}
+
+static void log_atfork(void)
+{
+	pthread_atfork(NULL, NULL, log_child);
+}
+
+static long log_getpid(void)
+{
+	if (log_pid == 0) {
+		pthread_once(&log_atfork_once, log_atfork);
+		log_pid = getpid();
+	}
+	return (long)log_pid;
+}
+
+/* "Mmm dd hh:mm:ss" of now, formatted once per second per thread */
+static const char *log_stamp(void)
+{
+	static __thread time_t last = -1;
+	static __thread char stamp[32];
+	time_t now = time(NULL);
+
+	if (now != last) {
+		struct tm tm;
+		localtime_r(&now, &tm);
+		strftime(stamp, sizeof(stamp), "%b %e %H:%M:%S", &tm);
+		last = now;
+	}
+	return stamp;
+}
+
+static const char *log_hostname(void)
+{
+	if (log_host[0] == 0) {
+		char host[sizeof(log_host)], *dot;
+		if (gethostname(host, sizeof(host)) != 0)
+			strcpy(host, "localhost");
+		host[sizeof(host) - 1] = 0;
+		if ((dot = strchr(host, '.')) != NULL)
+			*dot = 0;
+		memcpy(log_host, host, sizeof(host)); /* same value from any thread */
+	}
+	return log_host;
+}
 
 static const struct {
 	const char *name;
@@ -119,13 +175,8 @@ static void log_syslog_send(int prio, const struct buf *text)
 	static __thread int fd = -1;
 	struct sockaddr_un sun = {.sun_family = AF_UNIX};
 	struct buf dgram = BUF_INIT;
-	char stamp[32];
-	time_t now = time(NULL);
-	struct tm tm;
 
-	localtime_r(&now, &tm);
-	strftime(stamp, sizeof(stamp), "%b %e %H:%M:%S", &tm);
-	buf_printf(&dgram, "<%d>%s %s", log_facility | prio, stamp, buf_str(text));
+	buf_printf(&dgram, "<%d>%s %s", log_facility | prio, log_stamp(), buf_str(text));
 	strcpy(sun.sun_path, "/dev/log");
 	for (int attempt = 0; attempt < 2; attempt++) {
 		if (fd < 0 && (fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0)) >= 0 &&
@@ -148,31 +199,19 @@ static void log_emit(int prio, const char *prefix, const char *fmt, va_list ap)
 
 	buf_init(&line);
 	if (log_dest == LOG_DEST_SYSLOG) {
-		buf_printf(&line, "tern/%s[%ld]: %s", log_service(), (long)getpid(), prefix);
+		buf_printf(&line, "tern/%s[%ld]: %s", log_service(), log_getpid(), prefix);
 		buf_vprintf(&line, fmt, ap);
 		log_syslog_send(prio, &line);
 		buf_free(&line);
 		errno = saved_errno;
 		return;
 	}
-	if (log_dest == LOG_DEST_FILE) {
-		char stamp[32], host[256];
-		time_t now = time(NULL);
-		struct tm tm;
-		localtime_r(&now, &tm);
-		strftime(stamp, sizeof(stamp), "%b %e %H:%M:%S", &tm);
-		if (gethostname(host, sizeof(host)) != 0)
-			strcpy(host, "localhost");
-		host[sizeof(host) - 1] = 0;
-		char *dot = strchr(host, '.');
-		if (dot)
-			*dot = 0;
-		buf_printf(&line, "%s %s ", stamp, host);
-	}
+	if (log_dest == LOG_DEST_FILE)
+		buf_printf(&line, "%s %s ", log_stamp(), log_hostname());
 	if (log_dest == LOG_DEST_CLI)
 		buf_printf(&line, "%s: %s", log_cli_name, prefix);
 	else
-		buf_printf(&line, "tern/%s[%ld]: %s", log_service(), (long)getpid(), prefix);
+		buf_printf(&line, "tern/%s[%ld]: %s", log_service(), log_getpid(), prefix);
 	buf_vprintf(&line, fmt, ap);
 	buf_putc(&line, '\n');
 	/* One write per line; a short write to a log is not worth retrying. */

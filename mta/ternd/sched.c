@@ -5,7 +5,12 @@
  * clamped to [minimal_backoff_time, maximal_backoff_time]; past
  * maximal_queue_lifetime, or bounce_queue_lifetime for <>, the rest
  * bounces as "expired"). Workers sleep until sched_wakeup(), the next
- * due time or queue_run_delay. Pause is a flag file (SCHED_PAUSE_FILE)
+ * due time or queue_run_delay. sched_wakeup() wakes a sleeping worker
+ * only when no awake one will get to the new message soon (one is between
+ * messages, or has spent under SCHED_QUICK_NS on its current one): at
+ * thousands of messages a second, a thread switch per message costs more
+ * than a fast delivery (discard) itself, while a slow delivery still gets
+ * company at once. Pause is a flag file (SCHED_PAUSE_FILE)
  * so it survives restarts. Interface in sched.h.
  * Pitfalls: a claim must always end (journal or queue_unclaim); bounce
  * notices are queued before recipients are marked bounced.
@@ -26,6 +31,7 @@
 #include <unistd.h>
 
 #define SCHED_DEFAULT_WORKERS 2
+#define SCHED_QUICK_NS 1000000 /* a delivery this fast is no reason to wake another worker */
 
 /* A settings snapshot shared by the workers; freed by its last user. */
 struct sched_conf {
@@ -42,7 +48,43 @@ struct sched {
 	int paused, stopping, kicked, flush;
 	pthread_t *threads;
 	int nthreads;
+	int nasleep;	   /* workers in sched_sleep() */
+	int waking;	   /* of those, signalled but not yet running */
+	int64_t *busy_since; /* per worker: start of its current message, or 0 */
 };
+
+struct sched_worker_arg {
+	struct sched *s;
+	int index;
+};
+
+static int64_t sched_mono_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* sched_need_worker - (s->lock held) would a new message wait without a
+ * sleeping worker being woken? */
+static int sched_need_worker(struct sched *s)
+{
+	int64_t now = 0;
+	int awake = s->nthreads - s->nasleep;
+
+	if (s->waking > 0 || s->nasleep == 0)
+		return 0; /* one is on its way, or none could be woken */
+	for (int i = 0; i < s->nthreads && awake > 0; i++) {
+		if (s->busy_since[i] == 0)
+			continue;
+		awake--;
+		if (now == 0)
+			now = sched_mono_ns();
+		if (now - s->busy_since[i] < SCHED_QUICK_NS)
+			return 0;
+	}
+	return awake == 0; /* an awake worker not busy will claim it next */
+}
 
 /* --- settings snapshots -------------------------------------------- */
 
@@ -271,14 +313,36 @@ static void sched_sleep(struct sched *s)
 	if (s->paused)
 		until = now + 3600;
 	ts.tv_sec = until > now ? until : now + 1;
-	while (!s->kicked && !s->stopping)
-		if (pthread_cond_timedwait(&s->cond, &s->lock, &ts) == ETIMEDOUT)
+	s->nasleep++;
+	while (!s->kicked && !s->stopping) {
+		int rc = pthread_cond_timedwait(&s->cond, &s->lock, &ts);
+		/* Every return uses up a signal, also when another worker took
+		 * the message meanwhile and this one waits on: a count left
+		 * behind would stop sched_wakeup() from ever waking anyone. */
+		if (s->waking > 0)
+			s->waking--;
+		if (rc == ETIMEDOUT)
 			break;
+	}
+	s->nasleep--;
+	if (s->waking > s->nasleep)
+		s->waking = s->nasleep;
+}
+
+/* sched_signal - (s->lock held) wake one sleeping worker */
+static void sched_signal(struct sched *s)
+{
+	if (s->nasleep > s->waking) {
+		s->waking++;
+		pthread_cond_signal(&s->cond);
+	}
 }
 
 static void *sched_worker(void *arg)
 {
-	struct sched *s = arg;
+	struct sched_worker_arg *wa = arg;
+	struct sched *s = wa->s;
+	int me = wa->index;
 	char qid[QUEUE_ID_SIZE];
 
 	log_thread_service("qmgr"); /* from=<...> (queue active), like qmgr(8) */
@@ -286,24 +350,33 @@ static void *sched_worker(void *arg)
 	while (!s->stopping) {
 		if (s->flush) {
 			s->flush = 0;
+			s->busy_since[me] = sched_mono_ns();
 			pthread_mutex_unlock(&s->lock);
 			sched_flush_run(s);
 			pthread_mutex_lock(&s->lock);
+			s->busy_since[me] = 0;
 			continue;
 		}
 		if (!s->paused && queue_claim_due(s->q, time(NULL), qid) > 0) {
 			struct sched_conf *c = s->conf;
+			int64_t t0 = sched_mono_ns();
 			c->refs++;
+			s->busy_since[me] = t0;
 			pthread_mutex_unlock(&s->lock);
 			sched_message(s, c->dc, qid);
 			sched_conf_drop(s, c);
 			pthread_mutex_lock(&s->lock);
+			s->busy_since[me] = 0;
+			/* Slow deliveries and more waiting: bring in another worker. */
+			if (sched_mono_ns() - t0 >= SCHED_QUICK_NS)
+				sched_signal(s);
 			continue;
 		}
 		s->kicked = 0;
 		sched_sleep(s);
 	}
 	pthread_mutex_unlock(&s->lock);
+	free(wa);
 	return NULL;
 }
 
@@ -330,9 +403,14 @@ struct sched *sched_start(struct queue *q, struct cfg *cfg, const char *queue_di
 	pthread_cond_init(&s->cond, NULL);
 	s->nthreads = nworkers > 0 ? nworkers : SCHED_DEFAULT_WORKERS;
 	s->threads = xcalloc((size_t)s->nthreads, sizeof(*s->threads));
+	s->busy_since = xcalloc((size_t)s->nthreads, sizeof(*s->busy_since));
 	for (int i = 0; i < s->nthreads; i++) {
-		if (pthread_create(&s->threads[i], NULL, sched_worker, s) != 0) {
-			buf_printf(err, "cannot start delivery worker: %s", strerror(errno));
+		struct sched_worker_arg *wa = xcalloc(1, sizeof(*wa));
+		int rc;
+		wa->s = s, wa->index = i;
+		if ((rc = pthread_create(&s->threads[i], NULL, sched_worker, wa)) != 0) {
+			free(wa);
+			buf_printf(err, "cannot start delivery worker: %s", strerror(rc));
 			s->nthreads = i;
 			sched_stop(s);
 			return NULL;
@@ -345,7 +423,8 @@ void sched_wakeup(struct sched *s)
 {
 	pthread_mutex_lock(&s->lock);
 	s->kicked = 1;
-	pthread_cond_signal(&s->cond);
+	if (sched_need_worker(s))
+		sched_signal(s);
 	pthread_mutex_unlock(&s->lock);
 }
 
@@ -410,6 +489,7 @@ void sched_stop(struct sched *s)
 	pthread_cond_destroy(&s->cond);
 	pthread_mutex_destroy(&s->lock);
 	free(s->threads);
+	free(s->busy_since);
 	free(s->queue_dir);
 	free(s->pause_path);
 	free(s);

@@ -114,6 +114,8 @@ struct smtpd_session {
 	int counted;
 	struct event *sleep_ev; /* error-sleep (smtpd_error_sleep_time) */
 	struct buf delayed;	/* reply held back by the error sleep */
+	struct buf out;		/* replies not yet handed to the socket */
+	struct event *flush_ev; /* writes out once the current callback is done */
 	int paused;		/* error sleep or output backlog: no input processing */
 	int dead;		/* peer gone while a queue commit is in flight */
 	int peer_eof;		/* client half-closed: answer what it sent, then close */

@@ -1,11 +1,13 @@
 /* smtpd_session.c - one SMTP connection on an engine loop: bufferevent
- * I/O with bounded buffers, the read timeout (smtpd_timeout), client name
+ * input with bounded buffers, replies collected per callback and written
+ * straight to the socket (the bufferevent takes only what the socket does
+ * not), the read timeout (smtpd_timeout), client name
  * lookup, per-client connection count/rate limits (shared by all loops),
  * the error sleep and hard limit, and the Postfix connect/disconnect log
  * lines ("disconnect from h[a] ehlo=1 ... commands=N").
  * Pitfalls: input is processed only in SMTPD_ST_CMD/DATA/BDAT; while a
- * queue commit is in flight reading is off and the session may outlive
- * its peer (dead) until the callback arrives.
+ * queue commit is in flight input is buffered but not processed, and the
+ * session may outlive its peer (dead) until the callback arrives.
  */
 #include "smtpd_int.h"
 
@@ -218,10 +220,45 @@ int smtpd_client_trusted(struct smtpd_session *s, const struct matchlist *l)
 
 static void session_sleep_done(evutil_socket_t fd, short what, void *arg);
 
+/* Replies wait in s->out until the callback that made them returns, so
+ * the answers to pipelined commands leave in one write; the write goes
+ * straight to the socket, and only what it does not take goes to the
+ * bufferevent (whose write event then finishes the job). Saves arming and
+ * disarming the write event for every reply. */
 static void session_write(struct smtpd_session *s, const char *text, size_t len)
 {
-	if (s->bev && !s->dead)
-		bufferevent_write(s->bev, text, len);
+	if (s->bev == NULL || s->dead)
+		return;
+	if (s->out.len == 0)
+		event_active(s->flush_ev, EV_TIMEOUT, 1);
+	buf_append(&s->out, text, len);
+}
+
+static size_t session_output_len(struct smtpd_session *s)
+{
+	return s->out.len + evbuffer_get_length(bufferevent_get_output(s->bev));
+}
+
+static void session_free(struct smtpd_session *s);
+
+static void session_flush(evutil_socket_t fd, short what, void *arg)
+{
+	struct smtpd_session *s = arg;
+	ssize_t n = 0;
+
+	if (s->out.len == 0 || s->dead)
+		return;
+	if (evbuffer_get_length(bufferevent_get_output(s->bev)) == 0) {
+		n = send(bufferevent_getfd(s->bev), s->out.data, s->out.len,
+			 MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (n < 0)
+			n = 0; /* the bufferevent's own write reports real errors */
+	}
+	if ((size_t)n < s->out.len)
+		bufferevent_write(s->bev, s->out.data + n, s->out.len - (size_t)n);
+	buf_reset(&s->out);
+	if (s->state == SMTPD_ST_CLOSE && s->delayed.len == 0 && session_output_len(s) == 0)
+		session_free(s);
 }
 
 /* Send one reply line (or lines joined with "\r\n"). Past the soft error
@@ -320,6 +357,9 @@ static void session_free(struct smtpd_session *s)
 		bufferevent_free(s->bev);
 	if (s->sleep_ev)
 		event_free(s->sleep_ev);
+	if (s->flush_ev)
+		event_free(s->flush_ev);
+	buf_free(&s->out);
 	smtpd_txn_reset(s);
 	smtpd_data_free(s);
 	queue_env_free(&s->env);
@@ -351,8 +391,8 @@ void smtpd_session_close(struct smtpd_session *s)
 	if (s->bev == NULL || s->delayed.len) /* the error sleep flushes first */
 		return;
 	bufferevent_disable(s->bev, EV_READ);
-	if (evbuffer_get_length(bufferevent_get_output(s->bev)) == 0)
-		session_free(s);
+	if (session_output_len(s) == 0)
+		session_free(s); /* else session_flush() or the write callback does */
 }
 
 /* ------------------------------------------------------------------ */
@@ -423,7 +463,7 @@ static int session_runnable(struct smtpd_session *s)
 {
 	if (s->paused || s->dead)
 		return 0;
-	if (evbuffer_get_length(bufferevent_get_output(s->bev)) > SMTPD_OUT_MAX) {
+	if (session_output_len(s) > SMTPD_OUT_MAX) {
 		s->paused |= 2; /* the client does not read its replies: wait */
 		return 0;
 	}
@@ -491,7 +531,7 @@ static void session_write_cb(struct bufferevent *bev, void *arg)
 {
 	struct smtpd_session *s = arg;
 
-	if (s->state == SMTPD_ST_CLOSE && s->delayed.len == 0) {
+	if (s->state == SMTPD_ST_CLOSE && s->delayed.len == 0 && s->out.len == 0) {
 		session_free(s);
 		return;
 	}
@@ -514,7 +554,10 @@ static void session_event_cb(struct bufferevent *bev, short what, void *arg)
 	struct smtpd_session *s = arg;
 	struct buf after = BUF_INIT;
 
-	if (what & BEV_EVENT_TIMEOUT) {
+	if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_READING) && s->state == SMTPD_ST_QUEUE) {
+		/* waiting for the disk, not for the client: keep reading */
+		bufferevent_enable(s->bev, EV_READ);
+	} else if (what & BEV_EVENT_TIMEOUT) {
 		msg_qid(s->have_qid ? s->qid : NULL, "timeout after %s from %s",
 			session_after(s, &after), s->client.namaddr);
 		if (s->state == SMTPD_ST_CLOSE) { /* the peer does not read */
@@ -697,6 +740,7 @@ void smtpd_session_start(struct event_base *base, int fd, const struct sockaddr 
 	queue_env_init(&s->env);
 	client_from_sockaddr(s, peer);
 	s->sleep_ev = evtimer_new(base, session_sleep_done, s);
+	s->flush_ev = event_new(base, -1, 0, session_flush, s);
 	s->bev = bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE);
 	bufferevent_setcb(s->bev, session_read_cb, session_write_cb, session_event_cb, s);
 	bufferevent_setwatermark(s->bev, EV_READ, 0, SMTPD_IN_HIGH);

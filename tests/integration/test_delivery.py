@@ -207,6 +207,38 @@ def test_discard_transport(config_dir, start_program):
     wait_log(config_dir, r"%s: removed" % m.group(1))
 
 
+def test_bursts_delivered_without_queue_runs(config_dir, start_program):
+    """Many sessions at once, fast (discard) and slow (maildir) deliveries
+    mixed: every message must be delivered by the wakeups alone, with
+    queue_run_delay far away (the scheduler wakes few workers per burst
+    and must never leave a message waiting for the periodic run)."""
+    import threading
+    mail, _ = configure(config_dir, default_transport="discard", queue_run_delay="1h")
+    ternd(start_program, config_dir)
+    errors = []
+
+    def client(n):
+        try:
+            with smtplib.SMTP("127.0.0.1", config_dir.smtp_port, timeout=20) as s:
+                s.ehlo("client.example")
+                for i in range(15):
+                    rcpt = "joe@example.test" if i % 5 == 0 else "x%d.%d@elsewhere.example" % (n, i)
+                    s.sendmail("a@client.example", [rcpt], MSG)
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    harness.wait_for(lambda: log_text(config_dir).count(": removed") >= 180, timeout=30,
+                     what="180 messages delivered and removed")
+    assert log_text(config_dir).count("status=sent") == 180
+    assert len(maildir_files(mail / "example.test" / "joe")) == 36
+
+
 def test_error_and_retry_transports(config_dir, start_program):
     configure(config_dir, transport_maps="inline:{ {gone.example=error:5.1.2 no such domain}, "
                                      "{later.example=retry:4.4.1 try later} }")
