@@ -169,8 +169,16 @@ static int daemon_dir_check(const char *what, const char *dir, const struct pass
 		tern_error("%s %s: not a directory", what, dir);
 		return -1;
 	}
-	if (owner && st.st_uid != owner->pw_uid)
+	if (owner && st.st_uid == 0 && owner->pw_uid != 0 && geteuid() == 0) {
+		/* as ternd does at start: root made it, mail_owner needs it */
+		if (chown(dir, owner->pw_uid, owner->pw_gid) < 0) {
+			tern_error("chown %s: %s", dir, strerror(errno));
+			return -1;
+		}
+		fprintf(stderr, "tern: gave %s %s to %s\n", what, dir, owner->pw_name);
+	} else if (owner && st.st_uid != owner->pw_uid) {
 		tern_error("warning: not owned by %s: %s", owner->pw_name, dir);
+	}
 	if (st.st_mode & (S_IWGRP | S_IWOTH))
 		tern_error("warning: group or other writable: %s", dir);
 	return 0;
@@ -190,6 +198,10 @@ static int daemon_dirs_check(const struct cfg *cfg)
 		tern_error("%sparameter mail_owner: unknown user name value: %s",
 			   geteuid() == 0 ? "" : "warning: ", buf_str(&v));
 		rc = geteuid() == 0 ? -1 : 0;
+	} else if (owner && geteuid() == 0 && (owner->pw_uid == 0 || owner->pw_gid == 0)) {
+		tern_error("parameter mail_owner: user %s has privileged %s ID", owner->pw_name,
+			   owner->pw_uid == 0 ? "user" : "group");
+		return -1;
 	}
 	for (size_t i = 0; i < 2; i++) {
 		buf_reset(&err);

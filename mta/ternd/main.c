@@ -293,6 +293,14 @@ static int ternd_owner(struct ternd *d, const struct cfg *cfg, struct buf *err)
 		buf_printf(err, "parameter mail_owner: unknown user name value: %s",
 			   buf_str(&name));
 		rc = -1;
+	} else if (pw->pw_uid == 0) { /* Postfix refuses the same */
+		buf_printf(err, "parameter mail_owner: user %s has privileged user ID",
+			   buf_str(&name));
+		rc = -1;
+	} else if (pw->pw_gid == 0) {
+		buf_printf(err, "parameter mail_owner: user %s has privileged group ID",
+			   buf_str(&name));
+		rc = -1;
 	} else {
 		d->uid = pw->pw_uid;
 		d->gid = pw->pw_gid;
@@ -301,13 +309,25 @@ static int ternd_owner(struct ternd *d, const struct cfg *cfg, struct buf *err)
 	return rc;
 }
 
-/* Create a missing directory for mail_owner (pid file, socket, queue). */
-static int ternd_mkdir(struct ternd *d, const char *dir, mode_t mode, struct buf *err)
+/* Create a missing directory for mail_owner (pid file, socket, queue).
+ * With ours (queue_directory, data_directory: never a shared parent such
+ * as /run), one that root made (mkdir by hand, a package script) is
+ * handed to mail_owner, as "postfix set-permissions" would: the engine never runs
+ * as root, so it could not use it otherwise. */
+static int ternd_mkdir(struct ternd *d, const char *dir, mode_t mode, int ours, struct buf *err)
 {
 	struct stat st;
 
-	if (stat(dir, &st) == 0)
+	if (stat(dir, &st) == 0) {
+		if (!ours || geteuid() != 0 || st.st_uid != 0 || !S_ISDIR(st.st_mode))
+			return 0;
+		if (chown(dir, d->uid, d->gid) < 0) {
+			buf_printf(err, "chown %s: %s", dir, strerror(errno));
+			return -1;
+		}
+		msg_info("gave directory %s to mail_owner (uid %ld)", dir, (long)d->uid);
 		return 0;
+	}
 	if (mkdir(dir, mode) < 0 && errno != EEXIST) {
 		buf_printf(err, "create directory %s: %s", dir, strerror(errno));
 		return -1;
@@ -319,6 +339,18 @@ static int ternd_mkdir(struct ternd *d, const char *dir, mode_t mode, struct buf
 	return 0;
 }
 
+/* maildrop may have been made by a root sendmail before ternd ever ran */
+static int ternd_mkdir_maildrop(struct ternd *d, struct buf *err)
+{
+	struct buf dir = BUF_INIT;
+	int rc;
+
+	buf_printf(&dir, "%s/%s", buf_str(&d->queue_dir), PICKUP_MAILDROP_DIR);
+	rc = ternd_mkdir(d, buf_str(&dir), 01733, 1, err);
+	buf_free(&dir);
+	return rc;
+}
+
 static int ternd_mkparent(struct ternd *d, const char *path, struct buf *err)
 {
 	char *dir = xstrdup(path), *slash = strrchr(dir, '/');
@@ -326,7 +358,7 @@ static int ternd_mkparent(struct ternd *d, const char *path, struct buf *err)
 
 	if (slash && slash != dir) {
 		*slash = 0;
-		rc = ternd_mkdir(d, dir, 0755, err);
+		rc = ternd_mkdir(d, dir, 0755, 0, err);
 	}
 	free(dir);
 	return rc;
@@ -666,13 +698,16 @@ static int ternd_start_privileged(struct ternd *d, struct buf *err)
 	buf_init(&sock);
 	ops.arg = d;
 	if (ternd_owner(d, d->cfg, err) < 0 ||
+	    cfg_get_path(d->cfg, NULL, "data_directory", &sock, err) < 0 ||
+	    (sock.len > 0 && ternd_mkdir(d, buf_str(&sock), 0755, 1, err) < 0) ||
 	    cfg_get_path(d->cfg, NULL, "control_socket", &sock, err) < 0 ||
 	    ternd_mkparent(d, buf_str(&sock), err) < 0)
 		goto done;
 	/* The control socket first: it tells us if another ternd runs. */
 	d->control = control_server_open(d->base, buf_str(&sock), d->uid, d->gid, &ops, err);
 	if (d->control == NULL || listener_set_open(d->cfg, NULL, &d->listeners, err) < 0 ||
-	    ternd_pid_write(d, err) < 0 || ternd_mkdir(d, buf_str(&d->queue_dir), 0700, err) < 0 ||
+	    ternd_pid_write(d, err) < 0 || ternd_mkdir(d, buf_str(&d->queue_dir), 0700, 1, err) < 0 ||
+	    ternd_mkdir_maildrop(d, err) < 0 ||
 	    deliver_helper_spawn(d->cfg, err) < 0)
 		goto done;
 	rc = 0;

@@ -268,7 +268,7 @@ class Tern:
         return os.path.join(self.dir, "queue")
 
     def write_config(self):
-        owner = "root" if os.geteuid() == 0 else _user_name()
+        owner = "tern" if os.geteuid() == 0 else _user_name()  # never root: ternd refuses it
         conf = [
             "# make bench: receive-only, everything to discard",
             "listen_smtp = 127.0.0.1:%d" % self.port,

@@ -159,6 +159,39 @@ def port_accepts(port, host="127.0.0.1", timeout=0.5):
 # --- config directories ----------------------------------------------------
 
 
+def traversable(path):
+    """Let mail_owner reach path: pytest's temporary directories are
+    private to root (0700); add search permission up the chain."""
+    if os.getuid() != 0:
+        return
+    for p in [Path(path)] + list(Path(path).parents):
+        mode = p.stat().st_mode & 0o7777
+        if mode & 0o011 != 0o011:
+            p.chmod(mode | 0o011)
+
+
+def give_to_mail_owner(path):
+    """chown -R path to mail_owner (as root): the directories a test
+    prepares for deliveries, as an admin would."""
+    if os.getuid() != 0:
+        return
+    pw = pwd.getpwnam(mail_owner())
+    os.chown(path, pw.pw_uid, pw.pw_gid)
+    for root, dirs, files in os.walk(path):
+        os.chown(root, pw.pw_uid, pw.pw_gid)
+        for name in files:
+            os.chown(os.path.join(root, name), pw.pw_uid, pw.pw_gid)
+
+
+def mail_owner():
+    """ternd never runs its engine as root: as root, tests use the
+    unprivileged system user `make deps` creates (as a package's postinst
+    would); as anyone else, that user."""
+    if os.getuid() == 0:
+        return "tern"
+    return pwd.getpwuid(os.getuid()).pw_name
+
+
 class ConfigDir:
     """A temporary Tern config directory with a minimal tern.conf.
 
@@ -173,6 +206,7 @@ class ConfigDir:
     def __init__(self, path, **settings):
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
+        traversable(self.path)
         self.conf_path = self.path / "tern.conf"
         self.queue_directory = self.path / "queue"
         self.maillog_file = self.path / "maillog"
@@ -185,7 +219,7 @@ class ConfigDir:
             "queue_directory": str(self.queue_directory),
             # control socket and pid file live here: tests never collide
             "data_directory": str(self.path / "data"),
-            "mail_owner": pwd.getpwuid(os.getuid()).pw_name,
+            "mail_owner": mail_owner(),
             "maillog_file": str(self.maillog_file),
         }
         self._raw = []
@@ -207,6 +241,7 @@ class ConfigDir:
                  smtpd_client_connection_count_limit="0",
                  smtpd_client_connection_rate_limit="0",
                  **extra)
+        give_to_mail_owner(mail)
         return mail / "example.test" / "box"
 
     def __fspath__(self):

@@ -6,10 +6,12 @@ overrides, and a graceful SIGTERM.
 """
 
 import os
+import pwd
 import re
 import signal
 import socket
 import time
+from pathlib import Path
 
 import pytest
 
@@ -324,3 +326,32 @@ def test_check_bad_config(config_dir):
     rc, out, err = harness.run_tern("check", config_dir=cfg)
     assert rc == 1
     assert "%s, line %d:" % (cfg.conf_path, line) in err
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="privilege handling needs root")
+def test_engine_never_runs_as_root(config_dir, start_program):
+    """As Postfix: mail_owner may not be root; a root-owned queue and data
+    directory are handed to mail_owner; every ternd thread runs as it."""
+    cfg = daemon_config(config_dir)
+    cfg.set(mail_owner="root")
+    prog = start_program(ternd_argv(cfg), check_exit=False)
+    harness.wait_for(lambda: not prog.alive, what="ternd to exit")
+    assert prog.returncode == 1
+    assert "fatal: parameter mail_owner: user root has privileged user ID" in prog.stderr()
+    rc, out, err = harness.run_tern("check", config_dir=cfg)
+    assert rc == 1 and "user root has privileged user ID" in err
+
+    cfg.set(mail_owner=harness.mail_owner())
+    for d in ("queue", "data"):
+        (cfg.path / d).mkdir(exist_ok=True)  # as root, by hand
+    prog = start_program(ternd_argv(cfg), ready=cfg.smtp_port)
+    owner = pwd.getpwnam(harness.mail_owner())
+    for d in ("queue", "queue/maildrop", "data"):
+        assert (cfg.path / d).stat().st_uid == owner.pw_uid, d
+    assert re.search(r"gave directory \S+/queue to mail_owner", prog.stderr() + cfg.maillog())
+    tasks = Path("/proc/%d/task" % prog.pid).iterdir()
+    for t in tasks:
+        status = (t / "status").read_text()
+        uids = re.search(r"^Uid:\s+(.*)$", status, re.M).group(1).split()
+        assert set(uids) == {str(owner.pw_uid)}, (t, uids)
+    harness.smtp_greeting(cfg.smtp_port)

@@ -55,6 +55,7 @@ def configure(cfg, **extra):
     """A config where example.test is virtual and localhost is local."""
     mail = cfg.path / "mail"
     (mail / "example.test").mkdir(parents=True, exist_ok=True)
+    harness.give_to_mail_owner(mail)
     # |command and /file from a root-owned alias table run as
     # default_privs (nobody), which must reach this directory.
     out = Path(tempfile.mkdtemp(prefix="tern-delivery-", dir="/tmp"))

@@ -166,6 +166,9 @@ def preload_env(cfg):
     if m:
         libs.append(m.group(1))
     libs.append(str(shim))
+    # ternd runs as mail_owner: let it append to the shim's log
+    (cfg.path / "faults.log").touch()
+    harness.give_to_mail_owner(cfg.path / "faults.log")
     return {
         "LD_PRELOAD": " ".join(libs),
         "TERN_FAULT_FSYNC": str(cfg.path / "fail-fsync"),

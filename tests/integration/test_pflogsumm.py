@@ -22,6 +22,7 @@ def test_pflogsumm_counts_tern_log(config_dir):
     cfg = config_dir
     mail = cfg.path / "mail"
     mail.mkdir()
+    harness.give_to_mail_owner(mail)
     # The client (127.0.0.1) is not in mynetworks: relaying is refused.
     cfg.set(data_directory=str(cfg.path / "data"), mydestination="", mynetworks="192.0.2.0/24",
             alias_maps="", local_recipient_maps="",

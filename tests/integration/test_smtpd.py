@@ -63,6 +63,7 @@ def ternd(config_dir, start_program):
     def start(**settings):
         vbase = config_dir.path / "vmail"
         vbase.mkdir(exist_ok=True)
+        harness.give_to_mail_owner(vbase)
         config_dir.set(smtpd_peername_lookup="no",
                        local_recipient_maps="inline:{joe=x, alice=x}",
                        alias_maps="",
