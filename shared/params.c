@@ -415,6 +415,10 @@ const struct cfg_param tern_params[] = {
 	TIME("lmtp_data_done_timeout", "600s", "s", 1, "time limit for the per-recipient replies"),
 	TIME("lmtp_quit_timeout", "300s", "s", 1, "time limit for the QUIT reply"),
 	TIME("lmtp_rset_timeout", "20s", "s", 1, "time limit for the RSET reply"),
+	INT("lmtp_destination_concurrency_limit", "$default_destination_concurrency_limit", 1, 0, "parallel LMTP deliveries per destination"),
+	INT("lmtp_destination_recipient_limit", "$default_destination_recipient_limit", 1, 0, "recipients per LMTP delivery"),
+	INT("relay_destination_concurrency_limit", "$default_destination_concurrency_limit", 1, 0, "parallel deliveries per relay_domains destination"),
+	INT("relay_destination_recipient_limit", "$default_destination_recipient_limit", 1, 0, "recipients per relay delivery"),
 
 	{NULL, CFG_STR, NULL, NULL, 0, 0, NULL, 0, NULL},
 };

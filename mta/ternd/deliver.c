@@ -158,7 +158,8 @@ struct deliver_conf *deliver_conf_new(const struct cfg *cfg, struct buf *err)
 	    deliver_conf_times(dc, cfg, err) < 0 ||
 	    deliver_conf_maps(cfg, "alias_maps", &dc->aliases, err) < 0 ||
 	    deliver_conf_maps(cfg, "virtual_mailbox_maps", &dc->vmaps, err) < 0 ||
-	    (dc->route = route_conf_new(cfg, err)) == NULL) {
+	    (dc->route = route_conf_new(cfg, err)) == NULL ||
+	    (dc->smtp = deliver_smtp_conf_new(cfg, err)) == NULL) {
 		deliver_conf_free(dc);
 		return NULL;
 	}
@@ -170,6 +171,7 @@ void deliver_conf_free(struct deliver_conf *dc)
 	if (dc == NULL)
 		return;
 	route_conf_free(dc->route);
+	deliver_smtp_conf_free(dc->smtp);
 	deliver_maps_free(&dc->aliases);
 	deliver_maps_free(&dc->vmaps);
 	free(dc->myhostname);
@@ -193,27 +195,70 @@ static const struct deliver_transport deliver_transports[] = {
     {"error", deliver_error}, {"retry", deliver_retry},	    {NULL, NULL},
 };
 
-void deliver_rcpt_run(struct deliver_rcpt *r)
+/* The SMTP client family: recipients for one destination share sessions. */
+static int deliver_is_smtp(const char *transport)
 {
-	struct route rt;
-	struct buf err = BUF_INIT;
+	return strcmp(transport, "smtp") == 0 || strcmp(transport, "lmtp") == 0 ||
+	       strcmp(transport, "relay") == 0;
+}
+
+/* Run a non-SMTP transport; unknown names keep the mail (4.3.0). */
+static void deliver_transport_run(struct deliver_rcpt *r, const struct route *rt)
+{
 	const struct deliver_transport *t;
 
-	route_init(&rt);
-	r->t_start = deliver_now();
-	if (route_resolve(r->msg->conf->route, r->addr, &rt, &err) < 0) {
-		deliver_report(r, "none", "4.3.0", "%s", buf_str(&err));
-		goto out;
-	}
 	for (t = deliver_transports; t->name != NULL; t++)
-		if (strcmp(t->name, buf_str(&rt.transport)) == 0)
+		if (strcmp(t->name, buf_str(&rt->transport)) == 0)
 			break;
 	if (t->name != NULL)
-		t->fn(r, buf_str(&rt.nexthop));
-	else /* smtp/lmtp/relay come with the outbound issue: keep the mail. */
+		t->fn(r, buf_str(&rt->nexthop));
+	else
 		deliver_report(r, "none", "4.3.0", "mail transport unavailable");
-out:
-	route_free(&rt);
+}
+
+void deliver_rcpt_run(struct deliver_rcpt *r)
+{
+	deliver_rcpts_run(&r, 1);
+}
+
+void deliver_rcpts_run(struct deliver_rcpt **rs, size_t n)
+{
+	struct route *rt = xcalloc(n + 1, sizeof(*rt));
+	struct deliver_rcpt **group = xcalloc(n + 1, sizeof(*group));
+	char *done = xcalloc(n + 1, 1);
+	struct buf err = BUF_INIT;
+
+	for (size_t i = 0; i < n; i++) {
+		route_init(&rt[i]);
+		rs[i]->t_start = deliver_now();
+		buf_reset(&err);
+		if (route_resolve(rs[i]->msg->conf->route, rs[i]->addr, &rt[i], &err) < 0) {
+			deliver_report(rs[i], "none", "4.3.0", "%s", buf_str(&err));
+			done[i] = 1;
+		} else if (!deliver_is_smtp(buf_str(&rt[i].transport))) {
+			deliver_transport_run(rs[i], &rt[i]);
+			done[i] = 1;
+		}
+	}
+	/* What is left goes by SMTP/LMTP: one call per destination. */
+	for (size_t i = 0; i < n; i++) {
+		size_t g = 0;
+		if (done[i])
+			continue;
+		for (size_t j = i; j < n; j++) {
+			if (done[j] || strcmp(buf_str(&rt[j].transport), buf_str(&rt[i].transport)) != 0 ||
+			    strcmp(buf_str(&rt[j].nexthop), buf_str(&rt[i].nexthop)) != 0)
+				continue;
+			group[g++] = rs[j];
+			done[j] = 1;
+		}
+		deliver_smtp(group, g, buf_str(&rt[i].transport), buf_str(&rt[i].nexthop));
+	}
+	for (size_t i = 0; i < n; i++)
+		route_free(&rt[i]);
+	free(rt);
+	free(group);
+	free(done);
 	buf_free(&err);
 }
 
@@ -272,13 +317,17 @@ void deliver_report(struct deliver_rcpt *r, const char *relay, const char *dsn, 
 	deliver_delay_fmt(&line, m->t_active - arrival);
 	buf_putc(&line, '/');
 	deliver_delay_fmt(&line, r->t_start - m->t_active);
-	buf_puts(&line, "/0/");
-	deliver_delay_fmt(&line, now - r->t_start);
+	buf_putc(&line, '/');
+	/* c: connection set-up (DNS, connect, greeting, HELO); d: the rest */
+	deliver_delay_fmt(&line, r->t_conn > r->t_start ? r->t_conn - r->t_start : 0);
+	buf_putc(&line, '/');
+	deliver_delay_fmt(&line, now - (r->t_conn > r->t_start ? r->t_conn : r->t_start));
 	buf_printf(&line, ", dsn=%s, status=%s (%s)", dsn, deliver_status_word(dsn),
 		   buf_str(&text));
 	/* Logged under the delivery agent's name, as Postfix's local(8),
 	 * virtual(8), discard(8) and error(8) do (pflogsumm counts by it). */
-	const char *svc = strcmp(relay, "local") == 0	  ? "local"
+	const char *svc = r->agent			  ? r->agent
+			  : strcmp(relay, "local") == 0	  ? "local"
 			  : strcmp(relay, "virtual") == 0 ? "virtual"
 			  : dsn[0] == '2'		  ? "discard"
 							  : "error";

@@ -1,5 +1,5 @@
 /* deliver.h - delivery transports (local, virtual, discard, error,
- * retry; smtp/lmtp later) as called by the scheduler's workers.
+ * retry, smtp, lmtp) as called by the scheduler's workers.
  *
  * Delivery into system users' mailboxes needs their uid: ternd forks a
  * small privileged helper before dropping root (deliver_helper_spawn());
@@ -72,6 +72,7 @@ struct deliver_conf {
 	int cmd_alias, file_alias; /* allow_mail_to_commands/files has "alias" */
 	long long mailbox_limit;   /* mailbox_size_limit, 0 = none */
 	long long min_backoff, max_backoff, run_delay, lifetime, bounce_lifetime;
+	struct deliver_smtp_conf *smtp; /* the smtp and lmtp clients (deliver_smtp.c) */
 };
 
 struct deliver_conf *deliver_conf_new(const struct cfg *cfg, struct buf *err);
@@ -99,6 +100,9 @@ struct deliver_rcpt {
 	const struct deliver_rcpt *parent; /* the alias this came from, or NULL */
 	const char *alias;		   /* local(8): the alias name expanded for this address */
 	double t_start;			   /* delivery start (delays=c/d) */
+	double t_conn;			   /* connection set up (smtp/lmtp; 0: none), delays=c */
+	const char *agent;		   /* log service ("smtp", "lmtp"); NULL: from relay */
+	const struct queue_rcpt *qr;	   /* the queue recipient (DSN NOTIFY/ORCPT) */
 	int nsent, nbounced, ndeferred;
 	struct buf reason; /* first deferral reason, for queue_defer() */
 };
@@ -110,6 +114,10 @@ enum deliver_status { DELIVER_SENT, DELIVER_DEFER, DELIVER_BOUNCE };
 /* Route addr and run its transport; every outcome goes through
  * deliver_report(). */
 void deliver_rcpt_run(struct deliver_rcpt *r);
+/* The same for n recipients of one message: those routed to the same
+ * smtp/lmtp destination share sessions (up to the recipient limit per
+ * transaction) instead of one connection each. */
+void deliver_rcpts_run(struct deliver_rcpt **rs, size_t n);
 /* Log and count one final result. dsn "2.0.0" / "4.x.y" / "5.x.y"
  * decides the status; relay is "local", "virtual", "none"... */
 void deliver_report(struct deliver_rcpt *r, const char *relay, const char *dsn, const char *fmt,
@@ -122,6 +130,17 @@ void deliver_virtual(struct deliver_rcpt *r, const char *nexthop);
 void deliver_discard(struct deliver_rcpt *r, const char *nexthop);
 void deliver_error(struct deliver_rcpt *r, const char *nexthop);
 void deliver_retry(struct deliver_rcpt *r, const char *nexthop);
+
+/* The smtp and lmtp clients (deliver_smtp.c): one or more sessions to
+ * the destination nexthop ("domain" with MX lookup, "[host]:port",
+ * "host:port", lmtp "unix:/path" / "inet:host:port"; relayhost already
+ * applied by routing) for rs[0..n), all of one message; each recipient
+ * gets its deliver_report(). Blocking, on the calling worker thread,
+ * every step under its Postfix timeout. */
+struct deliver_smtp_conf;
+struct deliver_smtp_conf *deliver_smtp_conf_new(const struct cfg *cfg, struct buf *err);
+void deliver_smtp_conf_free(struct deliver_smtp_conf *sc);
+void deliver_smtp(struct deliver_rcpt **rs, size_t n, const char *transport, const char *nexthop);
 
 /* The one maildir writer (deliver_maildir.c): headers then content into
  * DIR/tmp, fsync, link into DIR/new, fsync DIR/new; creates DIR/{tmp,new,

@@ -37,7 +37,8 @@
 #include <unistd.h>
 
 #define TERND_DRAIN_SECONDS 10 /* stop: how long open sessions may finish */
-#define TERND_SCHED_WORKERS 4
+#define TERND_SCHED_WORKERS 4	   /* at least */
+#define TERND_SCHED_WORKERS_MAX 500 /* at most, whatever default_process_limit says */
 
 /* One listener's settings snapshot, looked up by name at accept time. */
 struct ternd_conf {
@@ -722,7 +723,7 @@ static int ternd_start_engine(struct ternd *d, struct buf *err)
 {
 	struct queue_opts qo;
 	struct buf maildrop = BUF_INIT;
-	long long delay_ms = 0, minfree = 0;
+	long long delay_ms = 0, minfree = 0, nworkers = TERND_SCHED_WORKERS;
 	int rc = -1;
 
 	memset(&qo, 0, sizeof(qo));
@@ -736,7 +737,16 @@ static int ternd_start_engine(struct ternd *d, struct buf *err)
 	    ternd_confs_build(d->cfg, &d->confs, &d->nconfs, err) < 0 ||
 	    (d->engine = engine_new(0, err)) == NULL || engine_start(d->engine, err) < 0)
 		goto done;
-	d->sched = sched_start(d->queue, d->cfg, buf_str(&d->queue_dir), TERND_SCHED_WORKERS, err);
+	/* Delivery workers: blocking deliveries (maildir, commands, the SMTP
+	 * and LMTP clients) each hold one, as Postfix's delivery agent
+	 * processes do: default_process_limit of them, woken only as needed. */
+	if (cfg_get_int(d->cfg, NULL, "default_process_limit", &nworkers, err) < 0)
+		goto done;
+	if (nworkers > TERND_SCHED_WORKERS_MAX)
+		nworkers = TERND_SCHED_WORKERS_MAX;
+	if (nworkers < TERND_SCHED_WORKERS)
+		nworkers = TERND_SCHED_WORKERS;
+	d->sched = sched_start(d->queue, d->cfg, buf_str(&d->queue_dir), (int)nworkers, err);
 	if (d->sched == NULL)
 		goto done;
 	buf_printf(&maildrop, "%s/%s", buf_str(&d->queue_dir), PICKUP_MAILDROP_DIR);

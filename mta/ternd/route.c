@@ -20,6 +20,7 @@ struct route_conf {
 	size_t ntmaps;
 	char *local_tr, *virtual_tr, *relay_tr, *default_tr;
 	char *myhostname, *delims, *empty_rcpt;
+	char *relayhost; /* nexthop for the relay and default classes, "" = domain */
 };
 
 static char *route_conf_str(const struct cfg *cfg, const char *name, int *ok, struct buf *err)
@@ -62,6 +63,7 @@ struct route_conf *route_conf_new(const struct cfg *cfg, struct buf *err)
 	rc->myhostname = route_conf_str(cfg, "myhostname", &ok, err);
 	rc->delims = route_conf_str(cfg, "recipient_delimiter", &ok, err);
 	rc->empty_rcpt = route_conf_str(cfg, "empty_address_recipient", &ok, err);
+	rc->relayhost = route_conf_str(cfg, "relayhost", &ok, err);
 	if (!ok ||
 	    (rc->mydest = matchlist_from_cfg(cfg, NULL, "mydestination", MATCHLIST_DOMAIN, err)) ==
 		NULL ||
@@ -93,6 +95,7 @@ void route_conf_free(struct route_conf *rc)
 	free(rc->myhostname);
 	free(rc->delims);
 	free(rc->empty_rcpt);
+	free(rc->relayhost);
 	free(rc);
 }
 
@@ -209,6 +212,11 @@ int route_resolve(const struct route_conf *rc, const char *addr, struct route *r
 	buf_reset(&r->transport);
 	buf_reset(&r->nexthop);
 	route_apply(r, route_class_transport(rc, r->cls), domain);
+	/* relayhost replaces the domain as nexthop for mail that leaves,
+	 * unless the class transport names its own (trivial-rewrite). */
+	if ((r->cls == ROUTE_RELAY || r->cls == ROUTE_DEFAULT) && *rc->relayhost &&
+	    strcmp(buf_str(&r->nexthop), domain) == 0)
+		buf_set(&r->nexthop, rc->relayhost);
 	if (route_transport_maps(rc, addr, r, domain, err) < 0)
 		goto out;
 	ret = 0;

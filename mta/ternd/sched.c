@@ -134,19 +134,40 @@ static time_t sched_backoff(const struct deliver_conf *dc, const struct queue_en
 	return now + (time_t)delay;
 }
 
-static void sched_rcpt_deliver(struct deliver_msg *m, size_t i, struct sched_outcome *o,
-			       struct buf *reason)
+/* Every pending recipient in one go, so that those for the same SMTP
+ * destination share sessions; then each one's outcome. */
+static int sched_rcpts_deliver(struct deliver_msg *m, struct sched_outcome *o, struct buf *reason)
 {
-	const struct queue_rcpt *qr = &m->env->rcpt[i];
-	struct deliver_rcpt r = {.msg = m, .addr = qr->addr, .orig = qr->addr};
+	size_t n = m->env->nrcpt, k = 0;
+	struct deliver_rcpt *rs = xcalloc(n + 1, sizeof(*rs));
+	struct deliver_rcpt **ps = xcalloc(n + 1, sizeof(*ps));
+	size_t *idx = xcalloc(n + 1, sizeof(*idx));
+	int any_pending = 0;
 
-	buf_init(&r.reason);
-	deliver_rcpt_run(&r);
-	o->pending = r.ndeferred > 0;
-	o->state = r.nsent == 0 && r.nbounced > 0 ? QUEUE_RCPT_BOUNCED : QUEUE_RCPT_SENT;
-	if (o->pending && reason->len == 0)
-		buf_set(reason, buf_str(&r.reason));
-	buf_free(&r.reason);
+	for (size_t i = 0; i < n; i++) {
+		const struct queue_rcpt *qr = &m->env->rcpt[i];
+		if (qr->state != QUEUE_RCPT_PENDING)
+			continue;
+		rs[k] = (struct deliver_rcpt){.msg = m, .addr = qr->addr, .orig = qr->addr, .qr = qr};
+		buf_init(&rs[k].reason);
+		ps[k] = &rs[k];
+		idx[k++] = i;
+	}
+	deliver_rcpts_run(ps, k);
+	for (size_t j = 0; j < k; j++) {
+		struct deliver_rcpt *r = &rs[j];
+		struct sched_outcome *oi = &o[idx[j]];
+		oi->pending = r->ndeferred > 0;
+		oi->state = r->nsent == 0 && r->nbounced > 0 ? QUEUE_RCPT_BOUNCED : QUEUE_RCPT_SENT;
+		if (oi->pending && reason->len == 0)
+			buf_set(reason, buf_str(&r->reason));
+		any_pending |= oi->pending;
+		buf_free(&r->reason);
+	}
+	free(rs);
+	free(ps);
+	free(idx);
+	return any_pending;
 }
 
 /* sched_expire - past its lifetime: every pending recipient bounces with
@@ -207,14 +228,8 @@ static void sched_message_run(struct deliver_msg *m)
 {
 	struct sched_outcome *o = xcalloc(m->env->nrcpt + 1, sizeof(*o));
 	struct buf reason = BUF_INIT;
-	int any_pending = 0;
+	int any_pending = sched_rcpts_deliver(m, o, &reason);
 
-	for (size_t i = 0; i < m->env->nrcpt; i++) {
-		if (m->env->rcpt[i].state != QUEUE_RCPT_PENDING)
-			continue;
-		sched_rcpt_deliver(m, i, &o[i], &reason);
-		any_pending |= o[i].pending;
-	}
 	if (bounce_flush(m) < 0) {
 		/* No notice queued: keep the bounced recipients for later. */
 		for (size_t i = 0; i < m->env->nrcpt; i++)
