@@ -6,9 +6,9 @@
  * written), so local submission works while ternd is down. mailq runs
  * "tern queue list"; newaliases builds every hash:/cdb: alias_database.
  * Options follow Postfix's sendmail(1); harmless sendmail options are
- * accepted and ignored as Postfix does; -bs and -bv are refused clearly.
+ * accepted and ignored as Postfix does; -bs speaks SMTP on stdin/stdout
+ * (sendmail_smtp.c); -bv and -bd are refused clearly.
  */
-#include "addr.h"
 #include "cfg.h"
 #include "log.h"
 #include "params.h"
@@ -23,9 +23,10 @@
 #include <pwd.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
-enum sm_mode { SM_MODE_SEND, SM_MODE_MAILQ, SM_MODE_NEWALIASES, SM_MODE_FLUSH };
+enum sm_mode { SM_MODE_SEND, SM_MODE_SMTP, SM_MODE_MAILQ, SM_MODE_NEWALIASES, SM_MODE_FLUSH };
 
 struct sm_opts {
 	enum sm_mode mode;
@@ -51,6 +52,23 @@ static int sm_fatal(int status, const char *fmt, ...)
 	return status;
 }
 
+static int sm_usage(void)
+{
+	fprintf(stderr,
+		"usage: %s [options] [recipient...]\n"
+		"  -t              recipients also from To:, Cc:, Bcc: (Bcc: is removed)\n"
+		"  -f sender       envelope sender (<> for the null sender)\n"
+		"  -F name         full name for an added From:\n"
+		"  -i, -oi         a line with a lone \".\" does not end the message\n"
+		"  -bs             speak SMTP on stdin/stdout, each message into the maildrop\n"
+		"  -bp             list the queue (mailq)\n"
+		"  -bi, -I         rebuild the alias databases (newaliases)\n"
+		"  -q              flush the queue\n"
+		"  -C dir          configuration directory\n",
+		sm_progname);
+	return SM_EX_USAGE;
+}
+
 /* -o options: only -oi means something; the rest (-oem, -om, -o7...) are
  * Sendmail settings Postfix ignores. */
 static void sm_opt_o(struct sm_opts *o, const char *arg)
@@ -68,8 +86,15 @@ static int sm_opt_b(struct sm_opts *o, const char *arg)
 		o->mode = SM_MODE_MAILQ;
 	else if (strcmp(arg, "i") == 0)
 		o->mode = SM_MODE_NEWALIASES;
-	else if (strcmp(arg, "s") == 0 || strcmp(arg, "v") == 0 || strcmp(arg, "d") == 0)
-		return sm_fatal(SM_EX_USAGE, "-b%s is not supported", arg);
+	else if (strcmp(arg, "s") == 0)
+		o->mode = SM_MODE_SMTP;
+	else if (strcmp(arg, "v") == 0)
+		return sm_fatal(SM_EX_USAGE, "-bv is not supported: address verification by "
+					     "mail (a delivery report instead of delivery) is "
+					     "not implemented");
+	else if (strcmp(arg, "d") == 0)
+		return sm_fatal(SM_EX_USAGE, "-bd is not supported: ternd receives mail "
+					     "from the network");
 	else
 		return sm_fatal(SM_EX_USAGE, "unsupported: -b%s", arg);
 	return 0;
@@ -107,7 +132,7 @@ static int sm_opt_one(struct sm_opts *o, int c, const char *arg)
 		o->extract = 1;
 		break;
 	case '?':
-		return SM_EX_USAGE;
+		return sm_usage();
 	default: /* -B -G -L -N -O -R -U -V -X -c -e -h -m -n -p -v -x: ignored */
 		break;
 	}
@@ -237,22 +262,6 @@ static int sm_sender(const struct sm_opts *o, const struct passwd *pw, struct bu
 	return 0;
 }
 
-/* Refuse what pickup could not parse: every address must be a mailbox,
- * qualified later with $myorigin. */
-static int sm_addr_check(const char *s)
-{
-	struct addr a;
-	struct buf err = BUF_INIT;
-	int ok;
-
-	addr_init(&a);
-	ok = strpbrk(s, "\r\n") == NULL &&
-	     addr_parse_mailbox(&a, s, ADDR_PARSE_SMTPUTF8, &err) == ADDR_OK;
-	addr_free(&a);
-	buf_free(&err);
-	return ok;
-}
-
 static int sm_rcpt_collect(const struct sm_opts *o, struct sm_msg *m, int argc, char **argv,
 			   struct sm_list *rcpt)
 {
@@ -266,16 +275,11 @@ static int sm_rcpt_collect(const struct sm_opts *o, struct sm_msg *m, int argc, 
 						 : "Recipient addresses must be specified on the "
 						   "command line or via the -t option");
 	for (size_t i = 0; i < rcpt->n; i++)
-		if (!sm_addr_check(rcpt->v[i]))
+		if (!sm_drop_addr_ok(rcpt->v[i]))
 			return sm_fatal(SM_EX_DATAERR, "bad recipient address syntax: %s",
 					rcpt->v[i]);
 	return 0;
 }
-
-struct sm_env {
-	struct buf queue_dir, hostname, origin, owner;
-	long long size_limit;
-};
 
 static int sm_env_load(const struct cfg *c, struct sm_env *e, struct buf *err)
 {
@@ -283,7 +287,12 @@ static int sm_env_load(const struct cfg *c, struct sm_env *e, struct buf *err)
 	    cfg_get_str(c, NULL, "myhostname", &e->hostname, err) < 0 ||
 	    cfg_get_str(c, NULL, "myorigin", &e->origin, err) < 0 ||
 	    cfg_get_str(c, NULL, "mail_owner", &e->owner, err) < 0 ||
-	    cfg_get_size(c, NULL, "message_size_limit", &e->size_limit, err) < 0)
+	    cfg_get_str(c, NULL, "smtpd_banner", &e->banner, err) < 0 ||
+	    cfg_get_str(c, NULL, "mail_name", &e->mail_name, err) < 0 ||
+	    cfg_get_size(c, NULL, "message_size_limit", &e->size_limit, err) < 0 ||
+	    cfg_get_int(c, NULL, "line_length_limit", &e->line_limit, err) < 0 ||
+	    cfg_get_int(c, NULL, "smtpd_recipient_limit", &e->rcpt_limit, err) < 0 ||
+	    cfg_get_int(c, NULL, "smtpd_hard_error_limit", &e->error_limit, err) < 0)
 		return -1;
 	buf_puts(&e->queue_dir, "/" PICKUP_MAILDROP_DIR);
 	return 0;
@@ -295,16 +304,17 @@ static void sm_env_free(struct sm_env *e)
 	buf_free(&e->hostname);
 	buf_free(&e->origin);
 	buf_free(&e->owner);
+	buf_free(&e->banner);
+	buf_free(&e->mail_name);
 }
 
 /* Read, complete and drop the message. */
 static int sm_submit(const struct sm_opts *o, const struct sm_env *e, int argc, char **argv)
 {
 	struct sm_read_opts ro = {o->dot_ends, (size_t)e->size_limit, o->extract};
-	struct sm_msg m = {NULL, 0, 0, BUF_INIT, 0};
+	struct sm_msg m = {NULL, 0, 0, BUF_INIT, 0, 0};
 	struct sm_list rcpt = {NULL, 0, 0};
-	struct buf sender = BUF_INIT, full = BUF_INIT, from = BUF_INIT, content = BUF_INIT,
-		   err = BUF_INIT;
+	struct buf sender = BUF_INIT, full = BUF_INIT, err = BUF_INIT;
 	struct passwd *pw = getpwuid(getuid());
 	int rc;
 
@@ -312,7 +322,7 @@ static int sm_submit(const struct sm_opts *o, const struct sm_env *e, int argc, 
 	buf_init(&full);
 	if ((rc = sm_sender(o, pw, &sender)) != 0)
 		goto out;
-	if (*sender.data && !sm_addr_check(sender.data)) {
+	if (*sender.data && !sm_drop_addr_ok(sender.data)) {
 		rc = sm_fatal(SM_EX_DATAERR, "bad sender address syntax: %s", sender.data);
 		goto out;
 	}
@@ -323,29 +333,54 @@ static int sm_submit(const struct sm_opts *o, const struct sm_env *e, int argc, 
 	}
 	if ((rc = sm_rcpt_collect(o, &m, argc, argv, &rcpt)) != 0)
 		goto out;
-	buf_puts(&from, sender.data);
-	if (*sender.data && strchr(sender.data, '@') == NULL)
-		buf_printf(&from, "@%s", e->origin.data);
-	sm_msg_add_missing(&m, e->hostname.data, buf_str(&from), full.data);
-	sm_msg_format(&m, &content);
-	if (sm_drop_dir_ensure(e->queue_dir.data, e->owner.data, &err) < 0 ||
-	    sm_drop_write(e->queue_dir.data, (unsigned)getuid(), sender.data, full.data, &rcpt,
-			  &content, &err) < 0)
+	if (sm_drop_message(e, sender.data, full.data, &rcpt, &m, &err) < 0)
 		rc = sm_fatal(SM_EX_TEMPFAIL, "%s", err.data);
 out:
 	sm_msg_free(&m);
 	sm_list_free(&rcpt);
 	buf_free(&sender);
 	buf_free(&full);
-	buf_free(&from);
-	buf_free(&content);
 	buf_free(&err);
+	return rc;
+}
+
+/* Postfix's stand-alone smtpd refuses mail from the network (2.3 and
+ * later), and so does -bs: it makes no access checks and lets the client
+ * set any sender, so a -bs behind inetd or a socket unit would be an
+ * open relay. A pipe, a tty or a UNIX-domain socket is a local client. */
+static int sm_stdin_is_network(void)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+
+	if (getsockname(0, (struct sockaddr *)&ss, &len) < 0)
+		return 0;
+	return ss.ss_family == AF_INET || ss.ss_family == AF_INET6;
+}
+
+/* -bs: recipients come with RCPT TO; -f, -t and -i mean nothing in SMTP. */
+static int sm_smtp(const struct sm_opts *o, const struct sm_env *e, int argc)
+{
+	struct buf full = BUF_INIT;
+	int rc;
+
+	if (argc > 0)
+		return sm_fatal(SM_EX_USAGE, "-bs takes no recipients: they are given "
+					     "with RCPT TO");
+	if (sm_stdin_is_network())
+		return sm_fatal(SM_EX_USAGE,
+				"-bs does not receive mail from the network "
+				"(standard input is a TCP socket); that is ternd's job");
+	buf_init(&full);
+	sm_fullname(o, getpwuid(getuid()), &full);
+	rc = sm_smtp_run(e, full.data, 0, stdout);
+	buf_free(&full);
 	return rc;
 }
 
 static int sm_run(const struct sm_opts *o, int argc, char **argv)
 {
-	struct sm_env e = {BUF_INIT, BUF_INIT, BUF_INIT, BUF_INIT, 0};
+	struct sm_env e = {BUF_INIT, BUF_INIT, BUF_INIT, BUF_INIT, BUF_INIT, BUF_INIT, 0, 0, 0, 0};
 	struct buf err = BUF_INIT;
 	struct cfg *c = sm_config(o, &err);
 	int rc;
@@ -356,6 +391,8 @@ static int sm_run(const struct sm_opts *o, int argc, char **argv)
 		rc = sm_newaliases(c);
 	} else if (sm_env_load(c, &e, &err) < 0) {
 		rc = sm_fatal(SM_EX_TEMPFAIL, "%s", err.data);
+	} else if (o->mode == SM_MODE_SMTP) {
+		rc = sm_smtp(o, &e, argc);
 	} else {
 		rc = sm_submit(o, &e, argc, argv);
 	}

@@ -1,5 +1,6 @@
 /* sendmail_drop.c - write one maildrop file (docs/queue.md "Maildrop
- * files") so local submission works while ternd is down.
+ * files") so local submission works while ternd is down; the common end
+ * of a command-line submission and of each message of a -bs session.
  *
  * Durability: the file is written under a dot-name pickup ignores,
  * fsync()ed, renamed to its final name and the directory synced; only
@@ -7,6 +8,7 @@
  * ordinary user cannot open it to fsync it: syncfs() on the file stands in.
  */
 #define _GNU_SOURCE /* syncfs() */
+#include "addr.h"
 #include "attr.h"
 #include "fileio.h"
 #include "sendmail.h"
@@ -21,6 +23,20 @@
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <unistd.h>
+
+int sm_drop_addr_ok(const char *s)
+{
+	struct addr a;
+	struct buf err = BUF_INIT;
+	int ok;
+
+	addr_init(&a);
+	ok = strpbrk(s, "\r\n") == NULL &&
+	     addr_parse_mailbox(&a, s, ADDR_PARSE_SMTPUTF8, &err) == ADDR_OK;
+	addr_free(&a);
+	buf_free(&err);
+	return ok;
+}
 
 /* "1700000000.123456.4242.<32 hex>": time-ordered (pickup takes files in
  * name order) and unguessable (other users must not open a message). */
@@ -157,5 +173,25 @@ int sm_drop_dir_ensure(const char *dir, const char *owner, struct buf *err)
 	rc = sm_mkdir_owned(dir, 01733, owner, err);
 out:
 	buf_free(&parent);
+	return rc;
+}
+
+int sm_drop_message(const struct sm_env *e, const char *sender, const char *fullname,
+		    const struct sm_list *rcpt, struct sm_msg *m, struct buf *err)
+{
+	struct buf from = BUF_INIT, content = BUF_INIT;
+	int rc = -1;
+
+	buf_puts(&from, sender);
+	if (*sender && strchr(sender, '@') == NULL)
+		buf_printf(&from, "@%s", e->origin.data);
+	sm_msg_add_missing(m, e->hostname.data, buf_str(&from), fullname);
+	sm_msg_format(m, &content);
+	if (sm_drop_dir_ensure(e->queue_dir.data, e->owner.data, err) == 0 &&
+	    sm_drop_write(e->queue_dir.data, (unsigned)getuid(), sender, fullname, rcpt, &content,
+			  err) == 0)
+		rc = 0;
+	buf_free(&from);
+	buf_free(&content);
 	return rc;
 }

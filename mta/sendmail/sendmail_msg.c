@@ -41,7 +41,10 @@ static void sm_msg_header_add(struct sm_msg *m, const char *text, size_t len)
 		m->cap = m->cap ? m->cap * 2 : 16;
 		m->hdr = xrealloc(m->hdr, m->cap * sizeof(*m->hdr));
 	}
-	m->hdr[m->nhdr].text = xstrndup(text, len);
+	/* memcpy, not strndup: a NUL in the line must not make len lie. */
+	m->hdr[m->nhdr].text = xmalloc(len + 1);
+	memcpy(m->hdr[m->nhdr].text, text, len);
+	m->hdr[m->nhdr].text[len] = 0;
 	m->hdr[m->nhdr].len = len;
 	m->nhdr++;
 }
@@ -63,6 +66,7 @@ void sm_msg_free(struct sm_msg *m)
 	free(m->hdr);
 	m->hdr = NULL;
 	m->nhdr = m->cap = 0;
+	m->in_body = 0;
 	buf_free(&m->body);
 }
 
@@ -95,39 +99,48 @@ static int sm_read_line(FILE *in, struct buf *line, struct sm_msg *m, size_t lim
 	return got;
 }
 
-/* Headers until the first empty or non-header line; the rest is body. */
-static void sm_msg_add_line(struct sm_msg *m, const struct buf *line, int *in_body, int first)
+void sm_msg_add_line(struct sm_msg *m, const char *line, size_t len)
 {
-	if (*in_body) {
-		buf_append(&m->body, line->data, line->len);
+	if (m->in_body) {
+		buf_append(&m->body, line, len);
 		buf_putc(&m->body, '\n');
-	} else if (first && line->len >= 5 && memcmp(line->data, "From ", 5) == 0) {
-		return; /* mbox envelope line, as Postfix's sendmail skips it */
-	} else if (line->len == 0) {
-		*in_body = 1;
-	} else if ((line->data[0] == ' ' || line->data[0] == '\t') && m->nhdr > 0) {
-		sm_msg_header_continue(m, line->data, line->len);
+	} else if (len == 0) {
+		m->in_body = 1;
+	} else if ((line[0] == ' ' || line[0] == '\t') && m->nhdr > 0) {
+		sm_msg_header_continue(m, line, len);
 		sm_msg_header_continue(m, "\n", 1);
-	} else if (sm_is_header(line->data, line->len)) {
-		sm_msg_header_add(m, line->data, line->len);
+	} else if (sm_is_header(line, len)) {
+		sm_msg_header_add(m, line, len);
 		sm_msg_header_continue(m, "\n", 1);
 	} else {
-		*in_body = 1;
-		buf_append(&m->body, line->data, line->len);
+		m->in_body = 1;
+		buf_append(&m->body, line, len);
 		buf_putc(&m->body, '\n');
 	}
+}
+
+void sm_msg_prepend_header(struct sm_msg *m, const char *text, size_t len)
+{
+	struct sm_header h;
+
+	sm_msg_header_add(m, text, len);
+	h = m->hdr[m->nhdr - 1];
+	memmove(&m->hdr[1], &m->hdr[0], (m->nhdr - 1) * sizeof(*m->hdr));
+	m->hdr[0] = h;
 }
 
 int sm_msg_read(struct sm_msg *m, FILE *in, const struct sm_read_opts *o, struct buf *err)
 {
 	struct buf line = BUF_INIT;
-	int rc, in_body = 0, first = 1, status = 0;
+	int rc, first = 1, status = 0;
 
 	buf_init(&line);
 	while ((rc = sm_read_line(in, &line, m, o->size_limit)) > 0) {
 		if (o->dot_ends && line.len == 1 && line.data[0] == '.')
 			break;
-		sm_msg_add_line(m, &line, &in_body, first);
+		/* An mbox envelope line, as Postfix's sendmail skips it. */
+		if (!first || line.len < 5 || memcmp(line.data, "From ", 5) != 0)
+			sm_msg_add_line(m, line.data, line.len);
 		first = 0;
 	}
 	if (rc < 0) {
