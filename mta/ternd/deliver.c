@@ -132,7 +132,9 @@ static int deliver_conf_times(struct deliver_conf *dc, const struct cfg *cfg, st
 	    cfg_get_time(cfg, NULL, "queue_run_delay", &dc->run_delay, err) < 0 ||
 	    cfg_get_time(cfg, NULL, "maximal_queue_lifetime", &dc->lifetime, err) < 0 ||
 	    cfg_get_time(cfg, NULL, "bounce_queue_lifetime", &dc->bounce_lifetime, err) < 0 ||
-	    cfg_get_size(cfg, NULL, "mailbox_size_limit", &dc->mailbox_limit, err) < 0)
+	    cfg_get_size(cfg, NULL, "mailbox_size_limit", &dc->mailbox_limit, err) < 0 ||
+	    cfg_get_time(cfg, NULL, "delay_warning_time", &dc->delay_warning, err) < 0 ||
+	    cfg_get_size(cfg, NULL, "bounce_size_limit", &dc->bounce_size_limit, err) < 0)
 		return -1;
 	/* postconf(5): a maximal_backoff_time below the minimum is raised. */
 	if (dc->max_backoff < dc->min_backoff)
@@ -147,6 +149,20 @@ struct deliver_conf *deliver_conf_new(const struct cfg *cfg, struct buf *err)
 
 	dc->myhostname = deliver_conf_str(cfg, "myhostname", 0, &ok, err);
 	dc->myorigin = deliver_conf_str(cfg, "myorigin", 0, &ok, err);
+	dc->bounce_2_rcpt = deliver_conf_str(cfg, "2bounce_notice_recipient", 0, &ok, err);
+	dc->double_bounce_sender = deliver_conf_str(cfg, "double_bounce_sender", 0, &ok, err);
+	if (ok && strchr(dc->double_bounce_sender, '@') == NULL) { /* qualified, as Postfix */
+		struct buf q = BUF_INIT;
+		buf_printf(&q, "%s@%s", dc->double_bounce_sender, dc->myorigin);
+		free(dc->double_bounce_sender);
+		dc->double_bounce_sender = buf_detach(&q);
+	}
+	if (ok && strchr(dc->bounce_2_rcpt, '@') == NULL) {
+		struct buf q = BUF_INIT;
+		buf_printf(&q, "%s@%s", dc->bounce_2_rcpt, dc->myorigin);
+		free(dc->bounce_2_rcpt);
+		dc->bounce_2_rcpt = buf_detach(&q);
+	}
 	dc->delims = deliver_conf_str(cfg, "recipient_delimiter", 0, &ok, err);
 	dc->vbase = deliver_conf_str(cfg, "virtual_mailbox_base", 1, &ok, err);
 	dc->home_mailbox = deliver_conf_str(cfg, "home_mailbox", 0, &ok, err);
@@ -176,6 +192,8 @@ void deliver_conf_free(struct deliver_conf *dc)
 	deliver_maps_free(&dc->vmaps);
 	free(dc->myhostname);
 	free(dc->myorigin);
+	free(dc->bounce_2_rcpt);
+	free(dc->double_bounce_sender);
 	free(dc->delims);
 	free(dc->vbase);
 	free(dc->home_mailbox);
@@ -262,6 +280,13 @@ void deliver_rcpts_run(struct deliver_rcpt **rs, size_t n)
 	buf_free(&err);
 }
 
+const struct queue_rcpt *deliver_rcpt_queue_rcpt(const struct deliver_rcpt *r)
+{
+	while (r->parent != NULL && r->qr == NULL)
+		r = r->parent;
+	return r->qr;
+}
+
 /* --- Headers and the log line -------------------------------------- */
 
 void deliver_headers(const struct deliver_rcpt *r, struct buf *out)
@@ -336,13 +361,26 @@ void deliver_report(struct deliver_rcpt *r, const char *relay, const char *dsn, 
 	log_thread_service(prev);
 	if (dsn[0] == '2') {
 		r->nsent++;
+		/* NOTIFY=SUCCESS: "relayed" when the next hop cannot carry the
+		 * request on (no DSN), nothing when it can, else "delivered" */
+		if (r->agent != NULL && strcmp(r->agent, "lmtp") != 0) {
+			if (!r->remote_dsn)
+				bounce_note(m, "relayed", r->addr, r->orig, deliver_rcpt_queue_rcpt(r),
+					    dsn, relay, buf_str(&text));
+		} else {
+			bounce_note(m, "delivered", r->addr, r->orig, deliver_rcpt_queue_rcpt(r), dsn,
+				    relay, buf_str(&text));
+		}
 	} else if (dsn[0] == '5') {
 		r->nbounced++;
-		bounce_add(m, r->addr, r->orig, dsn, buf_str(&text));
+		bounce_note(m, "failed", r->addr, r->orig, deliver_rcpt_queue_rcpt(r), dsn, relay,
+			    buf_str(&text));
 	} else {
 		r->ndeferred++;
-		if (r->reason.len == 0)
+		if (r->reason.len == 0) {
 			buf_set(&r->reason, buf_str(&text));
+			snprintf(r->reason_dsn, sizeof(r->reason_dsn), "%s", dsn);
+		}
 	}
 	buf_free(&line);
 	buf_free(&text);

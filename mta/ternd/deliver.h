@@ -72,6 +72,10 @@ struct deliver_conf {
 	int cmd_alias, file_alias; /* allow_mail_to_commands/files has "alias" */
 	long long mailbox_limit;   /* mailbox_size_limit, 0 = none */
 	long long min_backoff, max_backoff, run_delay, lifetime, bounce_lifetime;
+	long long delay_warning;	/* delay_warning_time, 0 = never */
+	long long bounce_size_limit;	/* most of the original returned in full */
+	char *double_bounce_sender;	/* "double-bounce@$myorigin" */
+	char *bounce_2_rcpt;		/* 2bounce_notice_recipient */
 	struct deliver_smtp_conf *smtp; /* the smtp and lmtp clients (deliver_smtp.c) */
 };
 
@@ -87,8 +91,8 @@ struct deliver_msg {
 	const char *content;
 	size_t len;
 	double t_active;   /* when the scheduler took it (for delays=a/b) */
-	struct buf failed; /* bounce.c: per-address failure text for the DSN */
-	size_t nfailed;
+	struct buf failed; /* bounce.c: one line per DSN entry, see bounce_note() */
+	size_t nfailed;	   /* entries in failed (of any action) */
 };
 
 /* One address to deliver, with the queue recipient it came from. */
@@ -103,8 +107,10 @@ struct deliver_rcpt {
 	double t_conn;			   /* connection set up (smtp/lmtp; 0: none), delays=c */
 	const char *agent;		   /* log service ("smtp", "lmtp"); NULL: from relay */
 	const struct queue_rcpt *qr;	   /* the queue recipient (DSN NOTIFY/ORCPT) */
+	int remote_dsn;			   /* smtp: the next hop took NOTIFY=, no "relayed" notice */
 	int nsent, nbounced, ndeferred;
 	struct buf reason; /* first deferral reason, for queue_defer() */
+	char reason_dsn[16]; /* and its status code, for an expiry's DSN */
 };
 
 #define DELIVER_MAX_DEPTH 100 /* Postfix local: expansion depth limit */
@@ -153,12 +159,22 @@ int deliver_mbox_write(const char *path, const char *sender, const char *headers
 /* Return-Path:, Delivered-To: (and X-Original-To:) for a delivery. */
 void deliver_headers(const struct deliver_rcpt *r, struct buf *out);
 
-/* Permanent failures (bounce.c): remember the text for the DSN, and queue
- * one RFC 3464 report for the message to its sender (never for <>).
- * bounce_flush() returns -1 when the report could not be queued: the
- * caller must then keep the recipients (defer), not lose the notice. */
-void bounce_add(struct deliver_msg *m, const char *addr, const char *orig, const char *dsn,
-		const char *text);
+/* Delivery status notifications (bounce.c, RFC 3464/3461). bounce_note()
+ * records one recipient's entry — action "failed", "delayed", "delivered"
+ * or "relayed" — if its NOTIFY= asks for it (no NOTIFY: failures and
+ * delays only); relay is the remote host ("none" or "local"... when not
+ * remote), text the reply or reason. qr may be NULL. After the attempt
+ * the scheduler calls bounce_flush(), which queues one report per kind
+ * to the sender: non-delivery, delay, success. Mail from <> gets none;
+ * its failures go to 2bounce_notice_recipient from double_bounce_sender,
+ * and a failing notice from that sender is discarded (logged), so
+ * notices never loop. -1 when a report could not be queued: the caller
+ * must then keep the recipients (defer), not lose the notice. */
+void bounce_note(struct deliver_msg *m, const char *action, const char *addr, const char *orig,
+		 const struct queue_rcpt *qr, const char *dsn, const char *relay,
+		 const char *text);
 int bounce_flush(struct deliver_msg *m);
+/* The queue recipient an address descends from (aliases), or NULL. */
+const struct queue_rcpt *deliver_rcpt_queue_rcpt(const struct deliver_rcpt *r);
 
 #endif

@@ -67,7 +67,7 @@ struct smtp_proto_conf {
 
 struct deliver_smtp_conf {
 	struct smtp_proto_conf smtp, lmtp, relay;
-	char *helo_name;
+	char *helo_name, *myhostname;
 	long long mx_address_limit, mx_session_limit;
 	int skip_5xx_greeting;
 	int want_v4, want_v6;
@@ -150,6 +150,10 @@ struct deliver_smtp_conf *deliver_smtp_conf_new(const struct cfg *cfg, struct bu
 		else
 			sc->dns_servers = buf_detach(&v);
 	}
+	if (ok && cfg_get_str(cfg, NULL, "myhostname", &v, err) < 0)
+		ok = 0;
+	else if (ok)
+		sc->myhostname = buf_detach(&v);
 	if (ok && (sc->resolver = resolver_new(sc->dns_servers, 0, NULL, err)) == NULL)
 		ok = 0;
 	if (ok && listener_set_resolve(cfg, &sc->self, err) < 0)
@@ -171,6 +175,7 @@ void deliver_smtp_conf_free(struct deliver_smtp_conf *sc)
 		resolver_free(sc->resolver);
 	listener_set_close(&sc->self);
 	free(sc->helo_name);
+	free(sc->myhostname);
 	free(sc->dns_servers);
 	free(sc);
 }
@@ -218,8 +223,8 @@ static void smtp_dest_leave(struct smtp_dest *d)
 /* --- servers -------------------------------------------------------------- */
 
 struct smtp_server {
-	char *name; /* host name for logs ("mx1.example.com", "127.0.0.1", socket path) */
-	char addr[INET6_ADDRSTRLEN];
+	char *name; /* host name for logs ("mx1.example.com", "127.0.0.1"; unix: myhostname) */
+	char addr[sizeof(((struct sockaddr_un *)0)->sun_path)]; /* printable, or the socket path */
 	struct sockaddr_storage ss;
 	socklen_t sslen;
 	int port;
@@ -491,7 +496,7 @@ static int smtp_nexthop_one(const struct deliver_smtp_conf *sc, int lmtp, const 
 	char *h;
 
 	if (lmtp && strncmp(item, "unix:", 5) == 0) {
-		smtp_server_add(s, item + 5, AF_UNIX, (const unsigned char *)item + 5, 0, 0);
+		smtp_server_add(s, sc->myhostname, AF_UNIX, (const unsigned char *)item + 5, 0, 0);
 		return 0;
 	}
 	if (strncmp(item, "inet:", 5) == 0)
@@ -595,18 +600,15 @@ struct smtp_sess {
 
 static void smtp_relay_name(const struct smtp_server *sv, struct buf *out)
 {
-	if (sv->ss.ss_family == AF_UNIX)
-		buf_printf(out, "%s", sv->name);
+	if (sv->ss.ss_family == AF_UNIX) /* Postfix: "myhostname[/path]" */
+		buf_printf(out, "%s[%s]", sv->name, sv->addr);
 	else
 		buf_printf(out, "%s[%s]:%d", sv->name, sv->addr, sv->port);
 }
 
 static void smtp_hostaddr(const struct smtp_server *sv, struct buf *out)
 {
-	if (sv->ss.ss_family == AF_UNIX)
-		buf_printf(out, "%s", sv->name);
-	else
-		buf_printf(out, "%s[%s]", sv->name, sv->addr);
+	buf_printf(out, "%s[%s]", sv->name, sv->addr);
 }
 
 static long long smtp_ms_left(const struct timespec *deadline)
@@ -801,7 +803,7 @@ static int smtp_connect(struct smtp_sess *ss, struct buf *why)
 	}
 	if (soerr != 0) {
 		if (sv->ss.ss_family == AF_UNIX)
-			buf_printf(why, "connect to %s: %s", sv->name, strerror(soerr));
+			buf_printf(why, "connect to %s[%s]: %s", sv->name, sv->addr, strerror(soerr));
 		else
 			buf_printf(why, "connect to %s[%s]:%d: %s", sv->name, sv->addr, sv->port,
 				   soerr == ETIMEDOUT ? "Connection timed out" : strerror(soerr));
@@ -1216,6 +1218,7 @@ static void smtp_deliver_chunk(struct deliver_rcpt **rs, size_t n, const char *t
 		struct deliver_rcpt *r = rs[i];
 		r->agent = strcmp(transport, "relay") == 0 ? "relay" : lmtp ? "lmtp" : "smtp";
 		r->t_conn = t_conn;
+		r->remote_dsn = xs[i].remote_dsn;
 		if (xs[i].st == RS_SOFT && xs[i].dsn[0] != '4')
 			snprintf(xs[i].dsn, sizeof(xs[i].dsn), "4.%s", xs[i].dsn + 2);
 		deliver_report(r, xs[i].relay ? xs[i].relay : "none",

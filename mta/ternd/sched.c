@@ -25,6 +25,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -120,6 +121,8 @@ static struct sched_conf *sched_conf_new(struct cfg *cfg, struct buf *err)
 struct sched_outcome {
 	int pending; /* 1: still to do (deferred) */
 	enum queue_rcpt_state state;
+	char dsn[16];	 /* why it is pending: status and text, for an expiry */
+	struct buf text;
 };
 
 /* sched_backoff - postfix.md §4.4: the message's age, clamped. */
@@ -161,6 +164,10 @@ static int sched_rcpts_deliver(struct deliver_msg *m, struct sched_outcome *o, s
 		oi->state = r->nsent == 0 && r->nbounced > 0 ? QUEUE_RCPT_BOUNCED : QUEUE_RCPT_SENT;
 		if (oi->pending && reason->len == 0)
 			buf_set(reason, buf_str(&r->reason));
+		if (oi->pending) {
+			snprintf(oi->dsn, sizeof(oi->dsn), "%s", r->reason_dsn);
+			buf_set(&oi->text, buf_str(&r->reason));
+		}
 		any_pending |= oi->pending;
 		buf_free(&r->reason);
 	}
@@ -178,7 +185,11 @@ static int sched_expire(struct deliver_msg *m, struct sched_outcome *o, const ch
 	for (size_t i = 0; i < m->env->nrcpt; i++) {
 		if (!o[i].pending)
 			continue;
-		bounce_add(m, m->env->rcpt[i].addr, m->env->rcpt[i].addr, "4.4.7", reason);
+		/* Postfix reports each recipient's last deferral (status and
+		 * text) as the failure; 4.4.7 when there is none */
+		bounce_note(m, "failed", m->env->rcpt[i].addr, m->env->rcpt[i].addr, &m->env->rcpt[i],
+			    o[i].dsn[0] == '4' ? o[i].dsn : "4.4.7", "none",
+			    o[i].text.len ? buf_str(&o[i].text) : reason);
 		o[i].pending = 0;
 		o[i].state = QUEUE_RCPT_BOUNCED;
 	}
@@ -224,6 +235,49 @@ static int sched_journal(struct deliver_msg *m, struct sched_outcome *o, const c
 	return st == QUEUE_OK ? 0 : -1;
 }
 
+/* Delay warnings (delay_warning_time): once per message, remembered in
+ * memory only, so a restart may repeat one (Postfix keeps the mark in the
+ * queue file; a warning twice is the safe side of never). */
+static pthread_mutex_t sched_warned_lock = PTHREAD_MUTEX_INITIALIZER;
+static char **sched_warned;
+static size_t sched_nwarned;
+#define SCHED_WARNED_MAX 100000
+
+static int sched_warned_once(const char *qid)
+{
+	int seen = 0;
+
+	pthread_mutex_lock(&sched_warned_lock);
+	for (size_t i = 0; i < sched_nwarned && !seen; i++)
+		seen = strcmp(sched_warned[i], qid) == 0;
+	if (!seen) {
+		if (sched_nwarned == SCHED_WARNED_MAX) { /* forget the oldest */
+			free(sched_warned[0]);
+			memmove(sched_warned, sched_warned + 1, --sched_nwarned * sizeof(*sched_warned));
+		}
+		sched_warned = xrealloc(sched_warned, (sched_nwarned + 1) * sizeof(*sched_warned));
+		sched_warned[sched_nwarned++] = xstrdup(qid);
+	}
+	pthread_mutex_unlock(&sched_warned_lock);
+	return seen;
+}
+
+static void sched_delay_warn(struct deliver_msg *m, const struct sched_outcome *o,
+			     const char *reason)
+{
+	time_t now = time(NULL);
+
+	if (m->conf->delay_warning <= 0 || now - m->env->arrival < m->conf->delay_warning ||
+	    sched_warned_once(m->qid))
+		return;
+	for (size_t i = 0; i < m->env->nrcpt; i++)
+		if (o[i].pending)
+			bounce_note(m, "delayed", m->env->rcpt[i].addr, m->env->rcpt[i].addr,
+				    &m->env->rcpt[i], o[i].dsn[0] == '4' ? o[i].dsn : "4.0.0", "none",
+				    o[i].text.len ? buf_str(&o[i].text) : reason);
+	(void)bounce_flush(m); /* a lost warning is not worth holding mail for */
+}
+
 static void sched_message_run(struct deliver_msg *m)
 {
 	struct sched_outcome *o = xcalloc(m->env->nrcpt + 1, sizeof(*o));
@@ -245,7 +299,11 @@ static void sched_message_run(struct deliver_msg *m)
 				o[i].pending = m->env->rcpt[i].state == QUEUE_RCPT_PENDING &&
 					       o[i].state == QUEUE_RCPT_BOUNCED;
 	}
+	if (any_pending && !sched_expired(m->conf, m->env, time(NULL)))
+		sched_delay_warn(m, o, buf_str(&reason));
 	sched_journal(m, o, buf_str(&reason), any_pending);
+	for (size_t i = 0; i < m->env->nrcpt; i++)
+		buf_free(&o[i].text);
 	buf_free(&reason);
 	free(o);
 }
