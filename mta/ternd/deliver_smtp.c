@@ -71,6 +71,8 @@ struct deliver_smtp_conf {
 	long long mx_address_limit, mx_session_limit;
 	int skip_5xx_greeting;
 	int want_v4, want_v6;
+	long long cache_time, reuse_time; /* smtp_connection_cache/reuse_time_limit */
+	long long dead_time;		  /* a destination nobody answers at: skipped this long */
 	struct resolver *resolver;
 	struct listen_set self; /* our listeners, for loop detection */
 	char *dns_servers;
@@ -130,6 +132,9 @@ struct deliver_smtp_conf *deliver_smtp_conf_new(const struct cfg *cfg, struct bu
 	    cfg_get_int(cfg, NULL, "smtp_mx_address_limit", &sc->mx_address_limit, err) < 0 ||
 	    cfg_get_int(cfg, NULL, "smtp_mx_session_limit", &sc->mx_session_limit, err) < 0 ||
 	    cfg_get_bool(cfg, NULL, "smtp_skip_5xx_greeting", &sc->skip_5xx_greeting, err) < 0 ||
+	    cfg_get_time(cfg, NULL, "smtp_connection_cache_time_limit", &sc->cache_time, err) < 0 ||
+	    cfg_get_time(cfg, NULL, "smtp_connection_reuse_time_limit", &sc->reuse_time, err) < 0 ||
+	    cfg_get_time(cfg, NULL, "minimal_backoff_time", &sc->dead_time, err) < 0 ||
 	    cfg_get_list(cfg, NULL, "inet_protocols", &l, err) < 0)
 		ok = 0;
 	if (ok) {
@@ -596,6 +601,14 @@ struct smtp_sess {
 	int pipelining, size_ok, eightbit, smtputf8, dsn;
 	long long size_max;
 	struct buf why; /* what broke the session: "lost connection with h[a] while ..." */
+	/* connection reuse */
+	const char *cache_key; /* where a finished session may wait for the next one */
+	int uses;	       /* transactions on this connection so far */
+	int reused;	       /* taken from the cache: no greeting or EHLO now */
+	int stale;	       /* reused and found dead before anything happened */
+	int completed;	       /* a transaction ended cleanly: reusable */
+	double born;	       /* connected at (deliver_now) */
+	struct smtp_server own; /* the server, owned, while cached */
 };
 
 static void smtp_relay_name(const struct smtp_server *sv, struct buf *out)
@@ -932,6 +945,231 @@ static void smtp_said(const struct smtp_sess *ss, const struct smtp_reply *rep, 
 	buf_free(&ha);
 }
 
+/* --- connection cache ------------------------------------------------------
+ * A session that ended a transaction cleanly is kept (after RSET) for
+ * smtp_connection_cache_time_limit, for the next delivery to the same
+ * destination, up to smtp_connection_reuse_time_limit after it was made;
+ * a reaper thread closes what nobody took. Postfix's scache in one
+ * process. */
+
+struct smtp_cached {
+	struct smtp_sess *ss; /* its sc/pc may be stale (reload): not used here */
+	char *key;
+	double expires;
+	struct smtp_cached *next;
+};
+
+static pthread_mutex_t smtp_cache_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct smtp_cached *smtp_cache;
+static pthread_once_t smtp_reaper_once = PTHREAD_ONCE_INIT;
+
+static void smtp_sess_close(struct smtp_sess *ss, int polite)
+{
+	if (ss->fd >= 0) {
+		if (polite) /* best effort, never blocks */
+			(void)send(ss->fd, "QUIT\r\n", 6, MSG_NOSIGNAL | MSG_DONTWAIT);
+		close(ss->fd);
+	}
+	buf_free(&ss->out);
+	buf_free(&ss->why);
+	free(ss->own.name);
+	free(ss);
+}
+
+static void smtp_cache_reap(int all)
+{
+	struct smtp_cached **pp, *c, *dead = NULL;
+	double now = deliver_now();
+
+	pthread_mutex_lock(&smtp_cache_lock);
+	for (pp = &smtp_cache; (c = *pp) != NULL;) {
+		if (all || now > c->expires) {
+			*pp = c->next;
+			c->next = dead;
+			dead = c;
+		} else {
+			pp = &c->next;
+		}
+	}
+	pthread_mutex_unlock(&smtp_cache_lock);
+	while ((c = dead) != NULL) {
+		dead = c->next;
+		smtp_sess_close(c->ss, 1);
+		free(c->key);
+		free(c);
+	}
+}
+
+static void *smtp_reaper(void *arg)
+{
+	(void)arg;
+	for (;;) {
+		sleep(1);
+		smtp_cache_reap(0);
+	}
+	return NULL;
+}
+
+static void smtp_reaper_start(void)
+{
+	pthread_t t;
+	pthread_attr_t a;
+
+	pthread_attr_init(&a);
+	pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+	if (pthread_create(&t, &a, smtp_reaper, NULL) != 0)
+		msg_warn("smtp: cannot start the connection cache reaper: reuse is off");
+	pthread_attr_destroy(&a);
+}
+
+/* Keep a finished session (RSET first, so the server agrees); 1 when kept. */
+static int smtp_cache_put(struct smtp_sess *ss)
+{
+	struct smtp_reply rep = {0, "", BUF_INIT};
+	struct smtp_cached *c;
+	struct smtp_sess *copy;
+	int ok;
+
+	if (ss->cache_key == NULL || ss->sc->cache_time <= 0 || ss->rpos < ss->rlen ||
+	    deliver_now() - ss->born > (double)ss->sc->reuse_time)
+		return 0;
+	buf_puts(&ss->out, "RSET\r\n");
+	ok = smtp_flush(ss, 20, "sending RSET") == 0 &&
+	     smtp_get_reply(ss, &rep, 20, "receiving the RSET reply") == 0 && rep.code == 250;
+	buf_free(&rep.text);
+	if (!ok)
+		return 0;
+	pthread_once(&smtp_reaper_once, smtp_reaper_start);
+	copy = xcalloc(1, sizeof(*copy));
+	*copy = *ss;
+	buf_init(&copy->out);
+	buf_init(&copy->why);
+	copy->own = *ss->sv;
+	copy->own.name = xstrdup(ss->sv->name);
+	copy->sv = &copy->own;
+	copy->cache_key = NULL;
+	c = xcalloc(1, sizeof(*c));
+	c->ss = copy;
+	c->key = xstrdup(ss->cache_key);
+	c->expires = deliver_now() + (double)ss->sc->cache_time;
+	pthread_mutex_lock(&smtp_cache_lock);
+	c->next = smtp_cache;
+	smtp_cache = c;
+	pthread_mutex_unlock(&smtp_cache_lock);
+	return 1;
+}
+
+/* A cached session for key, or NULL. */
+static struct smtp_sess *smtp_cache_get(const char *key)
+{
+	struct smtp_cached **pp, *c;
+	struct smtp_sess *ss = NULL;
+
+	smtp_cache_reap(0);
+	pthread_mutex_lock(&smtp_cache_lock);
+	for (pp = &smtp_cache; (c = *pp) != NULL; pp = &c->next)
+		if (strcmp(c->key, key) == 0) {
+			*pp = c->next;
+			ss = c->ss;
+			free(c->key);
+			free(c);
+			break;
+		}
+	pthread_mutex_unlock(&smtp_cache_lock);
+	if (ss != NULL) {
+		ss->reused = 1;
+		ss->stale = ss->completed = 0;
+	}
+	return ss;
+}
+
+/* --- dead destinations ------------------------------------------------------
+ * When no server of a destination could be talked to at all, further
+ * deliveries there are deferred without trying ("delivery temporarily
+ * suspended: ...", as Postfix's qmgr) for minimal_backoff_time, so a
+ * down site is not hammered by every queued message. tern flush
+ * forgets it (deliver_smtp_reset). */
+
+struct smtp_dead {
+	char *key, *reason;
+	double until;
+	struct smtp_dead *next;
+};
+
+static pthread_mutex_t smtp_dead_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct smtp_dead *smtp_deads;
+
+static void smtp_dead_set(const char *key, const char *reason, long long secs)
+{
+	struct smtp_dead *d;
+
+	if (secs <= 0)
+		return;
+	pthread_mutex_lock(&smtp_dead_lock);
+	for (d = smtp_deads; d && strcmp(d->key, key) != 0; d = d->next)
+		;
+	if (d == NULL) {
+		d = xcalloc(1, sizeof(*d));
+		d->key = xstrdup(key);
+		d->next = smtp_deads;
+		smtp_deads = d;
+	}
+	free(d->reason);
+	d->reason = xstrdup(reason);
+	d->until = deliver_now() + (double)secs;
+	pthread_mutex_unlock(&smtp_dead_lock);
+}
+
+/* Is key dead? Then its reason into why. */
+static int smtp_dead_get(const char *key, struct buf *why)
+{
+	struct smtp_dead **pp, *d;
+	int dead = 0;
+	double now = deliver_now();
+
+	pthread_mutex_lock(&smtp_dead_lock);
+	for (pp = &smtp_deads; (d = *pp) != NULL;) {
+		if (d->until <= now) { /* time to try again */
+			*pp = d->next;
+			free(d->key);
+			free(d->reason);
+			free(d);
+			continue;
+		}
+		if (strcmp(d->key, key) == 0) {
+			buf_printf(why, "delivery temporarily suspended: %s", d->reason);
+			dead = 1;
+		}
+		pp = &d->next;
+	}
+	pthread_mutex_unlock(&smtp_dead_lock);
+	return dead;
+}
+
+static void smtp_dead_clear(const char *key)
+{
+	struct smtp_dead **pp, *d;
+
+	pthread_mutex_lock(&smtp_dead_lock);
+	for (pp = &smtp_deads; (d = *pp) != NULL;) {
+		if (key == NULL || strcmp(d->key, key) == 0) {
+			*pp = d->next;
+			free(d->key);
+			free(d->reason);
+			free(d);
+		} else {
+			pp = &d->next;
+		}
+	}
+	pthread_mutex_unlock(&smtp_dead_lock);
+}
+
+void deliver_smtp_reset(void)
+{
+	smtp_dead_clear(NULL);
+	smtp_cache_reap(1);
+}
+
 /* One session on one server for the recipients marked TODO/SOFT in xs.
  * Returns 1 when the session happened (counts toward smtp_mx_session_limit),
  * 0 when it never got going (connection refused, bad greeting...). */
@@ -950,8 +1188,14 @@ static int smtp_session(struct smtp_sess *ss, struct deliver_msg *m, struct smtp
 			idx[nidx++] = i;
 	if (nidx == 0)
 		goto done;
+	if (ss->reused) { /* greeted and EHLOed on an earlier delivery */
+		*t_conn = deliver_now();
+		started = 1;
+		goto transaction;
+	}
 	if (smtp_connect(ss, why) < 0)
 		goto done;
+	ss->born = deliver_now();
 	if (smtp_get_reply(ss, &rep, ss->pc->helo, "receiving the initial server greeting") < 0) {
 		buf_set(why, buf_str(&ss->why));
 		goto done;
@@ -996,6 +1240,8 @@ static int smtp_session(struct smtp_sess *ss, struct deliver_msg *m, struct smtp
 	} else {
 		smtp_ehlo_parse(ss, buf_str(&rep.text));
 	}
+transaction:
+	ss->uses++;
 	/* What the server cannot take is refused before MAIL. */
 	if (ss->size_ok && ss->size_max > 0 && (long long)m->len > ss->size_max) {
 		struct buf ha = BUF_INIT;
@@ -1033,7 +1279,7 @@ static int smtp_session(struct smtp_sess *ss, struct deliver_msg *m, struct smtp
 	if (!ss->pipelining && (smtp_flush(ss, ss->pc->mail, "sending MAIL FROM") < 0 ||
 				smtp_get_reply(ss, &rep, ss->pc->mail, "receiving the MAIL FROM reply") <
 				    0))
-		goto broken;
+		goto mail_broken;
 	if (ss->pipelining) {
 		for (size_t k = 0; k < nidx; k++) {
 			const struct smtp_rcpt *x = &xs[idx[k]];
@@ -1044,7 +1290,7 @@ static int smtp_session(struct smtp_sess *ss, struct deliver_msg *m, struct smtp
 		buf_puts(&ss->out, "DATA\r\n");
 		if (smtp_flush(ss, ss->pc->mail, "sending MAIL FROM") < 0 ||
 		    smtp_get_reply(ss, &rep, ss->pc->mail, "receiving the MAIL FROM reply") < 0)
-			goto broken;
+			goto mail_broken;
 	}
 	if (rep.code / 100 != 2) {
 		smtp_said(ss, &rep, "MAIL FROM command", why);
@@ -1127,11 +1373,22 @@ static int smtp_session(struct smtp_sess *ss, struct deliver_msg *m, struct smtp
 		if (!ss->lmtp)
 			break; /* SMTP: one reply for all of them */
 	}
+	ss->completed = 1;
+	if (smtp_cache_put(ss)) {
+		ss->fd = -1; /* the cache has it now */
+		goto done;
+	}
 quit:
 	buf_puts(&ss->out, "QUIT\r\n");
 	if (smtp_flush(ss, 2, "sending QUIT") == 0)
 		(void)smtp_get_reply(ss, &rep, 2, "receiving the QUIT reply");
 	goto done;
+mail_broken:
+	if (ss->reused) { /* the server dropped the idle connection: not an error */
+		ss->stale = 1;
+		started = 0;
+		goto done;
+	}
 broken:
 	/* Lost or timed out mid-transaction: whatever is not decided is
 	 * deferred with the reason; accepted-but-unconfirmed ones too
@@ -1178,20 +1435,44 @@ static void smtp_deliver_chunk(struct deliver_rcpt **rs, size_t n, const char *t
 	const struct deliver_smtp_conf *sc = m->conf->smtp;
 	struct smtp_rcpt *xs = xcalloc(n, sizeof(*xs));
 	struct buf why = BUF_INIT, *relays = xcalloc(servers->n + 1, sizeof(*relays));
-	int lmtp = strcmp(transport, "lmtp") == 0, sessions = 0;
+	int lmtp = strcmp(transport, "lmtp") == 0, sessions = 0, left = 1;
 	double t_conn = 0;
+	struct buf key = BUF_INIT, cached_relay = BUF_INIT;
+	struct smtp_sess *cached;
 
+	buf_printf(&key, "%s:%s", transport, nexthop);
 	for (size_t i = 0; i < n; i++) {
 		xs[i].r = rs[i];
 		buf_init(&xs[i].text);
 	}
-	for (size_t h = 0; h < servers->n; h++) {
+	/* A connection kept from an earlier delivery to this destination. */
+	if ((cached = smtp_cache_get(buf_str(&key))) != NULL) {
+		cached->sc = sc; /* the settings of now, not of when it was cached */
+		cached->pc = smtp_proto(sc, transport);
+		smtp_relay_name(cached->sv, &cached_relay);
+		buf_printf(&cached_relay, ", conn_use=%d", cached->uses + 1);
+		cached->cache_key = buf_str(&key);
+		sessions += smtp_session(cached, m, xs, n, buf_str(&cached_relay), &t_conn, &why);
+		left = 0;
+		for (size_t i = 0; i < n; i++) {
+			if (xs[i].st == RS_TODO && cached->stale)
+				continue; /* try again on a fresh connection */
+			if (xs[i].st == RS_TODO) {
+				smtp_rcpt_set(&xs[i], RS_SOFT, "4.4.1",
+					      why.len ? buf_str(&why) : "delivery failed");
+				xs[i].relay = NULL;
+			}
+			left |= xs[i].st == RS_SOFT || xs[i].st == RS_TODO;
+		}
+		smtp_sess_close(cached, 0); /* a copy went back to the cache if reusable */
+	}
+	for (size_t h = 0; h < servers->n && left; h++) {
 		struct smtp_sess ss = {.sc = sc,
 				       .pc = smtp_proto(sc, transport),
 				       .sv = &servers->v[h],
 				       .lmtp = lmtp,
-				       .fd = -1};
-		int left = 0;
+				       .fd = -1,
+				       .cache_key = buf_str(&key)};
 		buf_init(&ss.out);
 		buf_init(&ss.why);
 		buf_init(&relays[h]);
@@ -1203,6 +1484,7 @@ static void smtp_deliver_chunk(struct deliver_rcpt **rs, size_t n, const char *t
 		sessions += smtp_session(&ss, m, xs, n, buf_str(&relays[h]), &t_conn, &why);
 		buf_free(&ss.out);
 		buf_free(&ss.why);
+		left = 0;
 		for (size_t i = 0; i < n; i++) {
 			if (xs[i].st == RS_TODO) { /* never got to it here */
 				smtp_rcpt_set(&xs[i], RS_SOFT, "4.4.1",
@@ -1211,9 +1493,14 @@ static void smtp_deliver_chunk(struct deliver_rcpt **rs, size_t n, const char *t
 			}
 			left |= xs[i].st == RS_SOFT;
 		}
-		if (!left || (sc->mx_session_limit > 0 && sessions >= sc->mx_session_limit))
+		if (sc->mx_session_limit > 0 && sessions >= sc->mx_session_limit)
 			break;
 	}
+	/* Nobody answered at all: spare the destination for a while. */
+	if (sessions == 0 && left && servers->n > 0 && why.len > 0)
+		smtp_dead_set(buf_str(&key), buf_str(&why), sc->dead_time);
+	else if (sessions > 0)
+		smtp_dead_clear(buf_str(&key));
 	for (size_t i = 0; i < n; i++) {
 		struct deliver_rcpt *r = rs[i];
 		r->agent = strcmp(transport, "relay") == 0 ? "relay" : lmtp ? "lmtp" : "smtp";
@@ -1227,12 +1514,13 @@ static void smtp_deliver_chunk(struct deliver_rcpt **rs, size_t n, const char *t
 			       "%s", buf_str(&xs[i].text));
 		buf_free(&xs[i].text);
 	}
-	(void)nexthop;
 	for (size_t h = 0; h < servers->n; h++)
 		buf_free(&relays[h]);
 	free(relays);
 	free(xs);
 	buf_free(&why);
+	buf_free(&key);
+	buf_free(&cached_relay);
 }
 
 void deliver_smtp(struct deliver_rcpt **rs, size_t n, const char *transport, const char *nexthop)
@@ -1249,7 +1537,12 @@ void deliver_smtp(struct deliver_rcpt **rs, size_t n, const char *transport, con
 
 	buf_printf(&key, "%s:%s", transport, nexthop);
 	d = smtp_dest_enter(buf_str(&key), pc->concurrency);
-	if (smtp_servers_find(sc, strcmp(transport, "lmtp") == 0, nexthop, &servers, &f, &bounce) <
+	if (smtp_dead_get(buf_str(&key), &f.text)) {
+		for (size_t i = 0; i < n; i++) {
+			rs[i]->agent = strcmp(transport, "lmtp") == 0 ? "lmtp" : "smtp";
+			deliver_report(rs[i], "none", "4.4.1", "%s", buf_str(&f.text));
+		}
+	} else if (smtp_servers_find(sc, strcmp(transport, "lmtp") == 0, nexthop, &servers, &f, &bounce) <
 	    0) {
 		for (size_t i = 0; i < n; i++) {
 			rs[i]->agent = strcmp(transport, "lmtp") == 0 ? "lmtp" : "smtp";

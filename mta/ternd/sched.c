@@ -541,6 +541,7 @@ int sched_paused(struct sched *s)
 
 void sched_flush(struct sched *s)
 {
+	deliver_smtp_reset(); /* as qmgr on a flush: dead destinations live again */
 	pthread_mutex_lock(&s->lock);
 	s->flush = 1;
 	s->kicked = 1;
