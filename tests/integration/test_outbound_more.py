@@ -1,0 +1,111 @@
+"""test_outbound_more.py - outbound delivery beyond the basics of
+test_outbound.py (whose Outbound fixture and helpers this file reuses):
+mail looping back to ternd itself, connection reuse (conn_use=N), dead
+destinations ("delivery temporarily suspended") and `tern flush` reviving
+them, failures of mail from <> going to the postmaster from the
+double-bounce sender and never looping, and delay warnings.
+"""
+
+import email
+import re
+import time
+
+import harness
+from test_outbound import (MX1, SENDER, delivery_re, hostport, outbound,  # noqa: F401
+                           parse_report, rfc822)
+
+
+def test_mx_pointing_at_ourselves_bounces_as_a_loop(outbound):
+    # loop.test's only MX is 127.0.0.1, on ternd's own port.
+    loop_port = outbound.cfg.smtp_port
+    outbound.start(transport={"loop.test": "smtp:loop.test:%d" % loop_port},
+                   mx={"loop.test": [(10, "mx.loop.test")]}, a={"mx.loop.test": ["127.0.0.1"]})
+    outbound.send(["u@loop.test"])
+    outbound.wait_status("u@loop.test", delivery_re(
+        "u@loop.test", "none", r"5\.4\.6", "bounced",
+        re.escape("mail for loop.test loops back to myself"), service="smtp"))
+    [(msg, per_msg, rcpts)] = outbound.notices(1)
+    assert rcpts[0]["Status"] == "5.4.6"
+
+
+def test_connection_reused_for_the_next_message(outbound):
+    mx1 = outbound.fake(MX1)
+    outbound.start()
+    for i in range(3):
+        outbound.send(["u%d@remote.test" % i])
+        outbound.wait_fake(mx1, i + 1)
+    relay = hostport("mx1.remote.test", MX1, outbound.port)
+    log = outbound.log()
+    assert re.search(r"to=<u1@remote\.test>, relay=%s, conn_use=2, " % relay, log), log
+    assert re.search(r"to=<u2@remote\.test>, relay=%s, conn_use=3, " % relay, log), log
+    assert len(mx1.connections) == 1, mx1.describe()
+    # RSET before the connection waited for reuse
+    assert any(c.upper() == "RSET" for c in mx1.connections[0]["commands"]), mx1.describe()
+
+
+def test_dead_destination_suspended_until_flush(outbound):
+    # Nothing listens on mx1: the first message finds it dead; the second
+    # is deferred without a connection attempt.
+    outbound.start(minimal_backoff_time="1h", maximal_backoff_time="1h")
+    outbound.send(["a@remote.test"])
+    outbound.wait_status("a@remote.test", delivery_re(
+        "a@remote.test", "none", r"4\.4\.1", "deferred",
+        re.escape("connect to mx1.remote.test[%s]:%d: Connection refused" % (MX1, outbound.port)),
+        service="smtp"))
+    outbound.send(["b@remote.test"])
+    outbound.wait_status("b@remote.test", delivery_re(
+        "b@remote.test", "none", r"4\.4\.1", "deferred",
+        re.escape("delivery temporarily suspended: connect to mx1.remote.test[%s]:%d: "
+                  "Connection refused" % (MX1, outbound.port)), service="smtp"))
+    # The site comes back; flush revives the destination and delivers both.
+    mx1 = outbound.fake(MX1)
+    outbound.tern("flush")
+    outbound.wait_fake(mx1, 1)
+    outbound.wait(lambda: sorted(mx1.delivered()) == ["a@remote.test", "b@remote.test"],
+                  "both delivered after the flush")
+
+
+def test_bounce_of_a_bounce_goes_to_postmaster_and_never_loops(outbound):
+    outbound.fake(MX1, rcpt_reply="550 5.1.1 <u@remote.test>: unknown user")
+    # postmaster is a mailbox in the virtual box too
+    outbound.start(**{"2bounce_notice_recipient": "postmaster@example.test"})
+    outbound.send(["u@remote.test"], sender="")
+    outbound.wait_status("u@remote.test", delivery_re(
+        "u@remote.test", hostport("mx1.remote.test", MX1, outbound.port), r"5\.1\.1",
+        "bounced", ".*unknown user.*", service="smtp"))
+    m = outbound.wait_log(r"([0-9A-F]+): postmaster non-delivery notification: ([0-9A-F]+)")
+    new = outbound.box / "new"
+    outbound.wait(lambda: new.is_dir() and len(list(new.iterdir())) == 1, "the postmaster notice")
+    [path] = list(new.iterdir())
+    msg = email.message_from_bytes(path.read_bytes())
+    # From the double-bounce address, not <>: its own failure must not loop.
+    assert msg["Return-Path"] == "<double-bounce@tern.test>", msg.as_string()
+    assert msg["To"] == "postmaster@example.test"
+    assert msg.get_content_type() == "multipart/report"
+    [report] = [p for p in msg.walk() if p.get_content_type() == "message/delivery-status"]
+    rcpts = report.get_payload()[1:]
+    assert rfc822(rcpts[0]["Final-Recipient"]) == "u@remote.test"
+    assert rcpts[0]["Action"] == "failed"
+
+    # A notice from double-bounce that fails is only logged: no third mail.
+    outbound.send(["u@remote.test"], sender="double-bounce@tern.test")
+    outbound.wait_log(r"undeliverable postmaster notification discarded")
+    time.sleep(1)
+    assert outbound.notice_count() == 1
+
+
+def test_delay_warning_once(outbound):
+    outbound.fake(MX1, rcpt_reply="450 4.2.1 <u@remote.test>: try later")
+    outbound.start(delay_warning_time="1s")
+    outbound.send(["u@remote.test"])
+    m = outbound.wait_log(r"([0-9A-F]+): sender delay notification: [0-9A-F]+", timeout=15)
+    [(msg, per_msg, rcpts)] = outbound.notices(1)
+    assert msg["Subject"] == "Delayed Mail (still being retried)"
+    assert rcpts[0]["Action"] == "delayed"
+    assert rcpts[0]["Status"] == "4.2.1"
+    # later retries do not warn again
+    outbound.wait(lambda: outbound.log().count("%s: to=<u@remote.test>" % m.group(1)) >= 3,
+                  "two more attempts", timeout=15)
+    assert outbound.log().count("sender delay notification") == 1
+    assert outbound.notice_count() == 1
+    harness.run_tern("queue", "delete", "ALL", config_dir=outbound.cfg, check=True)
