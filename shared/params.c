@@ -205,6 +205,7 @@ const struct cfg_param tern_params[] = {
 	STR("2bounce_notice_recipient", "postmaster", "recipient of undeliverable bounces"),
 	STR("delay_notice_recipient", "postmaster", "recipient of delay notices (notify_classes delay)"),
 	STR("error_notice_recipient", "postmaster", "recipient of error notices"),
+	INT("duplicate_filter_limit", "1000", 0, 0, "addresses remembered per recipient against duplicate alias deliveries (0: no limit)"),
 	SIZE("bounce_size_limit", "50000", "most of the original message returned in a bounce, in bytes"),
 
 	/* BCC and content checks. */

@@ -134,7 +134,8 @@ static int deliver_conf_times(struct deliver_conf *dc, const struct cfg *cfg, st
 	    cfg_get_time(cfg, NULL, "bounce_queue_lifetime", &dc->bounce_lifetime, err) < 0 ||
 	    cfg_get_size(cfg, NULL, "mailbox_size_limit", &dc->mailbox_limit, err) < 0 ||
 	    cfg_get_time(cfg, NULL, "delay_warning_time", &dc->delay_warning, err) < 0 ||
-	    cfg_get_size(cfg, NULL, "bounce_size_limit", &dc->bounce_size_limit, err) < 0)
+	    cfg_get_size(cfg, NULL, "bounce_size_limit", &dc->bounce_size_limit, err) < 0 ||
+	    cfg_get_int(cfg, NULL, "duplicate_filter_limit", &dc->dup_filter_limit, err) < 0)
 		return -1;
 	/* postconf(5): a maximal_backoff_time below the minimum is raised. */
 	if (dc->max_backoff < dc->min_backoff)

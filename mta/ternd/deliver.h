@@ -74,6 +74,7 @@ struct deliver_conf {
 	long long min_backoff, max_backoff, run_delay, lifetime, bounce_lifetime;
 	long long delay_warning;	/* delay_warning_time, 0 = never */
 	long long bounce_size_limit;	/* most of the original returned in full */
+	long long dup_filter_limit;	/* duplicate_filter_limit, 0 = none */
 	char *double_bounce_sender;	/* "double-bounce@$myorigin" */
 	char *bounce_2_rcpt;		/* 2bounce_notice_recipient */
 	struct deliver_smtp_conf *smtp; /* the smtp and lmtp clients (deliver_smtp.c) */

@@ -7,7 +7,9 @@
  * default_privs (root-owned source) or mail_owner; expansion depth is
  * bounded and an alias already expanded on the way delivers to the
  * mailbox instead of looping. Commands run with fork+exec only
- * (async-signal-safe after fork in a threaded process).
+ * (async-signal-safe after fork in a threaded process). Duplicates
+ * within one queue recipient's expansion are delivered once, as
+ * local(8)'s duplicate filter does (see "duplicate elimination").
  */
 #define _GNU_SOURCE /* pipe2, memfd_create */
 #include "deliver.h"
@@ -16,9 +18,11 @@
 
 #include "addr.h"
 #include "attr.h"
+#include "casefold.h"
 #include "lines.h"
 #include "log.h"
 #include "queue.h"
+#include "route.h"
 #include "table.h"
 
 #include <errno.h>
@@ -28,6 +32,8 @@
 #include <pthread.h>
 #include <pwd.h>
 #include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,6 +59,116 @@ struct local_trust {
 
 static void local_expand_value(struct deliver_rcpt *r, const char *value,
 			       const struct local_trust *tr, int include_depth);
+
+/* --- duplicate elimination -------------------------------------------
+ * Postfix's local(8) gives each queue recipient a duplicate filter
+ * (local.c: been_here_init(duplicate_filter_limit, BH_FLAG_FOLD) per
+ * recipient) and asks it before every destination of the expansion: an
+ * address ("recipient LEVEL addr", "indirect addr" once it leaves
+ * local), a mailbox ("mailbox localpart"), a /file ("file UID path"),
+ * a |command ("command USER:UID cmd"), an :include: file ("include UID
+ * path"). A repeat is skipped without a log line: the mail did reach
+ * that destination, and the queue recipient's outcome is the first
+ * visit's. Keys are case-folded whole, paths included, as Postfix's.
+ *
+ * The filter is per queue recipient, not per message: two aliases that
+ * share a member give that member two copies, each with its own
+ * X-Original-To: (Postfix 3.7 does the same; local_destination_
+ * recipient_limit = 1 makes every recipient its own delivery there).
+ * A recipient repeated in the envelope is dropped when the message is
+ * queued (queue_submit(), as cleanup's filter).
+ *
+ * The filter lives in the deliver_local() call for the queue recipient
+ * (the root of the deliver_rcpt chain); the whole expansion runs inside
+ * that call on one worker thread, which finds it through a per-thread
+ * pointer. A chain with another root finds no filter and delivers: a
+ * duplicate at worst, never a loss. */
+
+struct local_dups {
+	const struct deliver_rcpt *root; /* the queue recipient */
+	char **slot;			 /* open addressing; NULL = free */
+	size_t cap, used;		 /* cap: 0 or a power of two */
+};
+
+static __thread struct local_dups *local_dups_cur;
+
+static size_t local_dups_hash(const char *s)
+{
+	uint64_t h = 14695981039346656037ULL; /* FNV-1a */
+
+	for (; *s; s++)
+		h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+	return (size_t)h;
+}
+
+/* local_dups_slot - where key is, or the free slot it would take. */
+static size_t local_dups_slot(const struct local_dups *d, const char *key)
+{
+	size_t i = local_dups_hash(key) & (d->cap - 1);
+
+	while (d->slot[i] != NULL && strcmp(d->slot[i], key) != 0)
+		i = (i + 1) & (d->cap - 1);
+	return i;
+}
+
+static void local_dups_grow(struct local_dups *d)
+{
+	struct local_dups n = {d->root, NULL, d->cap ? d->cap * 2 : 64, d->used};
+
+	n.slot = xcalloc(n.cap, sizeof(*n.slot));
+	for (size_t i = 0; i < d->cap; i++)
+		if (d->slot[i] != NULL)
+			n.slot[local_dups_slot(&n, d->slot[i])] = d->slot[i];
+	free(d->slot);
+	*d = n;
+}
+
+static void local_dups_free(struct local_dups *d)
+{
+	for (size_t i = 0; i < d->cap; i++)
+		free(d->slot[i]);
+	free(d->slot);
+}
+
+static const struct deliver_rcpt *local_root(const struct deliver_rcpt *r)
+{
+	while (r->parent != NULL)
+		r = r->parent;
+	return r;
+}
+
+/* local_dup - Postfix's been_here(): 1 if r's queue recipient has met
+ * this destination already (skip it), else remember it and 0. */
+static int local_dup(const struct deliver_rcpt *r, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static int local_dup(const struct deliver_rcpt *r, const char *fmt, ...)
+{
+	struct local_dups *d = local_dups_cur;
+	struct buf raw = BUF_INIT, key = BUF_INIT;
+	va_list ap;
+	int seen = 0;
+
+	if (d == NULL || d->root != local_root(r))
+		return 0;
+	va_start(ap, fmt);
+	buf_vprintf(&raw, fmt, ap);
+	va_end(ap);
+	casefold(&key, raw.data, raw.len);
+	if (d->cap > 0 && d->slot[local_dups_slot(d, buf_str(&key))] != NULL) {
+		seen = 1;
+	} else if (r->msg->conf->dup_filter_limit <= 0 ||
+		   d->used < (size_t)r->msg->conf->dup_filter_limit) {
+		/* duplicate_filter_limit: later keys are not remembered, so a
+		 * huge :include: list costs bounded memory */
+		if ((d->used + 1) * 2 > d->cap)
+			local_dups_grow(d);
+		d->slot[local_dups_slot(d, buf_str(&key))] = buf_detach(&key);
+		d->used++;
+	}
+	buf_free(&raw);
+	buf_free(&key);
+	return seen;
+}
 
 /* --- mbox ---------------------------------------------------------- */
 
@@ -517,6 +633,28 @@ static int local_alias_seen(const struct deliver_rcpt *r, const char *name)
 	return 0;
 }
 
+/* local_child_dup - the duplicate filter for an address of an
+ * expansion. One that stays with local is keyed with its nesting depth
+ * (Postfix: "recipient LEVEL addr"), so "joe: joe, x" met again deeper
+ * down is expanded again and ends in the mailbox filter; one that leaves
+ * local (Postfix forwards it as new mail) is keyed at any depth. */
+static int local_child_dup(const struct deliver_rcpt *c)
+{
+	struct route rt;
+	struct buf err = BUF_INIT;
+	int dup = 0;
+
+	route_init(&rt);
+	/* A lookup error is deliver_rcpt_run()'s to report (a deferral). */
+	if (route_resolve(c->msg->conf->route, c->addr, &rt, &err) == 0)
+		dup = strcmp(buf_str(&rt.transport), "local") == 0
+			  ? local_dup(c, "recipient %d %s", c->depth, c->addr)
+			  : local_dup(c, "indirect %s", c->addr);
+	route_free(&rt);
+	buf_free(&err);
+	return dup;
+}
+
 /* local_child - deliver one expansion as a new address (re-routed). */
 static void local_child(struct deliver_rcpt *r, const char *addr, const char *alias)
 {
@@ -529,10 +667,13 @@ static void local_child(struct deliver_rcpt *r, const char *addr, const char *al
 	if (strchr(addr, '@') == NULL) /* unqualified: @$myorigin, as cleanup */
 		buf_printf(&q, "@%s", r->msg->conf->myorigin);
 	c.addr = buf_str(&q);
-	if (c.depth > DELIVER_MAX_DEPTH)
+	if (local_child_dup(&c)) {
+		/* met before through another item: its outcome stands */
+	} else if (c.depth > DELIVER_MAX_DEPTH) {
 		deliver_report(&c, "local", "5.4.6", "mail forwarding loop for %s", c.addr);
-	else
+	} else {
 		deliver_rcpt_run(&c);
+	}
 	r->nsent += c.nsent;
 	r->nbounced += c.nbounced;
 	r->ndeferred += c.ndeferred;
@@ -576,14 +717,23 @@ out:
 static void local_expand_item(struct deliver_rcpt *r, const char *item,
 			      const struct local_trust *tr, int include_depth)
 {
+	/* Duplicates first, as Postfix: a refused item listed twice is
+	 * refused once. A command is keyed with the alias it serves (the
+	 * environment differs), a file and an include with the user. */
 	if (strncasecmp(item, ":include:", 9) == 0) {
-		local_include(r, item + 9, include_depth);
+		if (!local_dup(r, "include %ld %s", (long)tr->uid, item + 9))
+			local_include(r, item + 9, include_depth);
 	} else if (item[0] == '|') {
+		if (local_dup(r, "command %s:%ld %s", r->alias ? r->alias : "", (long)tr->uid,
+			      item + 1))
+			return;
 		if (!tr->allowed || !r->msg->conf->cmd_alias)
 			deliver_report(r, "local", "5.7.1", "mail to command is restricted");
 		else
 			local_deliver_command(r, item + 1, tr);
 	} else if (item[0] == '/') {
+		if (local_dup(r, "file %ld %s", (long)tr->uid, item))
+			return;
 		if (!tr->allowed || !r->msg->conf->file_alias)
 			deliver_report(r, "local", "5.7.1", "mail to file is restricted");
 		else
@@ -636,7 +786,17 @@ static int local_alias_lookup(struct deliver_rcpt *r, const char *local, const c
 	return rc;
 }
 
-void deliver_local(struct deliver_rcpt *r, const char *nexthop)
+/* local_mailbox - a system user's mailbox, once per queue recipient
+ * (Postfix: "mailbox localpart", the extension included, whether or not
+ * the user exists). */
+static void local_mailbox(struct deliver_rcpt *r, const char *local, const char *user)
+{
+	if (!local_dup(r, "mailbox %s", local))
+		local_deliver_user(r, user);
+}
+
+/* local_resolve - aliases first, then the user's mailbox. */
+static void local_resolve(struct deliver_rcpt *r)
 {
 	const char *at = strrchr(r->addr, '@');
 	struct buf local = BUF_INIT, user = BUF_INIT, ext = BUF_INIT, value = BUF_INIT,
@@ -649,7 +809,7 @@ void deliver_local(struct deliver_rcpt *r, const char *nexthop)
 	if (!addr_split_ext(buf_str(&local), r->msg->conf->delims, &user, &ext))
 		buf_set(&user, buf_str(&local));
 	if (local_alias_seen(r, buf_str(&user))) {
-		local_deliver_user(r, buf_str(&user));
+		local_mailbox(r, buf_str(&local), buf_str(&user));
 		goto out;
 	}
 	rc = local_alias_lookup(r, buf_str(&local), buf_str(&user), &value, &tr, &err);
@@ -663,7 +823,7 @@ void deliver_local(struct deliver_rcpt *r, const char *nexthop)
 		local_expand_value(r, buf_str(&value), &tr, 0);
 		mut->alias = saved;
 	} else {
-		local_deliver_user(r, buf_str(&user));
+		local_mailbox(r, buf_str(&local), buf_str(&user));
 	}
 out:
 	buf_free(&local);
@@ -671,6 +831,20 @@ out:
 	buf_free(&ext);
 	buf_free(&value);
 	buf_free(&err);
+}
+
+void deliver_local(struct deliver_rcpt *r, const char *nexthop)
+{
+	struct local_dups dups = {r, NULL, 0, 0}, *saved = local_dups_cur;
+
+	if (r->parent != NULL) { /* an expansion: its queue recipient's filter */
+		local_resolve(r);
+		return;
+	}
+	local_dups_cur = &dups; /* a queue recipient: a fresh filter */
+	local_resolve(r);
+	local_dups_cur = saved;
+	local_dups_free(&dups);
 }
 
 /* --- the privileged helper --------------------------------------------

@@ -1439,6 +1439,8 @@ static void smtp_deliver_chunk(struct deliver_rcpt **rs, size_t n, const char *t
 	double t_conn = 0;
 	struct buf key = BUF_INIT, cached_relay = BUF_INIT;
 	struct smtp_sess *cached;
+	struct sockaddr_storage tried; /* the server a cached session already answered for */
+	socklen_t tried_len = 0;
 
 	buf_printf(&key, "%s:%s", transport, nexthop);
 	for (size_t i = 0; i < n; i++) {
@@ -1453,6 +1455,10 @@ static void smtp_deliver_chunk(struct deliver_rcpt **rs, size_t n, const char *t
 		buf_printf(&cached_relay, ", conn_use=%d", cached->uses + 1);
 		cached->cache_key = buf_str(&key);
 		sessions += smtp_session(cached, m, xs, n, buf_str(&cached_relay), &t_conn, &why);
+		if (!cached->stale) { /* it answered: do not ask the same server again now */
+			tried = cached->own.ss;
+			tried_len = cached->own.sslen;
+		}
 		left = 0;
 		for (size_t i = 0; i < n; i++) {
 			if (xs[i].st == RS_TODO && cached->stale)
@@ -1467,6 +1473,9 @@ static void smtp_deliver_chunk(struct deliver_rcpt **rs, size_t n, const char *t
 		smtp_sess_close(cached, 0); /* a copy went back to the cache if reusable */
 	}
 	for (size_t h = 0; h < servers->n && left; h++) {
+		if (tried_len == servers->v[h].sslen &&
+		    memcmp(&tried, &servers->v[h].ss, tried_len) == 0)
+			continue;
 		struct smtp_sess ss = {.sc = sc,
 				       .pc = smtp_proto(sc, transport),
 				       .sv = &servers->v[h],

@@ -10,6 +10,7 @@
  */
 #include "queue_impl.h"
 
+#include "casefold.h"
 #include "log.h"
 
 #include <errno.h>
@@ -232,12 +233,71 @@ static struct qreq *qreq_new(int type, const char *qid)
 	return r;
 }
 
+/* --- Repeated recipients ---------------------------------------------
+ * Postfix's cleanup writes each recipient once per message
+ * (cleanup_out_recipient.c: a duplicate filter keyed by DSN ORCPT,
+ * NOTIFY and the address, case-folded whole): "RCPT TO:<a>" twice, or
+ * "sendmail a a", queues a once, and the first one's DSN settings stay.
+ * That happens here, when the message is committed, and not in
+ * queue_env_add_rcpt(): that one also reads queue records back, whose
+ * recipients the journal addresses by position; and smtpd must still
+ * answer 250 to each RCPT and count it (smtpd_recipient_limit, the
+ * Received: "for" clause) as Postfix's smtpd does. */
+
+struct queue_rcpt_key {
+	char *key; /* folded "orcpt\nnotify\naddr" */
+	size_t i;  /* position in the envelope */
+};
+
+static int queue_rcpt_key_cmp(const void *a, const void *b)
+{
+	const struct queue_rcpt_key *x = a, *y = b;
+	int c = strcmp(x->key, y->key);
+
+	return c ? c : (x->i > y->i) - (x->i < y->i);
+}
+
+/* queue_env_unique - *out is env without repeated recipients, the first
+ * of each kept in order: a shallow copy (the strings stay env's) whose
+ * rcpt array the caller frees. Sorted, not compared pairwise, so that
+ * a large smtpd_recipient_limit cannot stall the event loop. */
+static void queue_env_unique(const struct queue_env *env, struct queue_env *out)
+{
+	struct queue_rcpt_key *k = xcalloc(env->nrcpt + 1, sizeof(*k));
+	char *drop = xcalloc(env->nrcpt + 1, 1);
+	struct buf raw = BUF_INIT, folded = BUF_INIT;
+
+	for (size_t i = 0; i < env->nrcpt; i++) {
+		const struct queue_rcpt *r = &env->rcpt[i];
+		buf_reset(&raw);
+		buf_printf(&raw, "%s\n%d\n%s", r->orcpt ? r->orcpt : "", r->notify, r->addr);
+		casefold(&folded, raw.data, raw.len);
+		k[i] = (struct queue_rcpt_key){xstrdup(buf_str(&folded)), i};
+	}
+	qsort(k, env->nrcpt, sizeof(*k), queue_rcpt_key_cmp);
+	for (size_t j = 1; j < env->nrcpt; j++)
+		drop[k[j].i] = strcmp(k[j].key, k[j - 1].key) == 0;
+	*out = *env;
+	out->rcpt = xcalloc(env->nrcpt + 1, sizeof(*out->rcpt));
+	out->nrcpt = 0;
+	for (size_t i = 0; i < env->nrcpt; i++) {
+		if (!drop[i])
+			out->rcpt[out->nrcpt++] = env->rcpt[i];
+		free(k[i].key);
+	}
+	free(k);
+	free(drop);
+	buf_free(&raw);
+	buf_free(&folded);
+}
+
 void queue_submit(struct queue *q, const char *qid, const struct queue_env *env,
 		  const char *content, size_t len, struct event_base *base, queue_commit_cb cb,
 		  void *arg)
 {
 	struct qrec_state st = {QUEUE_STATE_ACTIVE, 0, NULL};
 	struct qreq *r = qreq_new(QREC_MESSAGE, qrec_qid_ok(qid) ? qid : "INVALID");
+	struct queue_env uniq;
 
 	r->base = base, r->cb = cb, r->arg = arg;
 	if (q->opts.rdonly || !qrec_qid_ok(qid) || env->nrcpt == 0 || len > QREC_PAYLOAD_MAX / 2) {
@@ -248,9 +308,11 @@ void queue_submit(struct queue *q, const char *qid, const struct queue_env *env,
 		qcommit_complete(q, r); /* still through base: never re-entrant */
 		return;
 	}
-	qrec_encode_message(&r->rec, qid, env, &st, content, len);
-	r->msg = qmsg_from_env(qid, env, &st);
+	queue_env_unique(env, &uniq);
+	qrec_encode_message(&r->rec, qid, &uniq, &st, content, len);
+	r->msg = qmsg_from_env(qid, &uniq, &st);
 	r->msg->size = len;
+	free(uniq.rcpt);
 	qcommit_enqueue(q, r);
 }
 

@@ -109,3 +109,21 @@ def test_delay_warning_once(outbound):
     assert outbound.log().count("sender delay notification") == 1
     assert outbound.notice_count() == 1
     harness.run_tern("queue", "delete", "ALL", config_dir=outbound.cfg, check=True)
+
+
+def test_tempfail_on_a_reused_connection_is_deferred_not_retried_at_once(outbound):
+    """A 4xx to RCPT on a cached connection is that server's answer: the
+    recipient is deferred and logged, not silently tried again on a fresh
+    connection to the same server."""
+    replies = {"later@remote.test": "450 4.2.1 <later@remote.test>: try later"}
+    mx1 = outbound.fake(MX1, rcpt_reply=replies)
+    outbound.start(minimal_backoff_time="1h", maximal_backoff_time="1h")
+    outbound.send(["first@remote.test"])
+    outbound.wait_fake(mx1, 1)
+    outbound.send(["later@remote.test"])
+    outbound.wait_status("later@remote.test", delivery_re(
+        "later@remote.test", hostport("mx1.remote.test", MX1, outbound.port) + ", conn_use=2",
+        r"4\.2\.1", "deferred", ".*try later.*", service="smtp"))
+    time.sleep(0.5)
+    tried = [a for t in mx1.transactions for (a, _, _) in t["rcpts_tried"]]
+    assert tried.count("later@remote.test") == 1, mx1.describe()
