@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""make bench: Tern vs Postfix, receive-only durable ingest, on this machine.
+"""make bench: Tern vs Postfix, durable ingest and relay, on this machine.
 
     /usr/bin/python3 tests/bench/bench.py --build $PWD/build [options]
 
@@ -13,7 +13,18 @@ Measures, in one run (see tests/bench/README.md for what each number means):
    both delivering to discard, both acknowledging only durable mail,
    driven by Postfix's smtp-source for 1, 20 and 100 sessions x 5 KiB and
    100 KiB messages, run alternately, median of --reps runs;
-3. ternd's RSS with 1,000 idle SMTP sessions.
+3. relay end to end: smtp-source -> ternd / Postfix -> smtp-sink (each
+   server its own sink, relayhost = [127.0.0.1]:port), 20 and 100
+   sessions x 5 KiB, messages/s from the first message submitted until the
+   sink has the last one, plus the queue length sampled during the runs;
+4. ternd relaying to a sink (tempfail_sink_main) that answers 450 to 30% of
+   the recipients on their first attempt: queue growth and recovery time,
+   with short backoff settings;
+5. ternd's RSS with 1,000 idle SMTP sessions.
+
+--only ingest|relay|tempfail (comma-separated) runs a subset; ingest
+includes 1 and 5. Exits 1 when a run lost mail, delivered it twice, left
+it queued or failed.
 
 Prints a table to stdout and writes JSON (default BUILD/bench.json).
 Needs root (Postfix's master runs as root; ternd drops to mail_owner).
@@ -36,9 +47,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 SMTP_SOURCE = "/usr/sbin/smtp-source"
+SMTP_SINK = "/usr/sbin/smtp-sink"
 POSTFIX = "/usr/sbin/postfix"
 POSTCONF = "/usr/sbin/postconf"
 MASTER_CF = "/etc/postfix/master.cf"
@@ -49,6 +62,20 @@ RECIPIENT = "user@dest.example"  # smtp-source -N makes it 1user@..., 2user@...
 PROFILES = [(1, 5120), (20, 5120), (100, 5120), (1, 102400), (20, 102400), (100, 102400)]
 TARGET_PROFILE = (20, 5120)
 TARGET_RATIO = 10.0
+
+# Relay end to end (smtp-source -> server -> sink): (sessions, length).
+RELAY_PROFILES = [(20, 5120), (100, 5120)]
+RELAY_TARGET_RATIO = 5.0
+QUEUE_SAMPLE_S = 0.5  # how often the queue length is sampled during a relay run
+# Relay to a sink that tempfails a share of the RCPTs once (Tern only).
+TEMPFAIL_PROFILE = (20, 5120)
+TEMPFAIL_PERCENT = 30
+TEMPFAIL_SETTINGS = {"minimal_backoff_time": "2s", "maximal_backoff_time": "4s",
+                     "queue_run_delay": "1s"}
+TEMPFAIL_HOLD_S = 0.5  # the sink keeps tempfailing a recipient this long after its first 450
+# A retry sooner than this after the first 450 ignores minimal_backoff_time
+# (retry times are whole seconds, in Postfix too: up to 1 s less is normal).
+TEMPFAIL_EARLY_S = 1.0
 
 PROBLEMS = []  # things that went wrong or look odd; printed and in the JSON
 
@@ -251,9 +278,10 @@ def run_smtp_source(port, sessions, length, count, timeout):
 class Tern:
     name = "tern"
 
-    def __init__(self, build, workdir):
+    def __init__(self, build, workdir, sub="tern", overrides=None):
         self.build = build
-        self.dir = os.path.join(workdir, "tern")
+        self.dir = os.path.join(workdir, sub)
+        self.overrides = dict(overrides or {})
         os.makedirs(self.dir)
         os.chmod(self.dir, 0o755)
         self.port = free_port()
@@ -269,25 +297,27 @@ class Tern:
 
     def write_config(self):
         owner = "tern" if os.geteuid() == 0 else _user_name()  # never root: ternd refuses it
-        conf = [
-            "# make bench: receive-only, everything to discard",
-            "listen_smtp = 127.0.0.1:%d" % self.port,
-            "myhostname = bench.local",
-            "mydestination =",
-            "mynetworks = 127.0.0.0/8",
-            "default_transport = discard",
-            "relay_transport = discard",
-            "queue_directory = %s" % self.queue_dir,
-            "data_directory = %s" % os.path.join(self.dir, "data"),
-            "mail_owner = %s" % owner,
-            "alias_maps =",
-            "local_recipient_maps =",
-            "smtpd_client_connection_count_limit = 0",
-            "smtpd_client_connection_rate_limit = 0",
-            "maillog_file = %s" % os.path.join(self.dir, "maillog"),
-        ]
+        conf = {
+            "listen_smtp": "127.0.0.1:%d" % self.port,
+            "myhostname": "bench.local",
+            "mydestination": "",
+            "mynetworks": "127.0.0.0/8",
+            "default_transport": "discard",
+            "relay_transport": "discard",
+            "queue_directory": self.queue_dir,
+            "data_directory": os.path.join(self.dir, "data"),
+            "mail_owner": owner,
+            "alias_maps": "",
+            "local_recipient_maps": "",
+            "smtpd_client_connection_count_limit": "0",
+            "smtpd_client_connection_rate_limit": "0",
+            "maillog_file": os.path.join(self.dir, "maillog"),
+        }
+        conf.update(self.overrides)
         with open(os.path.join(self.dir, "tern.conf"), "w") as f:
-            f.write("\n".join(conf) + "\n")
+            f.write("# make bench: %s\n" % ("relay, see overrides below" if self.overrides
+                                             else "receive-only, everything to discard"))
+            f.write("".join("%s = %s\n" % kv for kv in conf.items()))
         p = subprocess.run([os.path.join(self.build, "bin", "tern"), "conf", "-c", self.dir, "-n"],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         if p.returncode != 0 or p.stderr.strip():
@@ -348,6 +378,23 @@ class Tern:
         if self.logfile:
             self.logfile.close()
             self.logfile = None
+
+    def queue_len(self):
+        """Messages in the queue as `tern queue list --json` sees them (it
+        reads the queue read-only, without asking ternd), or None."""
+        try:
+            p = subprocess.run([os.path.join(self.build, "bin", "tern"), "queue", "-c", self.dir,
+                                "list", "--json"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, timeout=30)
+        except subprocess.TimeoutExpired:
+            return None
+        if p.returncode != 0:
+            self.queue_list_errors = getattr(self, "queue_list_errors", 0) + 1
+            if self.queue_list_errors == 1:
+                problem("tern queue list --json failed (exit %s): %s"
+                        % (p.returncode, p.stderr.decode("utf-8", "replace").strip()[:300]))
+            return None
+        return sum(1 for l in p.stdout.splitlines() if l.startswith(b"{"))
 
     def before_run(self):
         self.new_log()  # skip whatever came before
@@ -410,8 +457,9 @@ class Postfix:
     name = "postfix"
     QUEUE_SUBDIRS = ("maildrop", "incoming", "active", "deferred", "hold")
 
-    def __init__(self, workdir):
-        self.dir = os.path.join(workdir, "postfix")
+    def __init__(self, workdir, sub="postfix", overrides=None):
+        self.dir = os.path.join(workdir, sub)
+        self.overrides = dict(overrides or {})
         self.conf = os.path.join(self.dir, "conf")
         self.queue_dir = os.path.join(self.dir, "queue")
         self.data = os.path.join(self.dir, "data")
@@ -449,28 +497,31 @@ class Postfix:
         return "".join(out)
 
     def main_cf(self):
-        return "\n".join([
-            "# make bench: a private Postfix instance, receive-only, to discard",
-            "compatibility_level = 3.6",
-            "queue_directory = %s" % self.queue_dir,
-            "data_directory = %s" % self.data,
-            "mail_owner = postfix",
-            "setgid_group = postdrop",
-            "inet_interfaces = 127.0.0.1",
-            "inet_protocols = ipv4",
-            "myhostname = bench.local",
-            "mydestination =",
-            "mynetworks = 127.0.0.0/8",
-            "default_transport = discard",
-            "relay_transport = discard",
-            "local_transport = discard",
-            "smtpd_relay_restrictions = permit_mynetworks, reject",
-            "smtpd_client_connection_count_limit = 0",
-            "smtpd_client_connection_rate_limit = 0",
-            "default_process_limit = 200",
-            "# no maillog_file: postlogd makes smtpd hang on this machine",
-            "",
-        ])
+        conf = {
+            "compatibility_level": "3.6",
+            "queue_directory": self.queue_dir,
+            "data_directory": self.data,
+            "mail_owner": "postfix",
+            "setgid_group": "postdrop",
+            "inet_interfaces": "127.0.0.1",
+            "inet_protocols": "ipv4",
+            "myhostname": "bench.local",
+            "mydestination": "",
+            "mynetworks": "127.0.0.0/8",
+            "default_transport": "discard",
+            "relay_transport": "discard",
+            "local_transport": "discard",
+            "smtpd_relay_restrictions": "permit_mynetworks, reject",
+            "smtpd_client_connection_count_limit": "0",
+            "smtpd_client_connection_rate_limit": "0",
+            "default_process_limit": "200",
+        }
+        conf.update(self.overrides)
+        return "".join(
+            ["# make bench: a private Postfix instance, %s\n"
+             % ("relay, see the bench" if self.overrides else "receive-only, to discard"),
+             "# no maillog_file: postlogd makes smtpd hang on this machine\n"]
+            + ["%s = %s\n" % kv for kv in conf.items()])
 
     def start(self):
         for d in (self.dir, self.conf, self.queue_dir, self.data):
@@ -529,6 +580,11 @@ class Postfix:
             for _root, _dirs, files in os.walk(os.path.join(self.queue_dir, sub)):
                 n += len(files)
         return n
+
+    def queue_len(self):
+        """Files in Postfix's queue directories (what postqueue -p would
+        list, without asking showq)."""
+        return self.queue_count()
 
     def before_run(self):
         pass
@@ -673,11 +729,620 @@ def idle_rss(build, workdir, nsessions):
     return res
 
 
+# ---- relay: smtp-source -> server -> sink ------------------------------------
+
+
+class Counter:
+    """Reads a child's running counters from its stdout in a thread:
+    smtp-source -c prints "N\r" per accepted message, smtp-sink -c prints
+    "sess=N quit=N mesg=N\r", the tempfail sink "mesg=N rcpt=N ...\n".
+    Keeps the latest values and, for `key`, when each value was first seen
+    (time.monotonic())."""
+
+    def __init__(self, stream, key):
+        self.fd = stream.fileno()
+        self.stream = stream
+        self.key = key  # None: a bare number
+        self.values = {}
+        self.history = [(time.monotonic(), 0)]  # (time, value of key) on change
+        self.lock = threading.Lock()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        buf = b""
+        while True:
+            try:
+                chunk = os.read(self.fd, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            now = time.monotonic()
+            buf += chunk
+            parts = re.split(rb"[\r\n]", buf)
+            buf = parts.pop()
+            for part in parts:
+                part = part.strip()
+                if not part:
+                    continue
+                try:
+                    if self.key is None:
+                        vals = {None: int(part)}
+                    else:
+                        vals = {k.decode(): int(v) for k, v in
+                                (f.split(b"=", 1) for f in part.split() if b"=" in f)}
+                except ValueError:
+                    continue
+                with self.lock:
+                    self.values.update(vals)
+                    v = vals.get(self.key)
+                    if v is not None and v != self.history[-1][1]:
+                        self.history.append((now, v))
+
+    def get(self, key=False):
+        with self.lock:
+            return self.values.get(self.key if key is False else key, 0)
+
+    def reached(self, n):
+        """When the key's value first reached n, or None."""
+        with self.lock:
+            for t, v in self.history:
+                if v >= n:
+                    return t
+        return None
+
+    def join(self, timeout=5):
+        self.thread.join(timeout)
+
+
+class SmtpSink:
+    """Postfix's smtp-sink, accepting everything, with -c counters."""
+    kind = "smtp-sink"
+    key = "mesg"  # messages received (each bench message has one recipient)
+
+    def __init__(self):
+        self.port = free_port()
+        self.proc = None
+
+    def argv(self):
+        return [SMTP_SINK, "-c", "-u", "nobody", "-m", "1000", "127.0.0.1:%d" % self.port, "1024"]
+
+    def start(self):
+        self.proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL, start_new_session=True)
+        self.counter = Counter(self.proc.stdout, self.key)
+        if not wait_port(self.port, 10, self.proc):
+            raise RuntimeError("%s did not start on 127.0.0.1:%d (exit %s)"
+                               % (self.kind, self.port, self.proc.poll()))
+        time.sleep(0.2)  # the probe connection's counters
+
+    def get(self, key=False):
+        return self.counter.get(key)
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self):
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.counter.join()
+        self.proc.stdout.close()
+        self.proc = None
+
+
+class TempfailSink(SmtpSink):
+    """tempfail_sink_main() below in a child process: answers 450 to a
+    deterministic share of RCPT addresses the first time it sees them."""
+    kind = "tempfail sink"
+    key = "rcpt"  # recipients accepted at the end of DATA
+
+    def __init__(self, percent, hold_s, early_s):
+        super().__init__()
+        self.percent = percent
+        self.hold_s = hold_s
+        self.early_s = early_s
+
+    def argv(self):
+        return [sys.executable, os.path.abspath(__file__), "--tempfail-sink",
+                str(self.port), str(self.percent), str(self.hold_s), str(self.early_s)]
+
+
+def tempfail_sink_main(port, percent, hold_s, early_s):
+    """A small SMTP sink (asyncio, one process) for the tempfail rows.
+    RCPT TO:<addr> with crc32(addr) % 100 < percent gets "450 4.2.1" on its
+    first attempt and on any attempt within hold_s seconds of that (like
+    greylisting: a client that retries at once, without backing off, is
+    tempfailed again), 250 later; every other RCPT gets 250. Accepted mail
+    is counted and thrown away. Counters go to stdout as
+    "mesg=N rcpt=N tempfail=N rejects=N dup=N retried=N retry_ms=N early=N"
+    lines: messages and recipients received, recipients tempfailed, 450
+    replies in all, recipients received more than once (duplicate
+    deliveries), tempfailed recipients received later, the sum of their
+    delays from the first 450 to the end of the DATA that delivered them
+    (ms), and how many of those came sooner than early_s seconds after the
+    first 450."""
+    import asyncio
+    import zlib
+
+    st = {"mesg": 0, "rcpt": 0, "tempfail": 0, "rejects": 0, "dup": 0, "retried": 0,
+          "retry_ms": 0, "early": 0}
+    failed, delivered = {}, set()  # failed: address -> time of its 450
+    dirty = [False]
+
+    def show():
+        if dirty[0]:
+            dirty[0] = False
+            sys.stdout.write(" ".join("%s=%d" % kv for kv in st.items()) + "\n")
+            sys.stdout.flush()
+
+    class Session(asyncio.Protocol):
+        def connection_made(self, tr):
+            self.tr = tr
+            self.buf = bytearray()
+            self.data = False
+            self.scan = 0
+            self.rcpts = []
+            tr.write(b"220 tempfail-sink ESMTP\r\n")
+
+        def data_received(self, chunk):
+            self.buf += chunk
+            out = []
+            while True:
+                if self.data:
+                    if self.buf.startswith(b".\r\n"):
+                        end = 3
+                    else:
+                        i = self.buf.find(b"\r\n.\r\n", self.scan)
+                        if i < 0:
+                            self.scan = max(0, len(self.buf) - 4)
+                            break
+                        end = i + 5
+                    del self.buf[:end]
+                    self.data, self.scan = False, 0
+                    st["mesg"] += 1
+                    now = time.monotonic()
+                    for a in self.rcpts:
+                        if a in delivered:
+                            st["dup"] += 1
+                        else:
+                            delivered.add(a)
+                            t = failed.get(a)
+                            if t is not None:
+                                st["retried"] += 1
+                                st["retry_ms"] += int(1000 * (now - t))
+                                st["early"] += now - t < early_s
+                        st["rcpt"] += 1
+                    self.rcpts = []
+                    dirty[0] = True
+                    out.append(b"250 2.0.0 Ok: queued\r\n")
+                    continue
+                i = self.buf.find(b"\n")
+                if i < 0:
+                    break
+                line = bytes(self.buf[:i]).rstrip(b"\r")
+                del self.buf[:i + 1]
+                verb = line[:4].upper()
+                if verb == b"EHLO":
+                    out.append(b"250-tempfail-sink\r\n250-PIPELINING\r\n250-8BITMIME\r\n"
+                               b"250 ENHANCEDSTATUSCODES\r\n")
+                elif verb == b"HELO":
+                    out.append(b"250 tempfail-sink\r\n")
+                elif verb == b"MAIL":
+                    self.rcpts = []
+                    out.append(b"250 2.1.0 Ok\r\n")
+                elif verb == b"RCPT":
+                    a = line.partition(b"<")[2].partition(b">")[0].lower()
+                    t = failed.get(a)
+                    if (t is None and zlib.crc32(a) % 100 < percent) \
+                            or (t is not None and time.monotonic() - t < hold_s):
+                        if t is None:
+                            failed[a] = time.monotonic()
+                            st["tempfail"] += 1
+                        st["rejects"] += 1
+                        dirty[0] = True
+                        out.append(b"450 4.2.1 <%s>: Recipient address rejected: try again later\r\n"
+                                   % a)
+                    else:
+                        self.rcpts.append(a)
+                        out.append(b"250 2.1.5 Ok\r\n")
+                elif verb == b"DATA":
+                    if self.rcpts:
+                        self.data, self.scan = True, 0
+                        out.append(b"354 End data with <CR><LF>.<CR><LF>\r\n")
+                    else:
+                        out.append(b"554 5.5.1 Error: no valid recipients\r\n")
+                elif verb == b"RSET":
+                    self.rcpts = []
+                    out.append(b"250 2.0.0 Ok\r\n")
+                elif verb == b"NOOP":
+                    out.append(b"250 2.0.0 Ok\r\n")
+                elif verb == b"QUIT":
+                    out.append(b"221 2.0.0 Bye\r\n")
+                    self.tr.write(b"".join(out))
+                    self.tr.close()
+                    show()
+                    return
+                else:
+                    out.append(b"502 5.5.2 Error: command not recognized\r\n")
+            if out:
+                self.tr.write(b"".join(out))
+            show()
+
+    async def serve():
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(Session, "127.0.0.1", port, backlog=1024)
+        if os.geteuid() == 0:  # like smtp-sink -u nobody
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+        async with server:
+            await server.serve_forever()
+
+    signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
+    try:
+        asyncio.run(serve())
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+TERN_LOG_QID = re.compile(r": ([0-9A-F]+): ")
+TERN_LOG_TO = re.compile(r": to=<([^>]*)>")
+
+
+def tern_log_summary(lines):
+    """What ternd logged for a relay run: queue IDs that entered the active
+    queue, recipients logged status=sent (with duplicates), deferrals,
+    bounces, removed queue IDs, and warnings/errors."""
+    res = {"active": set(), "sent": [], "deferred": 0, "bounced": [], "removed": set(), "odd": []}
+    for line in lines:
+        m = TERN_LOG_QID.search(line)
+        if line.endswith("(queue active)") and m:
+            res["active"].add(m.group(1))
+        elif "status=sent" in line:
+            t = TERN_LOG_TO.search(line)
+            res["sent"].append(t.group(1) if t else line)
+        elif "status=deferred" in line:
+            res["deferred"] += 1
+        elif "status=bounced" in line or "status=expired" in line:
+            res["bounced"].append(line)
+        elif line.endswith(": removed") and m:
+            res["removed"].add(m.group(1))
+        elif re.search(r"\b(warning|error|fatal|panic):", line) or "reject:" in line:
+            res["odd"].append(line)
+    return res
+
+
+def backlog_slope(samples, t_from, t_to):
+    """Least-squares slope (messages/s) of accepted - delivered over time,
+    for the samples in [t_from, t_to]; None with too few samples."""
+    pts = [(t, acc - dl) for t, acc, dl, _q in samples if t_from <= t <= t_to]
+    if len(pts) < 5 or pts[-1][0] - pts[0][0] < 0.5:
+        return None
+    return statistics.linear_regression([p[0] for p in pts], [p[1] for p in pts]).slope
+
+
+def relay_run(srv, sink, sessions, length, count, label, rcpt_tag="", expect_deferred=False,
+              timeout=300, drain_timeout=120):
+    """One end-to-end run: smtp-source -c into srv, which relays to sink.
+    Samples smtp-source's and the sink's counters every 0.1 s and the
+    server's queue length every QUEUE_SAMPLE_S; the run ends when the sink
+    has received every message smtp-source got a 250 for. Then checks the
+    server side: queue empty, (Tern) every message logged sent exactly once
+    and removed, nothing bounced; and the sink: nothing received twice."""
+    base = sink.get()
+    base_tf = sink.get("tempfail")
+    base_rej = sink.get("rejects")
+    base_dup = sink.get("dup")
+    base_retry = (sink.get("retried"), sink.get("retry_ms"), sink.get("early"))
+    if srv.name == "tern":
+        srv.new_log()
+        cpu0 = proc_cpu_seconds(srv.pid)
+    to = "%s%s" % (rcpt_tag, RECIPIENT)
+    argv = [SMTP_SOURCE, "-c", "-s", str(sessions), "-l", str(length), "-m", str(count),
+            "-d", "-N", "-f", SENDER, "-t", to, "127.0.0.1:%d" % srv.port]
+    errf = tempfile.TemporaryFile()
+    c0 = system_cpu()
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.monotonic()
+    p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errf)
+    src = Counter(p.stdout, None)
+    samples = []  # (t, accepted by server, received by sink, queue length or None)
+    t_submit = None
+    next_q = t0
+    rc = None
+    while True:
+        now = time.monotonic()
+        if t_submit is None:
+            rc = p.poll()
+            if rc is not None:
+                src.join()
+                # The last 250 seen; the exit itself can come a little later.
+                t_submit = src.history[-1][0] if rc == 0 and src.history[-1][1] else now
+            elif now - t0 > timeout:
+                p.kill()
+                p.wait()
+                src.join()
+                rc, t_submit = "timeout", now
+        q = None
+        if now >= next_q:
+            q = srv.queue_len()
+            next_q = time.monotonic() + QUEUE_SAMPLE_S
+        got = sink.get() - base
+        samples.append((round(now - t0, 3), src.get(), got, q))
+        if t_submit is not None and (got >= src.get() or now - t_submit > drain_timeout
+                                     or not srv.alive() or not sink.alive()):
+            break
+        time.sleep(0.1)
+    p.stdout.close()
+    errf.seek(0)
+    err = errf.read().decode("utf-8", "replace").strip()[-2000:]
+    errf.close()
+    accepted = src.get()
+    t_end = sink.counter.reached(base + accepted) if accepted else None
+    c1 = system_cpu()
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    run = {
+        "label": label, "argv": argv, "messages": count, "accepted": accepted, "exit": rc,
+        "stderr": err, "submit_seconds": round(t_submit - t0, 4),
+        "submit_msg_per_s": round(accepted / (t_submit - t0), 1) if accepted else None,
+        "cpu_busy": round((c1[0] - c0[0]) / max(1, c1[1] - c0[1]), 3),
+        "client_cpu_s": round(ru1.ru_utime - ru0.ru_utime + ru1.ru_stime - ru0.ru_stime, 2),
+    }
+    if t_end is not None:
+        run["seconds"] = round(t_end - t0, 4)
+        run["msg_per_s"] = round(accepted / (t_end - t0), 1) if rc == 0 else None
+        run["drain_after_submit_s"] = round(max(0.0, t_end - t_submit), 3)
+    else:
+        run["seconds"] = run["msg_per_s"] = run["drain_after_submit_s"] = None
+    if rc != 0:
+        problem("%s: smtp-source exit %s: %s" % (label, rc, err))
+
+    # Queue and backlog while mail was being submitted and until it drained.
+    qs = [s for s in samples if s[3] is not None]
+    run["queue_samples"] = [[s[0], s[3]] for s in qs]
+    run["max_queue"] = max((s[3] for s in qs), default=None)
+    run["queue_at_submit_end"] = next((s[3] for s in reversed(qs) if s[0] <= t_submit - t0), None)
+    run["max_backlog"] = max((acc - dl for _t, acc, dl, _q in samples), default=None)
+    sub = t_submit - t0
+    slope = backlog_slope(samples, 0.3 * sub, sub)
+    run["backlog_slope_msg_per_s"] = round(slope, 1) if slope is not None else None
+    run["backlog_samples"] = [[s[0], s[1] - s[2]] for s in samples[::5]]
+
+    # The server side.
+    deadline = time.monotonic() + 30
+    left = srv.queue_len()
+    while left and time.monotonic() < deadline and srv.alive():
+        time.sleep(0.2)
+        left = srv.queue_len()
+    run["queue_left"] = left
+    if srv.name == "tern":
+        cpu1 = proc_cpu_seconds(srv.pid)
+        if cpu0 is not None and cpu1 is not None and accepted:
+            run["server_cpu_us_per_msg"] = round(1e6 * (cpu1 - cpu0) / accepted)
+        lines = []
+        while True:  # until every queued message's removal is logged
+            lines += srv.new_log()
+            lg = tern_log_summary(lines)
+            if lg["removed"] >= lg["active"] or time.monotonic() > deadline or not srv.alive():
+                break
+            time.sleep(0.2)
+        sent = len(lg["sent"])
+        dups = sent - len(set(lg["sent"]))
+        run.update({"server_queued": len(lg["active"]), "server_delivered": sent,
+                    "server_duplicate_deliveries": dups, "server_deferred": lg["deferred"],
+                    "server_bounced": len(lg["bounced"]), "server_removed": len(lg["removed"])})
+        if len(lg["active"]) != accepted:
+            problem("%s: smtp-source saw %d x 250 but ternd logged %d messages queued"
+                    % (label, accepted, len(lg["active"])))
+        if sent != accepted or dups:
+            problem("%s: ternd logged %d status=sent for %d accepted messages (%d duplicates)"
+                    % (label, sent, accepted, dups))
+        if lg["removed"] != lg["active"]:
+            problem("%s: ternd logged %d of %d queued messages removed within 30 s"
+                    % (label, len(lg["removed"] & lg["active"]), len(lg["active"])))
+        if lg["bounced"]:
+            problem("%s: ternd bounced %d messages; first: %s"
+                    % (label, len(lg["bounced"]), lg["bounced"][0]))
+        if lg["deferred"] and not expect_deferred:
+            problem("%s: ternd deferred %d deliveries to an accept-all sink" % (label, lg["deferred"]))
+        if lg["odd"]:
+            run["server_log_problems"] = lg["odd"][:20]
+            problem("%s: ternd logged %d warning/error lines; first: %s"
+                    % (label, len(lg["odd"]), lg["odd"][0]))
+    if not srv.alive():
+        problem("%s died during %s" % (srv.name, label))
+    if left is None:
+        problem("%s: cannot read %s's queue" % (label, srv.name))
+    elif left:
+        problem("%s: %d messages still in %s's queue 30 s after the run" % (label, left, srv.name))
+
+    # The sink: everything once.
+    time.sleep(0.1)
+    got = sink.get() - base
+    run["sink_received"] = got
+    run["sink_tempfailed"] = sink.get("tempfail") - base_tf
+    run["sink_450_replies"] = sink.get("rejects") - base_rej
+    if sink.key == "rcpt":
+        run["sink_duplicates"] = sink.get("dup") - base_dup
+        retried = sink.get("retried") - base_retry[0]
+        run["sink_retried"] = retried
+        run["sink_retry_delay_mean_s"] = (round((sink.get("retry_ms") - base_retry[1]) / 1000
+                                                / retried, 3) if retried else None)
+        run["sink_retried_early"] = sink.get("early") - base_retry[2]
+    if got < accepted:
+        problem("%s: LOST MAIL: the sink received %d of the %d messages %s accepted "
+                "(within %d s of the end of submission)" % (label, got, accepted, srv.name,
+                                                             drain_timeout))
+    elif got > accepted or run.get("sink_duplicates"):
+        problem("%s: DUPLICATES: the sink received %d messages (%s duplicate recipients) "
+                "for %d accepted" % (label, got, run.get("sink_duplicates", got - accepted),
+                                     accepted))
+    run["ok"] = bool(rc == 0 and got == accepted and not run.get("sink_duplicates")
+                     and left == 0 and srv.alive()
+                     and (srv.name != "tern" or (run["server_delivered"] == accepted
+                                                 and not run["server_duplicate_deliveries"]
+                                                 and not run["server_bounced"])))
+    note("%-34s %6d msgs  submit %5.2f s  end-to-end %6s s %8s msg/s  max queue %s  drain %s s"
+         "  cpu %3.0f%%"
+         % (label, accepted, run["submit_seconds"], run["seconds"], fmt_rate(run["msg_per_s"]),
+            run["max_queue"], run["drain_after_submit_s"], 100 * run["cpu_busy"]))
+    return run
+
+
+def relay_size(run, seconds, sessions, floor):
+    if run.get("msg_per_s"):
+        return int(min(200000, max(sessions * 5, floor, run["msg_per_s"] * seconds)))
+    return floor
+
+
+def relay(build, workdir, reps, seconds):
+    """Relay end to end, Tern vs Postfix, each relaying to its own smtp-sink."""
+    results = {"profiles": [], "ok": True}
+    tsink, psink = SmtpSink(), SmtpSink()
+    tern = Tern(build, workdir, "tern-relay", {
+        "default_transport": "smtp", "relay_transport": "smtp",
+        "relayhost": "[127.0.0.1]:%d" % tsink.port})
+    postfix = Postfix(workdir, "postfix-relay", {
+        "default_transport": "smtp", "relay_transport": "smtp",
+        "relayhost": "[127.0.0.1]:%d" % psink.port})
+    results["tern_settings"] = dict(tern.overrides)
+    results["postfix_settings"] = dict(postfix.overrides)
+    for x in (tsink, psink, tern, postfix):
+        _cleanup.append(x.stop)
+    try:
+        tsink.start()
+        psink.start()
+        note("relay: ternd on :%d -> smtp-sink :%d, Postfix on :%d -> smtp-sink :%d"
+             % (tern.port, tsink.port, postfix.port, psink.port))
+        tern.start()
+        postfix.start()
+        servers = [tern, postfix]
+        sinks = {"tern": tsink, "postfix": psink}
+        for sessions, length in RELAY_PROFILES:
+            prof = {"sessions": sessions, "length": length, "runs": {}, "warmup": {}}
+            results["profiles"].append(prof)
+            counts = {}
+            for srv in servers:
+                warm = max(sessions * 4, 200)
+                run = relay_run(srv, sinks[srv.name], sessions, length, warm,
+                                "%s relay %d sessions warm-up" % (srv.name, sessions))
+                prof["warmup"][srv.name] = run
+                results["ok"] &= run["ok"]
+                counts[srv.name] = relay_size(run, seconds, sessions, warm)
+                prof["runs"][srv.name] = []
+            for rep in range(reps):
+                for srv in (servers if rep % 2 == 0 else list(reversed(servers))):
+                    run = relay_run(srv, sinks[srv.name], sessions, length, counts[srv.name],
+                                    "%s relay %d sessions run %d" % (srv.name, sessions, rep + 1))
+                    prof["runs"][srv.name].append(run)
+                    results["ok"] &= run["ok"]
+                    counts[srv.name] = relay_size(run, seconds, sessions, counts[srv.name])
+            for name in ("tern", "postfix"):
+                runs = prof["runs"][name]
+                prof[name + "_msg_per_s"] = median(r["msg_per_s"] for r in runs)
+                prof[name + "_submit_msg_per_s"] = median(r["submit_msg_per_s"] for r in runs)
+                prof[name + "_max_queue"] = max((r["max_queue"] for r in runs
+                                                 if r["max_queue"] is not None), default=None)
+                prof[name + "_drain_s"] = median(r["drain_after_submit_s"] for r in runs)
+                prof[name + "_backlog_slope"] = median(r["backlog_slope_msg_per_s"] for r in runs)
+                # Growth: the backlog rises by more than 5% of the ingest
+                # rate in the second part of the submission, in most runs.
+                grows = [r["backlog_slope_msg_per_s"] > 0.05 * r["submit_msg_per_s"]
+                         for r in runs if r["backlog_slope_msg_per_s"] is not None
+                         and r["submit_msg_per_s"]]
+                prof[name + "_queue_grows"] = (sum(grows) * 2 > len(grows)) if grows else None
+            t, pf = prof["tern_msg_per_s"], prof["postfix_msg_per_s"]
+            prof["ratio"] = round(t / pf, 2) if t and pf else None
+        results["tern_after"] = {"rss_kib": proc_status(tern.pid, "VmRSS"),
+                                 "hwm_kib": proc_status(tern.pid, "VmHWM"),
+                                 "threads": proc_status(tern.pid, "Threads")}
+    finally:
+        postfix.stop()
+        tern.stop()
+        tsink.stop()
+        psink.stop()
+    return results
+
+
+def tempfail(build, workdir, reps, seconds):
+    """Tern relaying to a sink that tempfails TEMPFAIL_PERCENT of the RCPTs
+    once: queue growth and recovery time."""
+    sessions, length = TEMPFAIL_PROFILE
+    sink = TempfailSink(TEMPFAIL_PERCENT, TEMPFAIL_HOLD_S, TEMPFAIL_EARLY_S)
+    settings = {"default_transport": "smtp", "relay_transport": "smtp",
+                "relayhost": "[127.0.0.1]:%d" % sink.port}
+    settings.update(TEMPFAIL_SETTINGS)
+    tern = Tern(build, workdir, "tern-tempfail", settings)
+    res = {"sessions": sessions, "length": length, "percent": TEMPFAIL_PERCENT,
+           "tern_settings": settings, "runs": [], "ok": True}
+    _cleanup.append(sink.stop)
+    _cleanup.append(tern.stop)
+    try:
+        sink.start()
+        tern.start()
+        note("tempfail: ternd on :%d -> tempfail sink :%d (%d%% of RCPTs 450 once; %s)"
+             % (tern.port, sink.port, TEMPFAIL_PERCENT,
+                ", ".join("%s=%s" % kv for kv in TEMPFAIL_SETTINGS.items())))
+        warm = 400
+        run = relay_run(tern, sink, sessions, length, warm, "tern tempfail warm-up",
+                        rcpt_tag="w", expect_deferred=True, drain_timeout=60)
+        res["warmup"] = run
+        res["ok"] &= run["ok"]
+        # Size from the submission rate: the recovery comes on top.
+        count = int(min(50000, max(warm, (run["submit_msg_per_s"] or 0) * seconds)))
+        for rep in range(reps):
+            run = relay_run(tern, sink, sessions, length, count, "tern tempfail run %d" % (rep + 1),
+                            rcpt_tag="r%d" % (rep + 1), expect_deferred=True, drain_timeout=60)
+            run["recovery_s"] = run["drain_after_submit_s"]
+            res["runs"].append(run)
+            res["ok"] &= run["ok"]
+            if run["server_deferred"] != run["sink_450_replies"]:
+                problem("%s: the sink answered 450 to %d RCPTs (%d recipients) but ternd logged "
+                        "%d status=deferred lines" % (run["label"], run["sink_450_replies"],
+                                                      run["sink_tempfailed"], run["server_deferred"]))
+            if run["sink_retried"] != run["sink_tempfailed"]:
+                problem("%s: %d recipients tempfailed, %d of them delivered later"
+                        % (run["label"], run["sink_tempfailed"], run["sink_retried"]))
+            if run["sink_retried_early"]:
+                problem("%s: %d of %d tempfailed recipients were delivered sooner than %g s "
+                        "after their 450 (minimal_backoff_time = %s)"
+                        % (run["label"], run["sink_retried_early"], run["sink_retried"],
+                           TEMPFAIL_EARLY_S, TEMPFAIL_SETTINGS["minimal_backoff_time"]))
+        runs = res["runs"]
+        res["submit_msg_per_s"] = median(r["submit_msg_per_s"] for r in runs)
+        res["msg_per_s"] = median(r["msg_per_s"] for r in runs)
+        res["tempfailed_fraction"] = median(r["sink_tempfailed"] / r["accepted"]
+                                            for r in runs if r["accepted"])
+        res["max_queue"] = max((r["max_queue"] for r in runs if r["max_queue"] is not None),
+                               default=None)
+        res["queue_at_submit_end"] = median(r["queue_at_submit_end"] for r in runs)
+        res["recovery_s"] = median(r["recovery_s"] for r in runs)
+        res["retry_delay_mean_s"] = median(r["sink_retry_delay_mean_s"] for r in runs)
+        res["recovery_s_max"] = max((r["recovery_s"] for r in runs if r["recovery_s"] is not None),
+                                    default=None)
+    finally:
+        tern.stop()
+        sink.stop()
+    return res
+
+
 # ---- output ------------------------------------------------------------------
 
 
+def fmt_num(v, fmt="%.0f"):
+    return "-" if v is None else fmt % v
+
+
 def table(report):
-    lim = report["durable_write_limit"]
     out = []
     la = report["machine"].get("loadavg_at_start") or []
     out.append("Tern bench  %s  %d CPUs  %s (%s)  Postfix %s"
@@ -688,28 +1353,93 @@ def table(report):
                % (" ".join("%.2f" % x for x in la) or "?",
                   100 * report["machine"]["cpu_busy_before_start"]))
     out.append("")
-    out.append("Durable-write limit (append + fdatasync, same filesystem as the queues)")
-    out.append("  %-34s %10s %10s %9s" % ("", "syncs/s", "records/s", "MiB/s"))
-    for key, label in (("single_5k", "5 KiB, 1 record per fdatasync"),
-                       ("batched_5k", "5 KiB, 20 records per fdatasync"),
-                       ("batched_100k", "100 KiB, 20 records per fdatasync")):
-        r = lim[key]
-        out.append("  %-34s %10.0f %10.0f %9.1f"
-                   % (label, r["syncs_per_s"], r["records_per_s"], r["MiB_per_s"]))
-    out.append("")
-    out.append("Receive-only durable ingest, smtp-source -d -N, messages/s (median of %d)"
-               % report["reps"])
-    out.append("  %-8s %-8s %9s %9s %11s %16s"
-               % ("sessions", "size", "Tern", "Postfix", "Tern/Pfx", "Tern/batched lim"))
-    for p in report["ingest"]:
-        size = "5 KiB" if p["length"] == 5120 else "100 KiB"
-        mark = "  <- target >= %.0fx" % TARGET_RATIO if (p["sessions"], p["length"]) == TARGET_PROFILE else ""
-        out.append("  %-8d %-8s %9s %9s %11s %16s%s"
-                   % (p["sessions"], size, fmt_rate(p.get("tern_msg_per_s")),
-                      fmt_rate(p.get("postfix_msg_per_s")), fmt_ratio(p.get("ratio")),
-                      fmt_pct(p.get("fraction_of_batched_limit")), mark))
-    out.append("  (Tern/batched lim: Tern's rate / records/s of the batched row for that size)")
-    out.append("")
+    lim = report.get("durable_write_limit")
+    if lim:
+        out.append("Durable-write limit (append + fdatasync, same filesystem as the queues)")
+        out.append("  %-34s %10s %10s %9s" % ("", "syncs/s", "records/s", "MiB/s"))
+        for key, label in (("single_5k", "5 KiB, 1 record per fdatasync"),
+                           ("batched_5k", "5 KiB, 20 records per fdatasync"),
+                           ("batched_100k", "100 KiB, 20 records per fdatasync")):
+            r = lim[key]
+            out.append("  %-34s %10.0f %10.0f %9.1f"
+                       % (label, r["syncs_per_s"], r["records_per_s"], r["MiB_per_s"]))
+        out.append("")
+    if report.get("ingest"):
+        out.append("Receive-only durable ingest, smtp-source -d -N, messages/s (median of %d)"
+                   % report["reps"])
+        out.append("  %-8s %-8s %9s %9s %11s %16s"
+                   % ("sessions", "size", "Tern", "Postfix", "Tern/Pfx", "Tern/batched lim"))
+        for p in report["ingest"]:
+            size = "5 KiB" if p["length"] == 5120 else "100 KiB"
+            mark = "  <- target >= %.0fx" % TARGET_RATIO if (p["sessions"], p["length"]) == TARGET_PROFILE else ""
+            out.append("  %-8d %-8s %9s %9s %11s %16s%s"
+                       % (p["sessions"], size, fmt_rate(p.get("tern_msg_per_s")),
+                          fmt_rate(p.get("postfix_msg_per_s")), fmt_ratio(p.get("ratio")),
+                          fmt_pct(p.get("fraction_of_batched_limit")), mark))
+        out.append("  (Tern/batched lim: Tern's rate / records/s of the batched row for that size)")
+        out.append("")
+    rel = report.get("relay")
+    if rel:
+        out.append("Relay end to end, smtp-source -d -N -> server -> smtp-sink, 5 KiB, messages/s"
+                   " (median of %d)" % report["reps"])
+        out.append("  %-8s %9s %9s %9s %13s %13s %15s"
+                   % ("sessions", "Tern", "Postfix", "Tern/Pfx", "max queue", "drain s",
+                      "backlog msg/s"))
+        out.append("  %-8s %9s %9s %9s %13s %13s %15s"
+                   % ("", "", "", "", "Tern / Pfx", "Tern / Pfx", "Tern / Pfx"))
+        for p in rel["profiles"]:
+            out.append("  %-8d %9s %9s %9s %13s %13s %15s  <- target >= %.0fx"
+                       % (p["sessions"], fmt_rate(p.get("tern_msg_per_s")),
+                          fmt_rate(p.get("postfix_msg_per_s")), fmt_ratio(p.get("ratio")),
+                          "%s / %s" % (fmt_num(p.get("tern_max_queue")),
+                                       fmt_num(p.get("postfix_max_queue"))),
+                          "%s / %s" % (fmt_num(p.get("tern_drain_s"), "%.2f"),
+                                       fmt_num(p.get("postfix_drain_s"), "%.2f")),
+                          "%s / %s" % (fmt_num(p.get("tern_backlog_slope"), "%+.0f"),
+                                       fmt_num(p.get("postfix_backlog_slope"), "%+.0f")),
+                          RELAY_TARGET_RATIO))
+        out.append("  (messages/s: from smtp-source's start until the sink has the last message;"
+                   " max queue:")
+        out.append("  largest of the queue samples every %.1f s over the measured runs; drain:"
+                   " sink's last message" % QUEUE_SAMPLE_S)
+        out.append("  after smtp-source's last 250; backlog: growth of accepted - delivered"
+                   " late in the submission)")
+        out.append("  submission alone: Tern %s msg/s, Postfix %s msg/s at %d sessions"
+                   % (fmt_rate(rel["profiles"][0].get("tern_submit_msg_per_s")),
+                      fmt_rate(rel["profiles"][0].get("postfix_submit_msg_per_s")),
+                      rel["profiles"][0]["sessions"]))
+        out.append("")
+    tf = report.get("tempfail")
+    if tf:
+        out.append("Relay with %d%% of recipients tempfailed (450) on the first attempt (Tern, %d sessions"
+                   " x 5 KiB, median of %d)" % (tf["percent"], tf["sessions"], len(tf["runs"])))
+        out.append("  settings: %s" % ", ".join("%s = %s" % (k, tf["tern_settings"][k])
+                                                  for k in TEMPFAIL_SETTINGS))
+        out.append("  %8s %8s %6s %6s %8s %8s %6s %9s %7s %10s %7s"
+                   % ("messages", "submit/s", "tfail", "450s", "deferred", "retry s", "early",
+                      "max queue", "at end", "recovery s", "e2e/s"))
+        for r in tf["runs"]:
+            out.append("  %8d %8s %6d %6d %8s %8s %6s %9s %7s %10s %7s"
+                       % (r["accepted"], fmt_rate(r["submit_msg_per_s"]), r["sink_tempfailed"],
+                          r["sink_450_replies"], fmt_num(r.get("server_deferred"), "%d"),
+                          fmt_num(r.get("sink_retry_delay_mean_s"), "%.2f"),
+                          fmt_num(r.get("sink_retried_early"), "%d"), fmt_num(r["max_queue"]),
+                          fmt_num(r["queue_at_submit_end"]), fmt_num(r["recovery_s"], "%.2f"),
+                          fmt_rate(r["msg_per_s"])))
+        out.append("  median: recovery %s s (max %s s), max queue %s, retry delay %s s; every"
+                   " message delivered once: %s"
+                   % (fmt_num(tf.get("recovery_s"), "%.2f"), fmt_num(tf.get("recovery_s_max"), "%.2f"),
+                      fmt_num(tf.get("max_queue")), fmt_num(tf.get("retry_delay_mean_s"), "%.2f"),
+                      "yes" if tf["ok"] else "NO"))
+        out.append("  (tfail: recipients the sink tempfailed; 450s: its 450 replies, including"
+                   " those to retries within")
+        out.append("  %g s; deferred: ternd's status=deferred lines; retry s: mean time from the"
+                   " first 450 to the" % TEMPFAIL_HOLD_S)
+        out.append("  delivery of that recipient; early: delivered < %g s after its first 450;"
+                   " at end: queue" % TEMPFAIL_EARLY_S)
+        out.append("  at the end of submission; recovery: from smtp-source's last 250 until the"
+                   " sink has every recipient)")
+        out.append("")
     r = report.get("idle_rss") or {}
     if r:
         out.append("ternd RSS with %d idle sessions (greeted: %s)" % (r["sessions"], r.get("greeted")))
@@ -721,12 +1451,32 @@ def table(report):
     if a:
         out.append("ternd after the ingest runs: RSS %s KiB, peak (VmHWM) %s KiB, %s threads"
                    % (a.get("rss_kib"), a.get("hwm_kib"), a.get("threads")))
+    a = (rel or {}).get("tern_after")
+    if a:
+        out.append("ternd after the relay runs: RSS %s KiB, peak (VmHWM) %s KiB, %s threads"
+                   % (a.get("rss_kib"), a.get("hwm_kib"), a.get("threads")))
     t = report.get("target")
     if t:
         out.append("Target (20 sessions, 5 KiB, Tern >= %.0fx Postfix): %s (%s)"
                    % (TARGET_RATIO, "MET" if t["met"] else "NOT MET", fmt_ratio(t["ratio"])))
-    out.append("All smtp-source runs got 250 for every message: %s"
-               % ("yes" if report["all_accepted"] else "NO"))
+    t = report.get("relay_target")
+    if t:
+        out.append("Relay target (end to end, Tern >= %.0fx Postfix at %s sessions): %s (%s)"
+                   % (RELAY_TARGET_RATIO, " and ".join(str(s) for s, _l in RELAY_PROFILES),
+                      "MET" if t["met"] else "NOT MET",
+                      ", ".join(fmt_ratio(x) for x in t["ratios"])))
+        out.append("Tern's queue grows at steady state on the accept-all sink: %s"
+                   % ("YES (%s sessions)" % " and ".join(str(x) for x in t["tern_queue_grows_at_sessions"])
+                      if t["tern_queue_grows"] else "no"))
+    if "all_accepted" in report:
+        out.append("All ingest smtp-source runs got 250 for every message: %s"
+                   % ("yes" if report["all_accepted"] else "NO"))
+    if rel:
+        out.append("All relay runs delivered every message exactly once, queues drained: %s"
+                   % ("yes" if rel["ok"] else "NO"))
+    if tf:
+        out.append("All tempfail runs delivered every message exactly once, queue drained: %s"
+                   % ("yes" if tf["ok"] else "NO"))
     if report["problems"]:
         out.append("Problems (%d):" % len(report["problems"]))
         for p in report["problems"]:
@@ -755,7 +1505,13 @@ def on_signal(signum, frame):
     sys.exit(128 + signum)
 
 
+PHASES = ("ingest", "relay", "tempfail")
+
+
 def main():
+    if len(sys.argv) == 6 and sys.argv[1] == "--tempfail-sink":  # TempfailSink's child
+        return tempfail_sink_main(int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]),
+                                  float(sys.argv[5]))
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--build", required=True, help="build directory (bin/ternd, tests/fsyncbench)")
     ap.add_argument("--out", help="JSON output (default BUILD/bench.json)")
@@ -763,15 +1519,22 @@ def main():
     ap.add_argument("--seconds", type=float, default=3.0, help="target length of one run")
     ap.add_argument("--fsync-seconds", type=int, default=3)
     ap.add_argument("--idle-sessions", type=int, default=1000)
+    ap.add_argument("--only", default=",".join(PHASES),
+                    help="comma-separated parts to run: ingest (with the durable-write limit "
+                         "and idle RSS), relay, tempfail (default: all)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = ap.parse_args()
+    only = [x.strip() for x in args.only.split(",") if x.strip()]
+    bad = [x for x in only if x not in PHASES]
+    if bad or not only:
+        ap.error("--only takes a comma-separated list of %s" % ", ".join(PHASES))
 
     build = os.path.abspath(args.build)
     out = args.out or os.path.join(build, "bench.json")
     if os.geteuid() != 0:
         sys.exit("bench: must run as root (the private Postfix instance needs it)")
-    for path in (SMTP_SOURCE, POSTFIX, os.path.join(build, "bin", "ternd"),
-                 os.path.join(build, "tests", "fsyncbench")):
+    for path in (SMTP_SOURCE, SMTP_SINK, POSTFIX, os.path.join(build, "bin", "ternd"),
+                 os.path.join(build, "bin", "tern"), os.path.join(build, "tests", "fsyncbench")):
         if not os.access(path, os.X_OK):
             sys.exit("bench: missing %s (make all tests; make deps for Postfix)" % path)
 
@@ -820,47 +1583,72 @@ def main():
                     "workdir": workdir, "queues_on_same_fs": same_fs,
                     "loadavg_at_start": loadavg(), "cpu_busy_before_start": busy_before},
         "postfix_version": pv, "reps": args.reps, "run_seconds_target": args.seconds,
+        "parts": only,
         "profiles": [{"sessions": s, "length": l} for s, l in PROFILES],
     }
+    failed = []  # parts in which a run lost mail, duplicated it or failed
 
-    # 1. The disk, in the directory that holds both queues.
-    report["durable_write_limit"] = fsync_limits(build, workdir, args.fsync_seconds)
+    if "ingest" in only:
+        # 1. The disk, in the directory that holds both queues.
+        report["durable_write_limit"] = fsync_limits(build, workdir, args.fsync_seconds)
 
-    # 2. Ingest, both servers up for the whole phase, runs alternating.
-    _cleanup.append(tern.stop)
-    _cleanup.append(postfix.stop)
-    note("starting ternd on 127.0.0.1:%d and Postfix on 127.0.0.1:%d" % (tern.port, postfix.port))
-    tern.start()
-    postfix.start()
-    report["ingest"] = ingest([tern, postfix], args.reps, args.seconds, timeout=300)
-    report["tern_after_ingest"] = {"pid": tern.pid, "rss_kib": proc_status(tern.pid, "VmRSS"),
-                                   "hwm_kib": proc_status(tern.pid, "VmHWM"),
-                                   "threads": proc_status(tern.pid, "Threads")}
-    postfix.stop()
-    tern.stop()
-    report["tern_messages_accepted_total"] = tern.accepted_total
+        # 2. Ingest, both servers up for the whole phase, runs alternating.
+        _cleanup.append(tern.stop)
+        _cleanup.append(postfix.stop)
+        note("starting ternd on 127.0.0.1:%d and Postfix on 127.0.0.1:%d" % (tern.port, postfix.port))
+        tern.start()
+        postfix.start()
+        report["ingest"] = ingest([tern, postfix], args.reps, args.seconds, timeout=300)
+        report["tern_after_ingest"] = {"pid": tern.pid, "rss_kib": proc_status(tern.pid, "VmRSS"),
+                                       "hwm_kib": proc_status(tern.pid, "VmHWM"),
+                                       "threads": proc_status(tern.pid, "Threads")}
+        postfix.stop()
+        tern.stop()
+        report["tern_messages_accepted_total"] = tern.accepted_total
 
-    lim = report["durable_write_limit"]
-    for p in report["ingest"]:
-        t, pf = p.get("tern_msg_per_s"), p.get("postfix_msg_per_s")
-        p["ratio"] = round(t / pf, 2) if t and pf else None
-        batched = lim["batched_5k" if p["length"] <= 5120 else "batched_100k"]["records_per_s"]
-        p["fraction_of_batched_limit"] = round(t / batched, 4) if t and batched else None
-        if t and t > batched * 1.05:
-            problem("%d sessions x %d B: Tern's %.0f msg/s exceeds the measured durable-write "
-                    "limit (%.0f records/s)" % (p["sessions"], p["length"], t, batched))
-    target = next(p for p in report["ingest"] if (p["sessions"], p["length"]) == TARGET_PROFILE)
-    report["target"] = {"profile": {"sessions": TARGET_PROFILE[0], "length": TARGET_PROFILE[1]},
-                        "ratio_required": TARGET_RATIO, "ratio": target["ratio"],
-                        "met": bool(target["ratio"] and target["ratio"] >= TARGET_RATIO)}
-    report["all_accepted"] = all(
-        r["exit"] == 0 for p in report["ingest"] for runs in p["runs"].values() for r in runs)
+        lim = report["durable_write_limit"]
+        for p in report["ingest"]:
+            t, pf = p.get("tern_msg_per_s"), p.get("postfix_msg_per_s")
+            p["ratio"] = round(t / pf, 2) if t and pf else None
+            batched = lim["batched_5k" if p["length"] <= 5120 else "batched_100k"]["records_per_s"]
+            p["fraction_of_batched_limit"] = round(t / batched, 4) if t and batched else None
+            if t and t > batched * 1.05:
+                problem("%d sessions x %d B: Tern's %.0f msg/s exceeds the measured durable-write "
+                        "limit (%.0f records/s)" % (p["sessions"], p["length"], t, batched))
+        target = next(p for p in report["ingest"] if (p["sessions"], p["length"]) == TARGET_PROFILE)
+        report["target"] = {"profile": {"sessions": TARGET_PROFILE[0], "length": TARGET_PROFILE[1]},
+                            "ratio_required": TARGET_RATIO, "ratio": target["ratio"],
+                            "met": bool(target["ratio"] and target["ratio"] >= TARGET_RATIO)}
+        report["all_accepted"] = all(
+            r["exit"] == 0 for p in report["ingest"] for runs in p["runs"].values() for r in runs)
+        if not report["all_accepted"]:
+            failed.append("ingest")
 
-    # 3. Memory per idle session, on a fresh ternd.
-    if args.idle_sessions > 0:
+    # 3. Relay end to end, Tern vs Postfix.
+    if "relay" in only:
+        report["relay"] = relay(build, workdir, args.reps, args.seconds)
+        rows = report["relay"]["profiles"]
+        ratios = [p["ratio"] for p in rows]
+        report["relay_target"] = {
+            "ratio_required": RELAY_TARGET_RATIO, "ratios": ratios,
+            "met": bool(ratios and all(r and r >= RELAY_TARGET_RATIO for r in ratios)),
+            "tern_queue_grows": any(p["tern_queue_grows"] for p in rows),
+            "tern_queue_grows_at_sessions": [p["sessions"] for p in rows if p["tern_queue_grows"]]}
+        if not report["relay"]["ok"]:
+            failed.append("relay")
+
+    # 4. Relay to a sink that tempfails some RCPTs once, Tern only.
+    if "tempfail" in only:
+        report["tempfail"] = tempfail(build, workdir, args.reps, args.seconds)
+        if not report["tempfail"]["ok"]:
+            failed.append("tempfail")
+
+    # 5. Memory per idle session, on a fresh ternd.
+    if "ingest" in only and args.idle_sessions > 0:
         note("idle-RSS: %d sessions to a fresh ternd" % args.idle_sessions)
         report["idle_rss"] = idle_rss(build, workdir, args.idle_sessions)
 
+    report["failed_parts"] = failed
     report["problems"] = PROBLEMS
     report["elapsed_seconds"] = round(time.monotonic() - t_start, 1)
     report["json"] = out
@@ -871,7 +1659,7 @@ def main():
     os.replace(out + ".tmp", out)
     print(table(report), flush=True)
     cleanup()
-    return 0 if report["all_accepted"] else 1
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
