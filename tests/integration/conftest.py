@@ -7,6 +7,8 @@ exit status and output, and every config dir's maillog_file. The helpers
 themselves are in harness.py (see README.md).
 """
 
+import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -15,6 +17,27 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import harness  # noqa: E402
+
+def pytest_configure(config):
+    """As root, ternd's engine runs as mail_owner and must reach the test
+    directories. pytest makes /tmp/pytest-of-root private (0700) again at
+    the start of every session, which would cut off the ternd of a session
+    already running; so each session gets its own base directory instead
+    (harness.ConfigDir makes the path to each config searchable)."""
+    if os.getuid() == 0 and not config.option.basetemp:
+        config.option.basetemp = "/tmp/tern-tests-%d" % os.getpid()
+        config._tern_basetemp = config.option.basetemp
+
+
+def pytest_unconfigure(config):
+    base = getattr(config, "_tern_basetemp", None)
+    if base and getattr(config, "_tern_passed", False):
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    session.config._tern_passed = exitstatus == 0
+
 
 PROGRAMS_KEY = pytest.StashKey[list]()
 CONFIGS_KEY = pytest.StashKey[list]()

@@ -262,6 +262,11 @@ def test_deferred_then_flushed(config_dir, start_program):
         "maildir delivery failed: [^)]*Not a directory"))
     qid = m.group(1)
     assert "%s: removed" % qid not in log_text(config_dir)
+    # The deferral is journaled just after it is logged: flush only once
+    # the queue shows it deferred (with its reason), or there is nothing
+    # to flush yet.
+    harness.wait_for(lambda: "maildir delivery failed" in harness.run_tern(
+        "queue", "list", config_dir=config_dir, check=True)[1], what="the deferral journaled")
     blocker.unlink()
     harness.run_tern("flush", config_dir=config_dir, check=True)
     wait_log(config_dir, DELIVERY_RE % (
