@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/time.h>
 #include <time.h>
 
 enum bounce_kind { BK_FAILED, BK_DELAYED, BK_SUCCESS, BK_COUNT };
@@ -321,6 +322,7 @@ static int bounce_send(struct deliver_msg *m, enum bounce_kind kind, const struc
 	struct buf msg = BUF_INIT;
 	char qid[QUEUE_ID_SIZE];
 	enum queue_status st;
+	struct timeval tv;
 
 	if (n == 0)
 		return 0;
@@ -339,7 +341,9 @@ static int bounce_send(struct deliver_msg *m, enum bounce_kind kind, const struc
 	}
 	queue_env_init(&env);
 	env.sender = xstrdup(from);
-	env.arrival = time(NULL);
+	gettimeofday(&tv, NULL); /* delay= of the notice counts from now, exactly */
+	env.arrival = tv.tv_sec;
+	env.arrival_usec = (long)tv.tv_usec;
 	env.protocol = xstrdup("local");
 	queue_env_add_rcpt(&env, to, NULL, QUEUE_NOTIFY_NEVER);
 	bounce_compose(m, kind, to, e, n, &msg);
