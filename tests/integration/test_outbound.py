@@ -219,10 +219,22 @@ def outbound(config_dir, start_program, dns):
 
 def parse_report(path):
     """Parse an RFC 3464 report from a maildir file and check what every
-    notice must have; returns (msg, per-message fields, [per-recipient])."""
-    raw = Path(path).read_bytes()
+    notice must have, ternd's Reporting-MTA and a recent Arrival-Date
+    included; returns (msg, per-message fields, [per-recipient])."""
+    msg, per_msg, per_rcpt = parse_report_bytes(Path(path).read_bytes(), str(path))
+    where = "notice %s:\n%s" % (path, msg.as_string())
+    assert re.fullmatch(r"dns;\s*tern\.test", per_msg.get("Reporting-MTA", "")), where
+    arrival = email.utils.parsedate_to_datetime(per_msg.get("Arrival-Date"))
+    assert abs(time.time() - arrival.timestamp()) < 600, where
+    return msg, per_msg, per_rcpt
+
+
+def parse_report_bytes(raw, name="notice"):
+    """The checks every RFC 3464 notice must pass, whoever reports
+    (multipart/report from MAILER-DAEMON with the null sender, one
+    message/delivery-status part with per-recipient fields)."""
     msg = email.message_from_bytes(raw)
-    where = "notice %s:\n%s" % (path, raw.decode("utf-8", "replace"))
+    where = "%s:\n%s" % (name, raw.decode("utf-8", "replace"))
     assert msg.get_content_type() == "multipart/report", where
     assert msg.get_param("report-type") == "delivery-status", where
     assert "MAILER-DAEMON" in msg.get("From", ""), where
@@ -231,11 +243,7 @@ def parse_report(path):
     assert len(reports) == 1, where
     blocks = reports[0].get_payload()
     assert len(blocks) >= 2, "no per-recipient fields; " + where
-    per_msg, per_rcpt = blocks[0], blocks[1:]
-    assert re.fullmatch(r"dns;\s*tern\.test", per_msg.get("Reporting-MTA", "")), where
-    arrival = email.utils.parsedate_to_datetime(per_msg.get("Arrival-Date"))
-    assert abs(time.time() - arrival.timestamp()) < 600, where
-    return msg, per_msg, per_rcpt
+    return msg, blocks[0], blocks[1:]
 
 
 def rfc822(field):
