@@ -235,6 +235,16 @@ static void deliver_transport_run(struct deliver_rcpt *r, const struct route *rt
 		deliver_report(r, "none", "4.3.0", "mail transport unavailable");
 }
 
+/* Tell the scheduler, once, before a transport that may take long. */
+static void deliver_will_block(struct deliver_msg *m, const char *transport, int *told)
+{
+	if (*told || m->on_slow == NULL || strcmp(transport, "discard") == 0 ||
+	    strcmp(transport, "error") == 0 || strcmp(transport, "retry") == 0)
+		return;
+	*told = 1;
+	m->on_slow(m->slow_arg);
+}
+
 void deliver_rcpt_run(struct deliver_rcpt *r)
 {
 	deliver_rcpts_run(&r, 1);
@@ -246,6 +256,7 @@ void deliver_rcpts_run(struct deliver_rcpt **rs, size_t n)
 	struct deliver_rcpt **group = xcalloc(n + 1, sizeof(*group));
 	char *done = xcalloc(n + 1, 1);
 	struct buf err = BUF_INIT;
+	int slow = 0;
 
 	for (size_t i = 0; i < n; i++) {
 		route_init(&rt[i]);
@@ -255,6 +266,7 @@ void deliver_rcpts_run(struct deliver_rcpt **rs, size_t n)
 			deliver_report(rs[i], "none", "4.3.0", "%s", buf_str(&err));
 			done[i] = 1;
 		} else if (!deliver_is_smtp(buf_str(&rt[i].transport))) {
+			deliver_will_block(rs[i]->msg, buf_str(&rt[i].transport), &slow);
 			deliver_transport_run(rs[i], &rt[i]);
 			done[i] = 1;
 		}
@@ -271,6 +283,7 @@ void deliver_rcpts_run(struct deliver_rcpt **rs, size_t n)
 			group[g++] = rs[j];
 			done[j] = 1;
 		}
+		deliver_will_block(rs[i]->msg, buf_str(&rt[i].transport), &slow);
 		deliver_smtp(group, g, buf_str(&rt[i].transport), buf_str(&rt[i].nexthop));
 	}
 	for (size_t i = 0; i < n; i++)

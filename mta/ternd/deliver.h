@@ -92,6 +92,11 @@ struct deliver_msg {
 	const char *content;
 	size_t len;
 	double t_active;   /* when the scheduler took it (for delays=a/b) */
+	/* Called once before the first transport that may block (all but
+	 * discard, error, retry): the scheduler then no longer counts on this
+	 * worker to take the next message soon. May be NULL. */
+	void (*on_slow)(void *arg);
+	void *slow_arg;
 	struct buf failed; /* bounce.c: one line per DSN entry, see bounce_note() */
 	size_t nfailed;	   /* entries in failed (of any action) */
 };

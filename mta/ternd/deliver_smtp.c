@@ -39,6 +39,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <ifaddrs.h>
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
@@ -73,8 +74,11 @@ struct deliver_smtp_conf {
 	int want_v4, want_v6;
 	long long cache_time, reuse_time; /* smtp_connection_cache/reuse_time_limit */
 	long long dead_time;		  /* a destination nobody answers at: skipped this long */
-	struct resolver *resolver;
+	struct resolver *resolver; /* only to check dns_servers; lookups use smtp_resolver() */
+	unsigned long generation;  /* which settings a thread's resolver belongs to */
 	struct listen_set self; /* our listeners, for loop detection */
+	struct sockaddr_storage *ifaddrs; /* this host's interface addresses (wildcard listeners) */
+	size_t nifaddrs;
 	char *dns_servers;
 };
 
@@ -161,8 +165,29 @@ struct deliver_smtp_conf *deliver_smtp_conf_new(const struct cfg *cfg, struct bu
 		sc->myhostname = buf_detach(&v);
 	if (ok && (sc->resolver = resolver_new(sc->dns_servers, 0, NULL, err)) == NULL)
 		ok = 0;
+	if (ok) {
+		static unsigned long generations;
+		sc->generation = __atomic_add_fetch(&generations, 1, __ATOMIC_RELAXED);
+	}
 	if (ok && listener_set_resolve(cfg, &sc->self, err) < 0)
 		ok = 0;
+	if (ok) { /* what a wildcard listener (*:25) answers on: inet_addr_local() */
+		struct ifaddrs *ifa = NULL;
+		if (getifaddrs(&ifa) == 0) {
+			for (struct ifaddrs *i = ifa; i; i = i->ifa_next) {
+				if (i->ifa_addr == NULL || (i->ifa_addr->sa_family != AF_INET &&
+							    i->ifa_addr->sa_family != AF_INET6))
+					continue;
+				sc->ifaddrs = xrealloc(sc->ifaddrs,
+						       (sc->nifaddrs + 1) * sizeof(*sc->ifaddrs));
+				memset(&sc->ifaddrs[sc->nifaddrs], 0, sizeof(*sc->ifaddrs));
+				memcpy(&sc->ifaddrs[sc->nifaddrs++], i->ifa_addr,
+				       i->ifa_addr->sa_family == AF_INET ? sizeof(struct sockaddr_in)
+									 : sizeof(struct sockaddr_in6));
+			}
+			freeifaddrs(ifa);
+		}
+	}
 	cfg_list_free(&l);
 	buf_free(&v);
 	if (!ok) {
@@ -179,6 +204,7 @@ void deliver_smtp_conf_free(struct deliver_smtp_conf *sc)
 	if (sc->resolver)
 		resolver_free(sc->resolver);
 	listener_set_close(&sc->self);
+	free(sc->ifaddrs);
 	free(sc->helo_name);
 	free(sc->myhostname);
 	free(sc->dns_servers);
@@ -302,28 +328,77 @@ static void smtp_server_add(struct smtp_servers *s, const char *name, int family
 	}
 }
 
-/* Is this server one of our own listeners (mail would loop)? */
+/* Is this one of this host's interface addresses? */
+static int smtp_addr_is_local(const struct deliver_smtp_conf *sc, const struct sockaddr *sa)
+{
+	for (size_t i = 0; i < sc->nifaddrs; i++) {
+		const struct sockaddr *la = (const struct sockaddr *)&sc->ifaddrs[i];
+		if (la->sa_family != sa->sa_family)
+			continue;
+		if (sa->sa_family == AF_INET &&
+		    ((const struct sockaddr_in *)la)->sin_addr.s_addr ==
+			((const struct sockaddr_in *)sa)->sin_addr.s_addr)
+			return 1;
+		if (sa->sa_family == AF_INET6 &&
+		    memcmp(&((const struct sockaddr_in6 *)la)->sin6_addr,
+			   &((const struct sockaddr_in6 *)sa)->sin6_addr, 16) == 0)
+			return 1;
+	}
+	return 0;
+}
+
+/* Is this server one of our own listeners (mail would loop)? Same port,
+ * and the listener's address, or for a wildcard listener any address of
+ * this host (never "any address at all"). */
 static int smtp_server_is_self(const struct deliver_smtp_conf *sc, const struct smtp_server *sv)
 {
+	const struct sockaddr *sa = (const struct sockaddr *)&sv->ss;
+
 	for (size_t i = 0; i < sc->self.n; i++) {
 		const struct sockaddr *la = (const struct sockaddr *)&sc->self.v[i].ss;
-		if (la->sa_family != sv->ss.ss_family)
-			continue;
-		if (la->sa_family == AF_INET) {
-			const struct sockaddr_in *a = (const void *)la, *b = (const void *)&sv->ss;
-			if (a->sin_port == b->sin_port &&
-			    (a->sin_addr.s_addr == htonl(INADDR_ANY) ||
-			     a->sin_addr.s_addr == b->sin_addr.s_addr))
+		if (la->sa_family == AF_INET && sa->sa_family == AF_INET) {
+			const struct sockaddr_in *a = (const void *)la, *b = (const void *)sa;
+			if (a->sin_port != b->sin_port)
+				continue;
+			if (a->sin_addr.s_addr == b->sin_addr.s_addr ||
+			    (a->sin_addr.s_addr == htonl(INADDR_ANY) && smtp_addr_is_local(sc, sa)))
 				return 1;
-		} else if (la->sa_family == AF_INET6) {
-			const struct sockaddr_in6 *a = (const void *)la, *b = (const void *)&sv->ss;
-			if (a->sin6_port == b->sin6_port &&
-			    (IN6_IS_ADDR_UNSPECIFIED(&a->sin6_addr) ||
-			     memcmp(&a->sin6_addr, &b->sin6_addr, 16) == 0))
+		} else if (la->sa_family == AF_INET6 && sa->sa_family == AF_INET6) {
+			const struct sockaddr_in6 *a = (const void *)la, *b = (const void *)sa;
+			if (a->sin6_port != b->sin6_port)
+				continue;
+			if (memcmp(&a->sin6_addr, &b->sin6_addr, 16) == 0 ||
+			    (IN6_IS_ADDR_UNSPECIFIED(&a->sin6_addr) && smtp_addr_is_local(sc, sa)))
 				return 1;
 		}
 	}
 	return 0;
+}
+
+/* A lookup on this thread's own resolver: libunbound's pending-query
+ * bookkeeping in resolver.c is per resolver and not thread-safe, and the
+ * workers look up concurrently. Made on first use, replaced when the
+ * settings change (reload). */
+static void resolver_lookup_here(const struct deliver_smtp_conf *sc, const char *name, int qtype,
+				 struct resolver_result *res)
+{
+	static __thread struct resolver *mine;
+	static __thread unsigned long mine_gen;
+	struct buf err = BUF_INIT;
+
+	if (mine == NULL || mine_gen != sc->generation) {
+		if (mine != NULL)
+			resolver_free(mine);
+		mine = resolver_new(sc->dns_servers, 0, NULL, &err);
+		mine_gen = sc->generation;
+	}
+	if (mine == NULL) {
+		res->status = RESOLVER_TEMPFAIL;
+		buf_printf(&res->msg, "resolver: %s", buf_str(&err));
+	} else {
+		resolver_lookup(mine, name, qtype, res);
+	}
+	buf_free(&err);
 }
 
 /* Addresses of one host name (or literal) into s. 0 found, 1 none (the
@@ -349,7 +424,7 @@ static int smtp_host_addrs(const struct deliver_smtp_conf *sc, const char *host,
 	for (int t = 0; t < nt; t++) {
 		struct resolver_result res;
 		resolver_result_init(&res);
-		resolver_lookup(sc->resolver, host, types[t], &res);
+		resolver_lookup_here(sc, host, types[t], &res);
 		if (res.status == RESOLVER_FOUND) {
 			for (size_t i = 0; i < res.count; i++)
 				smtp_server_add(s, host, res.rr[i].family, res.rr[i].addr, port,
@@ -383,7 +458,7 @@ static int smtp_mx_hosts(const struct deliver_smtp_conf *sc, const char *domain,
 	int rc = 0;
 
 	resolver_result_init(&res);
-	resolver_lookup(sc->resolver, domain, RESOLVER_T_MX, &res);
+	resolver_lookup_here(sc, domain, RESOLVER_T_MX, &res);
 	switch (res.status) {
 	case RESOLVER_FOUND: {
 		size_t self = res.count;
@@ -1292,6 +1367,11 @@ transaction:
 		    smtp_get_reply(ss, &rep, ss->pc->mail, "receiving the MAIL FROM reply") < 0)
 			goto mail_broken;
 	}
+	if (rep.code == 421 && ss->reused) { /* it closed the idle connection */
+		ss->stale = 1;
+		started = 0;
+		goto done;
+	}
 	if (rep.code / 100 != 2) {
 		smtp_said(ss, &rep, "MAIL FROM command", why);
 		smtp_rest(xs, n, rep.code / 100 == 5 ? RS_HARD : RS_SOFT, rep.dsn, buf_str(why),
@@ -1461,9 +1541,8 @@ static void smtp_deliver_chunk(struct deliver_rcpt **rs, size_t n, const char *t
 		}
 		left = 0;
 		for (size_t i = 0; i < n; i++) {
-			if (xs[i].st == RS_TODO && cached->stale)
-				continue; /* try again on a fresh connection */
-			if (xs[i].st == RS_TODO) {
+			/* stale: what it never got to is tried on a fresh connection */
+			if (xs[i].st == RS_TODO && !cached->stale) {
 				smtp_rcpt_set(&xs[i], RS_SOFT, "4.4.1",
 					      why.len ? buf_str(&why) : "delivery failed");
 				xs[i].relay = NULL;
@@ -1512,6 +1591,9 @@ static void smtp_deliver_chunk(struct deliver_rcpt **rs, size_t n, const char *t
 		smtp_dead_clear(buf_str(&key));
 	for (size_t i = 0; i < n; i++) {
 		struct deliver_rcpt *r = rs[i];
+		if (xs[i].st == RS_TODO || xs[i].dsn[0] == 0) /* never without a status */
+			smtp_rcpt_set(&xs[i], RS_SOFT, "4.4.1",
+				      why.len ? buf_str(&why) : "delivery failed: no server tried");
 		r->agent = strcmp(transport, "relay") == 0 ? "relay" : lmtp ? "lmtp" : "smtp";
 		r->t_conn = t_conn;
 		r->remote_dsn = xs[i].remote_dsn;

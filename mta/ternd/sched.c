@@ -308,11 +308,40 @@ static void sched_message_run(struct deliver_msg *m)
 	free(o);
 }
 
-static void sched_message(struct sched *s, const struct deliver_conf *dc, const char *qid)
+static void sched_signal(struct sched *s);
+
+struct sched_slow_arg {
+	struct sched *s;
+	int me;
+};
+
+/* deliver_msg.on_slow: this worker is about to block (maildir, command,
+ * SMTP...): it no longer counts as "about to take the next message", and
+ * mail already due gets another worker now, not after this delivery. */
+static void sched_slow(void *arg)
+{
+	struct sched_slow_arg *a = arg;
+	struct sched *s = a->s;
+	time_t due = queue_next_wakeup(s->q);
+
+	pthread_mutex_lock(&s->lock);
+	s->busy_since[a->me] = 1; /* long ago: sched_need_worker() sees it busy */
+	if (due != 0 && due <= time(NULL) && sched_need_worker(s))
+		sched_signal(s);
+	pthread_mutex_unlock(&s->lock);
+}
+
+static void sched_message(struct sched *s, const struct deliver_conf *dc, const char *qid, int me)
 {
 	struct queue_env env;
 	struct buf content = BUF_INIT, err = BUF_INIT;
-	struct deliver_msg m = {.q = s->q, .conf = dc, .qid = qid, .env = &env};
+	struct sched_slow_arg slow = {s, me};
+	struct deliver_msg m = {.q = s->q,
+				.conf = dc,
+				.qid = qid,
+				.env = &env,
+				.on_slow = sched_slow,
+				.slow_arg = &slow};
 	enum queue_status st;
 
 	queue_env_init(&env);
@@ -436,7 +465,7 @@ static void *sched_worker(void *arg)
 			c->refs++;
 			s->busy_since[me] = t0;
 			pthread_mutex_unlock(&s->lock);
-			sched_message(s, c->dc, qid);
+			sched_message(s, c->dc, qid, me);
 			sched_conf_drop(s, c);
 			pthread_mutex_lock(&s->lock);
 			s->busy_since[me] = 0;

@@ -127,3 +127,20 @@ def test_tempfail_on_a_reused_connection_is_deferred_not_retried_at_once(outboun
     time.sleep(0.5)
     tried = [a for t in mx1.transactions for (a, _, _) in t["rcpts_tried"]]
     assert tried.count("later@remote.test") == 1, mx1.describe()
+
+
+def test_stale_cached_connection_is_replaced_at_once(outbound):
+    """The server drops the idle connection ternd kept: the next message
+    goes over a fresh connection in the same attempt, never deferred."""
+    mx1 = outbound.fake(MX1)
+    outbound.start(minimal_backoff_time="1h", maximal_backoff_time="1h")
+    outbound.send(["a@remote.test"])
+    outbound.wait_fake(mx1, 1)
+    mx1.stop()  # closes the cached connection too
+    mx1b = outbound.fake(MX1)
+    outbound.send(["b@remote.test"])
+    outbound.wait_status("b@remote.test", delivery_re(
+        "b@remote.test", hostport("mx1.remote.test", MX1, outbound.port), r"2\.0\.0", "sent",
+        ".*", service="smtp"))
+    assert mx1b.delivered() == ["b@remote.test"]
+
