@@ -98,7 +98,8 @@ static void bounce_xtext_decode(const char *s, struct buf *out)
 	for (; *s; s++) {
 		unsigned int c;
 		if (*s == '+' && sscanf(s + 1, "%2x", &c) == 1 && s[1] && s[2]) {
-			buf_putc(out, (char)c);
+			/* never a line break or other control into the report */
+			buf_putc(out, c < 32 || c >= 127 ? '?' : (char)c);
 			s += 2;
 		} else {
 			buf_putc(out, *s);
@@ -305,8 +306,8 @@ static enum queue_status bounce_submit(struct queue *q, const char *qid,
 	if (w.base == NULL)
 		return QUEUE_EIO;
 	queue_submit(q, qid, env, msg->data, msg->len, w.base, bounce_committed, &w);
-	while (!w.done)
-		if (event_base_loop(w.base, EVLOOP_ONCE) < 0)
+	while (!w.done) /* wait for the commit callback, without spinning */
+		if (event_base_loop(w.base, EVLOOP_ONCE | EVLOOP_NO_EXIT_ON_EMPTY) < 0)
 			break;
 	event_base_free(w.base);
 	return w.done ? w.status : QUEUE_EIO;

@@ -576,6 +576,10 @@ static int smtp_nexthop_one(const struct deliver_smtp_conf *sc, int lmtp, const 
 	char *h;
 
 	if (lmtp && strncmp(item, "unix:", 5) == 0) {
+		if (strlen(item + 5) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
+			smtp_fail_set(f, "4.3.5", "unix socket path too long: %s", item + 5);
+			return -1;
+		}
 		smtp_server_add(s, sc->myhostname, AF_UNIX, (const unsigned char *)item + 5, 0, 0);
 		return 0;
 	}
@@ -629,18 +633,18 @@ static int smtp_servers_find(const struct deliver_smtp_conf *sc, int lmtp, const
 			     struct smtp_servers *s, struct smtp_fail *f, int *bounce)
 {
 	char *copy = xstrdup(nexthop), *save = NULL, *item;
-	int any = 0;
+	int any = 0, temp = 0, hard = 0;
 
-	*bounce = 0;
 	for (item = strtok_r(copy, ", \t", &save); item; item = strtok_r(NULL, ", \t", &save)) {
 		int b = 0;
 		if (smtp_nexthop_one(sc, lmtp, item, s, f, &b) == 0)
 			any = 1;
-		else if (!b)
-			*bounce = 0; /* a temporary failure anywhere: defer, not bounce */
-		else if (!any)
-			*bounce = 1;
+		else if (b)
+			hard = 1;
+		else
+			temp = 1; /* a temporary failure anywhere: defer, not bounce */
 	}
+	*bounce = hard && !temp && !any;
 	free(copy);
 	if (sc->mx_address_limit > 0 && s->n > (size_t)sc->mx_address_limit) {
 		for (size_t i = (size_t)sc->mx_address_limit; i < s->n; i++)
@@ -763,8 +767,9 @@ static int smtp_flush(struct smtp_sess *ss, long long secs, const char *doing)
 	smtp_deadline(&dl, secs);
 	while (off < ss->out.len) {
 		ssize_t n = send(ss->fd, ss->out.data + off, ss->out.len - off, MSG_NOSIGNAL);
-		if (n > 0) {
+		if (n > 0) { /* as Postfix: the limit is on no progress, not on the whole */
 			off += (size_t)n;
+			smtp_deadline(&dl, secs);
 			continue;
 		}
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
@@ -1414,8 +1419,18 @@ transaction:
 	}
 	if (smtp_get_reply(ss, &rep, ss->pc->data_init, "receiving the DATA reply") < 0)
 		goto broken;
-	if (naccepted == 0)
-		goto quit; /* pipelined DATA without recipients: refused, as expected */
+	if (naccepted == 0) {
+		/* pipelined DATA without recipients: normally refused; a server
+		 * that says 354 anyway gets an empty message it must reject */
+		if (rep.code == 354) {
+			buf_puts(&ss->out, ".\r\n");
+			if (smtp_flush(ss, ss->pc->data_xfer, "sending end of data") < 0 ||
+			    smtp_get_reply(ss, &rep, ss->pc->data_done,
+					   "receiving the end of data reply") < 0)
+				goto done;
+		}
+		goto quit;
+	}
 	if (rep.code != 354) {
 		smtp_said(ss, &rep, "DATA command", why);
 		for (size_t k = 0; k < nidx; k++)
