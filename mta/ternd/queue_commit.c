@@ -24,6 +24,7 @@
 #define QCOMPACT_STEP 64 /* messages copied per idle step */
 #define QREQ_COMPACT 0	 /* internal request: run compaction now (tests) */
 #define QIOV_MAX 1024	 /* POSIX IOV_MAX on Linux */
+#define QCOMMIT_GROUPS 64 /* loops told apart per batch; more go one by one */
 
 void qreq_free(struct qreq *r)
 {
@@ -226,6 +227,19 @@ static void qcommit_fire(evutil_socket_t fd, short what, void *arg)
 	qreq_free(r);
 }
 
+/* Every async request of a batch for one loop, in one hand-over: one
+ * lock of that loop's base and one wake-up instead of one per message. */
+static void qcommit_fire_list(evutil_socket_t fd, short what, void *arg)
+{
+	struct qreq *r = arg, *next;
+
+	for (; r != NULL; r = next) {
+		next = r->next;
+		r->cb(r->arg, r->status, r->qid);
+		qreq_free(r);
+	}
+}
+
 /* qcommit_complete - hand each result to its waiter */
 void qcommit_complete(struct queue *q, struct qreq *r)
 {
@@ -283,11 +297,43 @@ static void qcommit_batch(struct queue *q, struct qreq *batch)
 	}
 	qseg_reclaim(q);
 	pthread_mutex_unlock(&q->lock);
+	/* Async requests go back to their loops grouped by loop, in order. */
+	struct qreq *groups[QCOMMIT_GROUPS], **tails[QCOMMIT_GROUPS];
+	size_t ngroups = 0;
 	for (r = batch; r != NULL; r = next) {
+		size_t g;
 		next = r->next;
 		if (r->type == QREQ_COMPACT)
 			r->rcpt_index = (uint32_t)qcommit_compact_all(q), r->status = QUEUE_OK;
-		qcommit_complete(q, r);
+		if (r->detached || r->sync || r->base == NULL) {
+			qcommit_complete(q, r);
+			continue;
+		}
+		for (g = 0; g < ngroups && groups[g]->base != r->base; g++)
+			;
+		if (g == ngroups) {
+			if (ngroups == QCOMMIT_GROUPS) { /* more loops than slots: one by one */
+				qcommit_complete(q, r);
+				continue;
+			}
+			groups[ngroups] = NULL;
+			tails[ngroups] = &groups[ngroups];
+			ngroups++;
+		}
+		r->next = NULL;
+		*tails[g] = r;
+		tails[g] = &r->next;
+	}
+	for (size_t g = 0; g < ngroups; g++) {
+		static const struct timeval now = {0, 0};
+		if (event_base_once(groups[g]->base, -1, EV_TIMEOUT, qcommit_fire_list, groups[g],
+				    &now) < 0) {
+			msg_error("queue: %s: cannot schedule the commit callback", groups[g]->qid);
+			for (struct qreq *x = groups[g], *nx; x; x = nx) {
+				nx = x->next;
+				qreq_free(x);
+			}
+		}
 	}
 	free(bufs);
 	free(offs);
