@@ -211,11 +211,19 @@ void deliver_smtp_conf_free(struct deliver_smtp_conf *sc)
 	free(sc);
 }
 
-/* --- per-destination concurrency ---------------------------------------- */
+/* --- per-destination concurrency ----------------------------------------
+ * At most <transport>_destination_concurrency_limit deliveries per
+ * destination; a worker waits for a slot, at most SMTP_SLOT_WAIT, then
+ * the mail is deferred (4.4.5). Known limit: while a backlog for one slow
+ * site waits, those workers do nothing else (Postfix's qmgr would not
+ * hand such mail out at all); default_process_limit workers bound it.
+ * Entries go when nobody uses or waits for them. */
+
+#define SMTP_SLOT_WAIT 60 /* seconds */
 
 struct smtp_dest {
 	char *key; /* "transport:nexthop" */
-	int active;
+	int active, waiting;
 	struct smtp_dest *next;
 };
 
@@ -223,9 +231,25 @@ static pthread_mutex_t smtp_dest_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t smtp_dest_cond = PTHREAD_COND_INITIALIZER;
 static struct smtp_dest *smtp_dests;
 
+static void smtp_dest_drop(struct smtp_dest *d) /* lock held */
+{
+	struct smtp_dest **pp;
+
+	if (d->active > 0 || d->waiting > 0)
+		return;
+	for (pp = &smtp_dests; *pp && *pp != d; pp = &(*pp)->next)
+		;
+	if (*pp)
+		*pp = d->next;
+	free(d->key);
+	free(d);
+}
+
+/* A slot for key, or NULL (busy for too long: defer). */
 static struct smtp_dest *smtp_dest_enter(const char *key, long long limit)
 {
 	struct smtp_dest *d;
+	struct timespec dl;
 
 	pthread_mutex_lock(&smtp_dest_lock);
 	for (d = smtp_dests; d && strcmp(d->key, key) != 0; d = d->next)
@@ -236,8 +260,19 @@ static struct smtp_dest *smtp_dest_enter(const char *key, long long limit)
 		d->next = smtp_dests;
 		smtp_dests = d;
 	}
-	while (limit > 0 && d->active >= limit)
-		pthread_cond_wait(&smtp_dest_cond, &smtp_dest_lock);
+	if (limit > 0 && d->active >= limit) {
+		clock_gettime(CLOCK_REALTIME, &dl);
+		dl.tv_sec += SMTP_SLOT_WAIT;
+		d->waiting++;
+		while (d->active >= limit)
+			if (pthread_cond_timedwait(&smtp_dest_cond, &smtp_dest_lock, &dl) == ETIMEDOUT)
+				break;
+		d->waiting--;
+		if (d->active >= limit) {
+			pthread_mutex_unlock(&smtp_dest_lock);
+			return NULL;
+		}
+	}
 	d->active++;
 	pthread_mutex_unlock(&smtp_dest_lock);
 	return d;
@@ -246,8 +281,9 @@ static struct smtp_dest *smtp_dest_enter(const char *key, long long limit)
 static void smtp_dest_leave(struct smtp_dest *d)
 {
 	pthread_mutex_lock(&smtp_dest_lock);
-	d->active--; /* entries stay: few destinations, and no free under a waiter */
+	d->active--;
 	pthread_cond_broadcast(&smtp_dest_cond);
+	smtp_dest_drop(d);
 	pthread_mutex_unlock(&smtp_dest_lock);
 }
 
@@ -1643,7 +1679,14 @@ void deliver_smtp(struct deliver_rcpt **rs, size_t n, const char *transport, con
 
 	buf_printf(&key, "%s:%s", transport, nexthop);
 	d = smtp_dest_enter(buf_str(&key), pc->concurrency);
-	if (smtp_dead_get(buf_str(&key), &f.text)) {
+	if (d == NULL) {
+		for (size_t i = 0; i < n; i++) {
+			rs[i]->agent = strcmp(transport, "lmtp") == 0 ? "lmtp" : "smtp";
+			deliver_report(rs[i], "none", "4.4.5",
+				       "delivery temporarily suspended: %s busy (concurrency limit %lld)",
+				       nexthop, pc->concurrency);
+		}
+	} else if (smtp_dead_get(buf_str(&key), &f.text)) {
 		for (size_t i = 0; i < n; i++) {
 			rs[i]->agent = strcmp(transport, "lmtp") == 0 ? "lmtp" : "smtp";
 			deliver_report(rs[i], "none", "4.4.1", "%s", buf_str(&f.text));
@@ -1661,7 +1704,8 @@ void deliver_smtp(struct deliver_rcpt **rs, size_t n, const char *transport, con
 			smtp_deliver_chunk(rs + i, n - i < limit ? n - i : limit, transport, nexthop,
 					   &servers);
 	}
-	smtp_dest_leave(d);
+	if (d != NULL)
+		smtp_dest_leave(d);
 	smtp_servers_free(&servers);
 	buf_free(&f.text);
 	buf_free(&key);
