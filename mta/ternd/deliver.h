@@ -155,6 +155,8 @@ void deliver_smtp_conf_free(struct deliver_smtp_conf *sc);
 void deliver_smtp(struct deliver_rcpt **rs, size_t n, const char *transport, const char *nexthop);
 /* tern flush: forget suspended (dead) destinations, close cached connections. */
 void deliver_smtp_reset(void);
+/* A delivery worker ends: free what the client keeps per thread. */
+void deliver_smtp_thread_done(void);
 
 /* The one maildir writer (deliver_maildir.c): headers then content into
  * DIR/tmp, fsync, link into DIR/new, fsync DIR/new; creates DIR/{tmp,new,

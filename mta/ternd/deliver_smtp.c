@@ -415,18 +415,27 @@ static int smtp_server_is_self(const struct deliver_smtp_conf *sc, const struct 
  * bookkeeping in resolver.c is per resolver and not thread-safe, and the
  * workers look up concurrently. Made on first use, replaced when the
  * settings change (reload). */
+static __thread struct resolver *smtp_thread_resolver;
+static __thread unsigned long smtp_thread_resolver_gen;
+
+void deliver_smtp_thread_done(void)
+{
+	if (smtp_thread_resolver != NULL)
+		resolver_free(smtp_thread_resolver);
+	smtp_thread_resolver = NULL;
+}
+
 static void resolver_lookup_here(const struct deliver_smtp_conf *sc, const char *name, int qtype,
 				 struct resolver_result *res)
 {
-	static __thread struct resolver *mine;
-	static __thread unsigned long mine_gen;
+	struct resolver *mine = smtp_thread_resolver;
 	struct buf err = BUF_INIT;
 
-	if (mine == NULL || mine_gen != sc->generation) {
+	if (mine == NULL || smtp_thread_resolver_gen != sc->generation) {
 		if (mine != NULL)
 			resolver_free(mine);
-		mine = resolver_new(sc->dns_servers, 0, NULL, &err);
-		mine_gen = sc->generation;
+		mine = smtp_thread_resolver = resolver_new(sc->dns_servers, 0, NULL, &err);
+		smtp_thread_resolver_gen = sc->generation;
 	}
 	if (mine == NULL) {
 		res->status = RESOLVER_TEMPFAIL;
