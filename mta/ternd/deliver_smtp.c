@@ -990,7 +990,7 @@ static void smtp_ehlo_parse(struct smtp_sess *ss, const char *text)
 
 /* --- one delivery attempt: recipients rs[0..n) on one server ------------- */
 
-enum smtp_rstate { RS_TODO, RS_SENT, RS_SOFT, RS_HARD };
+enum smtp_rstate { RS_OPEN, RS_SENT, RS_SOFT, RS_HARD };
 
 struct smtp_rcpt {
 	struct deliver_rcpt *r;
@@ -1057,7 +1057,7 @@ static void smtp_rest(struct smtp_rcpt *xs, size_t n, enum smtp_rstate st, const
 		      const char *text, const char *relay)
 {
 	for (size_t i = 0; i < n; i++)
-		if (xs[i].st == RS_TODO || (xs[i].st == RS_SOFT && st == RS_SOFT)) {
+		if (xs[i].st == RS_OPEN || (xs[i].st == RS_SOFT && st == RS_SOFT)) {
 			smtp_rcpt_set(&xs[i], st, dsn, text);
 			xs[i].relay = relay;
 		}
@@ -1300,7 +1300,7 @@ void deliver_smtp_reset(void)
 	smtp_cache_reap(1);
 }
 
-/* One session on one server for the recipients marked TODO/SOFT in xs.
+/* One session on one server for the recipients marked OPEN/SOFT in xs.
  * Returns 1 when the session happened (counts toward smtp_mx_session_limit),
  * 0 when it never got going (connection refused, bad greeting...). */
 static int smtp_session(struct smtp_sess *ss, struct deliver_msg *m, struct smtp_rcpt *xs,
@@ -1314,7 +1314,7 @@ static int smtp_session(struct smtp_sess *ss, struct deliver_msg *m, struct smtp
 	const char *hello = ss->lmtp ? "LHLO" : "EHLO";
 
 	for (size_t i = 0; i < n; i++)
-		if (xs[i].st == RS_TODO || xs[i].st == RS_SOFT)
+		if (xs[i].st == RS_OPEN || xs[i].st == RS_SOFT)
 			idx[nidx++] = i;
 	if (nidx == 0)
 		goto done;
@@ -1541,7 +1541,7 @@ broken:
 	buf_set(why, buf_str(&ss->why));
 	for (size_t k = 0; k < nidx; k++) {
 		struct smtp_rcpt *x = &xs[idx[k]];
-		if (x->st == RS_TODO || x->st == RS_SOFT || x->accepted) {
+		if (x->st == RS_OPEN || x->st == RS_SOFT || x->accepted) {
 			smtp_rcpt_set(x, RS_SOFT, "4.4.2", buf_str(why));
 			x->relay = relay;
 			x->accepted = 0;
@@ -1607,12 +1607,12 @@ static void smtp_deliver_chunk(struct deliver_rcpt **rs, size_t n, const char *t
 		left = 0;
 		for (size_t i = 0; i < n; i++) {
 			/* stale: what it never got to is tried on a fresh connection */
-			if (xs[i].st == RS_TODO && !cached->stale) {
+			if (xs[i].st == RS_OPEN && !cached->stale) {
 				smtp_rcpt_set(&xs[i], RS_SOFT, "4.4.1",
 					      why.len ? buf_str(&why) : "delivery failed");
 				xs[i].relay = NULL;
 			}
-			left |= xs[i].st == RS_SOFT || xs[i].st == RS_TODO;
+			left |= xs[i].st == RS_SOFT || xs[i].st == RS_OPEN;
 		}
 		smtp_sess_close(cached, 0); /* a copy went back to the cache if reusable */
 	}
@@ -1633,13 +1633,13 @@ static void smtp_deliver_chunk(struct deliver_rcpt **rs, size_t n, const char *t
 		buf_reset(&why);
 		for (size_t i = 0; i < n; i++)
 			if (xs[i].st == RS_SOFT)
-				xs[i].st = RS_TODO; /* try it here */
+				xs[i].st = RS_OPEN; /* try it here */
 		sessions += smtp_session(&ss, m, xs, n, buf_str(&relays[h]), &t_conn, &why);
 		buf_free(&ss.out);
 		buf_free(&ss.why);
 		left = 0;
 		for (size_t i = 0; i < n; i++) {
-			if (xs[i].st == RS_TODO) { /* never got to it here */
+			if (xs[i].st == RS_OPEN) { /* never got to it here */
 				smtp_rcpt_set(&xs[i], RS_SOFT, "4.4.1",
 					      why.len ? buf_str(&why) : "delivery failed");
 				xs[i].relay = NULL;
@@ -1656,7 +1656,7 @@ static void smtp_deliver_chunk(struct deliver_rcpt **rs, size_t n, const char *t
 		smtp_dead_clear(buf_str(&key));
 	for (size_t i = 0; i < n; i++) {
 		struct deliver_rcpt *r = rs[i];
-		if (xs[i].st == RS_TODO || xs[i].dsn[0] == 0) /* never without a status */
+		if (xs[i].st == RS_OPEN || xs[i].dsn[0] == 0) /* never without a status */
 			smtp_rcpt_set(&xs[i], RS_SOFT, "4.4.1",
 				      why.len ? buf_str(&why) : "delivery failed: no server tried");
 		r->agent = strcmp(transport, "relay") == 0 ? "relay" : lmtp ? "lmtp" : "smtp";
