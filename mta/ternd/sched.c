@@ -208,69 +208,6 @@ static int sched_expired(const struct deliver_conf *dc, const struct queue_env *
 
 /* sched_journal - record outcomes; returns -1 if a record failed (the
  * claim is then released so the message is retried: at-least-once). */
-/* Messages handed back because their destination was full: when taken
- * again they are not logged "(queue active)" a second time, as Postfix's
- * qmgr logs a message once per entry into its active queue. A set of
- * queue IDs; bounded (forgetting only means one more log line). */
-#define SCHED_BUSY_BUCKETS 1024
-#define SCHED_BUSY_MAX 100000
-
-struct sched_busy {
-	char qid[QUEUE_ID_SIZE];
-	struct sched_busy *next;
-};
-
-static pthread_mutex_t sched_busy_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct sched_busy *sched_busy_set[SCHED_BUSY_BUCKETS];
-static size_t sched_busy_count;
-
-static struct sched_busy **sched_busy_find(const char *qid)
-{
-	unsigned h = 5381;
-	struct sched_busy **pp;
-
-	for (const char *p = qid; *p; p++)
-		h = h * 33 + (unsigned char)*p;
-	for (pp = &sched_busy_set[h % SCHED_BUSY_BUCKETS]; *pp; pp = &(*pp)->next)
-		if (strcmp((*pp)->qid, qid) == 0)
-			break;
-	return pp;
-}
-
-/* add (busy = 1) or remove (0) qid; returns whether it was there */
-static int sched_busy_mark(const char *qid, int busy)
-{
-	struct sched_busy **pp, *b;
-	int was;
-
-	pthread_mutex_lock(&sched_busy_lock);
-	pp = sched_busy_find(qid);
-	was = *pp != NULL;
-	if (busy && !was && sched_busy_count < SCHED_BUSY_MAX) {
-		b = xcalloc(1, sizeof(*b));
-		snprintf(b->qid, sizeof(b->qid), "%s", qid);
-		*pp = b;
-		sched_busy_count++;
-	} else if (!busy && was) {
-		b = *pp;
-		*pp = b->next;
-		free(b);
-		sched_busy_count--;
-	}
-	pthread_mutex_unlock(&sched_busy_lock);
-	return was;
-}
-
-static int sched_busy_seen(const char *qid)
-{
-	int was;
-
-	pthread_mutex_lock(&sched_busy_lock);
-	was = *sched_busy_find(qid) != NULL;
-	pthread_mutex_unlock(&sched_busy_lock);
-	return was;
-}
-
 static int sched_journal(struct deliver_msg *m, struct sched_outcome *o, const char *reason,
 			 int any_pending)
 {
@@ -288,11 +225,9 @@ static int sched_journal(struct deliver_msg *m, struct sched_outcome *o, const c
 	}
 	if (st == QUEUE_OK && any_pending && !deferred) {
 		/* only busy destinations: try again in a second, no deferral */
-		sched_busy_mark(m->qid, 1);
 		queue_unclaim_until(m->q, m->qid, time(NULL) + SCHED_BUSY_RETRY);
 		return 0;
 	}
-	sched_busy_mark(m->qid, 0);
 	if (st == QUEUE_OK && any_pending) {
 		st = queue_defer(m->q, m->qid, sched_backoff(m->conf, m->env, time(NULL)),
 				 *reason ? reason : "delivery temporarily suspended");
@@ -433,9 +368,8 @@ static void sched_message(struct sched *s, const struct deliver_conf *dc, const 
 	}
 	m.content = content.data ? content.data : "";
 	m.len = content.len;
-	if (!sched_busy_seen(qid))
-		msg_qid(qid, "from=<%s>, size=%zu, nrcpt=%zu (queue active)", env.sender, env.size,
-			env.nrcpt);
+	msg_qid(qid, "from=<%s>, size=%zu, nrcpt=%zu (queue active)", env.sender, env.size,
+		env.nrcpt);
 	sched_message_run(&m);
 out:
 	queue_env_free(&env);
