@@ -115,7 +115,6 @@ struct deliver_rcpt {
 	const struct queue_rcpt *qr;	   /* the queue recipient (DSN NOTIFY/ORCPT) */
 	int remote_dsn;			   /* smtp: the next hop took NOTIFY=, no "relayed" notice */
 	int nsent, nbounced, ndeferred;
-	int nskipped; /* not tried now (destination busy): stays queued, nothing logged */
 	struct buf reason; /* first deferral reason, for queue_defer() */
 	char reason_dsn[16]; /* and its status code, for an expiry's DSN */
 };

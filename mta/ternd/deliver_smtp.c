@@ -213,11 +213,11 @@ void deliver_smtp_conf_free(struct deliver_smtp_conf *sc)
 
 /* --- per-destination concurrency ----------------------------------------
  * At most <transport>_destination_concurrency_limit deliveries per
- * destination. Queue recipients of a full destination are not tried now
- * (nskipped: the scheduler hands the message back for a second, nothing
- * logged); addresses from an alias expansion, whose outcome is needed at
- * once, wait for a slot, at most SMTP_SLOT_WAIT, then are deferred
- * (4.4.5). Entries go when nobody uses or waits for them. */
+ * destination; a worker waits for a slot, at most SMTP_SLOT_WAIT, then
+ * the mail is deferred (4.4.5). Known limit: while a backlog for one slow
+ * site waits, those workers do nothing else (Postfix's qmgr would not
+ * hand such mail out at all); default_process_limit workers bound it.
+ * Entries go when nobody uses or waits for them. */
 
 #define SMTP_SLOT_WAIT 60 /* seconds */
 
@@ -245,9 +245,8 @@ static void smtp_dest_drop(struct smtp_dest *d) /* lock held */
 	free(d);
 }
 
-/* A slot for key, or NULL (busy for too long: defer). With nowait, NULL
- * at once when the destination is full. */
-static struct smtp_dest *smtp_dest_enter(const char *key, long long limit, int nowait)
+/* A slot for key, or NULL (busy for too long: defer). */
+static struct smtp_dest *smtp_dest_enter(const char *key, long long limit)
 {
 	struct smtp_dest *d;
 	struct timespec dl;
@@ -260,10 +259,6 @@ static struct smtp_dest *smtp_dest_enter(const char *key, long long limit, int n
 		d->key = xstrdup(key);
 		d->next = smtp_dests;
 		smtp_dests = d;
-	}
-	if (limit > 0 && d->active >= limit && nowait) {
-		pthread_mutex_unlock(&smtp_dest_lock);
-		return NULL;
 	}
 	if (limit > 0 && d->active >= limit) {
 		clock_gettime(CLOCK_REALTIME, &dl);
@@ -1692,18 +1687,8 @@ void deliver_smtp(struct deliver_rcpt **rs, size_t n, const char *transport, con
 	size_t limit = pc->rcpt_limit > 0 ? (size_t)pc->rcpt_limit : n;
 
 	buf_printf(&key, "%s:%s", transport, nexthop);
-	/* Queue recipients of a full destination are handed back untried
-	 * (the scheduler retries them in a second, nothing logged, as
-	 * Postfix's qmgr simply waits); an alias expansion's addresses wait
-	 * for a slot, since their outcome is needed now. */
-	int top = 1;
-	for (size_t i = 0; i < n; i++)
-		top &= rs[i]->parent == NULL && rs[i]->qr != NULL;
-	d = smtp_dest_enter(buf_str(&key), pc->concurrency, top);
-	if (d == NULL && top) {
-		for (size_t i = 0; i < n; i++)
-			rs[i]->nskipped++;
-	} else if (d == NULL) {
+	d = smtp_dest_enter(buf_str(&key), pc->concurrency);
+	if (d == NULL) {
 		for (size_t i = 0; i < n; i++) {
 			rs[i]->agent = strcmp(transport, "lmtp") == 0 ? "lmtp" : "smtp";
 			deliver_report(rs[i], "none", "4.4.5",

@@ -33,7 +33,6 @@
 
 #define SCHED_DEFAULT_WORKERS 2
 #define SCHED_QUICK_NS 1000000 /* a delivery this fast is no reason to wake another worker */
-#define SCHED_BUSY_RETRY 1     /* seconds before mail for a busy destination is taken again */
 
 /* A settings snapshot shared by the workers; freed by its last user. */
 struct sched_conf {
@@ -122,7 +121,6 @@ static struct sched_conf *sched_conf_new(struct cfg *cfg, struct buf *err)
 struct sched_outcome {
 	int pending; /* 1: still to do (deferred) */
 	enum queue_rcpt_state state;
-	int skipped;	 /* pending only because its destination was busy */
 	char dsn[16];	 /* why it is pending: status and text, for an expiry */
 	struct buf text;
 };
@@ -162,8 +160,7 @@ static int sched_rcpts_deliver(struct deliver_msg *m, struct sched_outcome *o, s
 	for (size_t j = 0; j < k; j++) {
 		struct deliver_rcpt *r = &rs[j];
 		struct sched_outcome *oi = &o[idx[j]];
-		oi->pending = r->ndeferred > 0 || r->nskipped > 0;
-		oi->skipped = r->nskipped > 0 && r->ndeferred == 0;
+		oi->pending = r->ndeferred > 0;
 		oi->state = r->nsent == 0 && r->nbounced > 0 ? QUEUE_RCPT_BOUNCED : QUEUE_RCPT_SENT;
 		if (oi->pending && reason->len == 0)
 			buf_set(reason, buf_str(&r->reason));
@@ -212,21 +209,14 @@ static int sched_journal(struct deliver_msg *m, struct sched_outcome *o, const c
 			 int any_pending)
 {
 	enum queue_status st = QUEUE_OK;
-	int journaled = 0, deferred = 0;
+	int journaled = 0;
 
-	for (size_t i = 0; i < m->env->nrcpt; i++)
-		deferred |= o[i].pending && !o[i].skipped;
 	for (size_t i = 0; i < m->env->nrcpt && st == QUEUE_OK; i++) {
 		if (m->env->rcpt[i].state != QUEUE_RCPT_PENDING || o[i].pending)
 			continue;
 		st = queue_rcpt_done_nowait(m->q, m->qid, i, o[i].state,
 					    sched_backoff(m->conf, m->env, time(NULL)));
 		journaled = 1;
-	}
-	if (st == QUEUE_OK && any_pending && !deferred) {
-		/* only busy destinations: try again in a second, no deferral */
-		queue_unclaim_until(m->q, m->qid, time(NULL) + SCHED_BUSY_RETRY);
-		return 0;
 	}
 	if (st == QUEUE_OK && any_pending) {
 		st = queue_defer(m->q, m->qid, sched_backoff(m->conf, m->env, time(NULL)),
@@ -281,7 +271,7 @@ static void sched_delay_warn(struct deliver_msg *m, const struct sched_outcome *
 	    sched_warned_once(m->qid))
 		return;
 	for (size_t i = 0; i < m->env->nrcpt; i++)
-		if (o[i].pending && !o[i].skipped) /* a busy destination is no delay yet */
+		if (o[i].pending)
 			bounce_note(m, "delayed", m->env->rcpt[i].addr, m->env->rcpt[i].addr,
 				    &m->env->rcpt[i], o[i].dsn[0] == '4' ? o[i].dsn : "4.0.0", "none",
 				    o[i].text.len ? buf_str(&o[i].text) : reason);

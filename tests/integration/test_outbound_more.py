@@ -144,22 +144,3 @@ def test_stale_cached_connection_is_replaced_at_once(outbound):
         ".*", service="smtp"))
     assert mx1b.delivered() == ["b@remote.test"]
 
-
-
-def test_busy_destination_waits_quietly_and_blocks_no_worker(outbound):
-    """smtp_destination_concurrency_limit = 1 and a server that takes 2 s
-    per message: the second message for it waits, untried and without a
-    deferral, while mail for elsewhere (a local mailbox) is delivered at
-    once, even with only a few delivery workers."""
-    mx1 = outbound.fake(MX1, delay_seconds=2)
-    outbound.start(smtp_destination_concurrency_limit="1", default_process_limit="4",
-                   minimal_backoff_time="1h", maximal_backoff_time="1h")
-    for i in range(4):
-        outbound.send(["slow%d@remote.test" % i])
-    t0 = time.monotonic()
-    outbound.send(["local@example.test"], msg="Subject: local\r\n\r\nhi\r\n")
-    outbound.wait_log(r"to=<local@example\.test>, .*status=sent", timeout=5)
-    assert time.monotonic() - t0 < 1.5, outbound.log()
-    outbound.wait(lambda: len(mx1.delivered()) == 4, "all four at the slow server", timeout=30)
-    assert "status=deferred" not in outbound.log(), outbound.log()
-    assert mx1.max_concurrent <= 1, mx1.describe()
