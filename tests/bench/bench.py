@@ -50,11 +50,14 @@ import tempfile
 import threading
 import time
 
+# the private Postfix's master.cf, shared with the interop tests
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
+from pfmaster import private_master_cf  # noqa: E402
+
 SMTP_SOURCE = "/usr/sbin/smtp-source"
 SMTP_SINK = "/usr/sbin/smtp-sink"
 POSTFIX = "/usr/sbin/postfix"
 POSTCONF = "/usr/sbin/postconf"
-MASTER_CF = "/etc/postfix/master.cf"
 SENDER = "bench@client.example"
 RECIPIENT = "user@dest.example"  # smtp-source -N makes it 1user@..., 2user@...
 
@@ -469,32 +472,8 @@ class Postfix:
 
     def master_cf(self):
         """/etc/postfix/master.cf without chroot, smtpd on our port, no pipe
-        services (their users need not exist)."""
-        drop = {"maildrop", "uucp", "ifmail", "bsmtp", "scalemail-backend", "mailman"}
-        out, skipping = [], False
-        with open(MASTER_CF) as f:
-            for line in f:
-                if line.startswith("#") or not line.strip():
-                    out.append(line)
-                    continue
-                if line[0].isspace():  # continuation of the entry above
-                    if not skipping:
-                        out.append(line)
-                    continue
-                fields = line.split()
-                skipping = fields[0] in drop
-                if skipping:
-                    continue
-                if len(fields) >= 8:
-                    if fields[0] == "smtp" and fields[1] == "inet":
-                        fields[0] = "127.0.0.1:%d" % self.port
-                    if fields[4] == "y":
-                        fields[4] = "n"
-                    line = "%-10s %-5s %-7s %-7s %-7s %-7s %-7s %s\n" % (
-                        fields[0], fields[1], fields[2], fields[3], fields[4],
-                        fields[5], fields[6], " ".join(fields[7:]))
-                out.append(line)
-        return "".join(out)
+        services (tests/integration/pfmaster.py, shared with the interop tests)."""
+        return private_master_cf(self.port)
 
     def main_cf(self):
         conf = {

@@ -46,13 +46,12 @@ import time
 from pathlib import Path
 
 import harness
+from pfmaster import private_master_cf
 
 POSTFIX = "/usr/sbin/postfix"
 POSTCAT = "/usr/sbin/postcat"
-MASTER_CF = "/etc/postfix/master.cf"
 QUEUES = ("maildrop", "incoming", "active", "deferred", "hold", "corrupt")
 LOGS = ("defer", "bounce", "trace")
-PIPE_SERVICES = {"maildrop", "uucp", "ifmail", "bsmtp", "scalemail-backend", "mailman"}
 
 
 class PostfixError(Exception):
@@ -113,33 +112,10 @@ class PostfixInstance:
     # -- configuration -------------------------------------------------------
 
     def master_cf(self):
-        out, skipping, moved = [], False, False
-        with open(MASTER_CF) as f:
-            for line in f:
-                if line.startswith("#") or not line.strip():
-                    out.append(line)
-                    continue
-                if line[0].isspace():           # continues the entry above
-                    if not skipping:
-                        out.append(line)
-                    continue
-                fields = line.split()
-                skipping = fields[0] in PIPE_SERVICES
-                if skipping:
-                    continue
-                if len(fields) >= 8:
-                    if fields[0] == "smtp" and fields[1] == "inet":
-                        fields[0] = "127.0.0.1:%d" % self.port
-                        moved = True
-                    if fields[4] == "y":
-                        fields[4] = "n"
-                    line = "%-10s %-5s %-7s %-7s %-7s %-7s %-7s %s\n" % (
-                        fields[0], fields[1], fields[2], fields[3], fields[4],
-                        fields[5], fields[6], " ".join(fields[7:]))
-                out.append(line)
-        if not moved:
-            raise PostfixError("%s has no 'smtp inet' service to move" % MASTER_CF)
-        return "".join(out)
+        try:
+            return private_master_cf(self.port)
+        except ValueError as e:
+            raise PostfixError(str(e))
 
     @staticmethod
     def _inline(table):
