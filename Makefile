@@ -45,7 +45,10 @@ LIBTERN := $(BUILD)/libtern.a
 # Programs: one directory each; the program is named after its directory.
 # Later issues add mta/ternd, policyd/, milters/* here.
 PROG_DIRS := $(sort $(dir $(wildcard mta/*/main.c policyd/main.c milters/*/main.c)))
-PROGRAMS  := $(foreach d,$(PROG_DIRS),$(BUILD)/bin/$(notdir $(patsubst %/,%,$(d))))
+# Program name from its directory: mta/X/ -> X, policyd/ -> tern-policyd,
+# milters/X/ -> tern-X-milter.
+prog_name = $(if $(filter policyd/,$(1)),tern-policyd,$(if $(filter milters/%,$(1)),tern-$(notdir $(patsubst %/,%,$(1)))-milter,$(notdir $(patsubst %/,%,$(1)))))
+PROGRAMS  := $(foreach d,$(PROG_DIRS),$(BUILD)/bin/$(call prog_name,$(d)))
 
 # Unit tests: tests/unit/test_<module>.c, each its own cmocka binary.
 UNIT_SRC  := $(wildcard tests/unit/test_*.c)
@@ -69,10 +72,12 @@ $(LIBTERN): $(LIB_OBJ)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
+# A program needing more libraries than every program sets LIBS_<name>
+# (e.g. LIBS_tern-dkim-milter := -lmilter -lopendkim) next to its rules.
 define program_rule
-$(BUILD)/bin/$(notdir $(patsubst %/,%,$(1))): $(patsubst %.c,$(BUILD)/%.o,$(wildcard $(1)*.c)) $(LIBTERN)
+$(BUILD)/bin/$(call prog_name,$(1)): $(patsubst %.c,$(BUILD)/%.o,$(wildcard $(1)*.c)) $(LIBTERN)
 	@mkdir -p $$(dir $$@)
-	$$(CC) $$(LDFLAGS) -o $$@ $$(filter %.o,$$^) $(LIBTERN) $$(LDLIBS)
+	$$(CC) $$(LDFLAGS) -o $$@ $$(filter %.o,$$^) $(LIBTERN) $$(LIBS_$(call prog_name,$(1))) $$(LDLIBS)
 endef
 $(foreach d,$(PROG_DIRS),$(eval $(call program_rule,$(d))))
 
