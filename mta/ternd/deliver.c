@@ -245,12 +245,11 @@ static void deliver_will_block(struct deliver_msg *m, const char *transport, int
 	m->on_slow(m->slow_arg);
 }
 
-void deliver_rcpt_run(struct deliver_rcpt *r)
-{
-	deliver_rcpts_run(&r, 1);
-}
-
-void deliver_rcpts_run(struct deliver_rcpt **rs, size_t n)
+/* deliver_rcpts_route - route each recipient and run every transport
+ * but the SMTP family now; prepare one SMTP job per destination into
+ * jobs (*nj). */
+static void deliver_rcpts_route(struct deliver_rcpt **rs, size_t n, struct deliver_smtp_job **jobs,
+				size_t *nj)
 {
 	struct route *rt = xcalloc(n + 1, sizeof(*rt));
 	struct deliver_rcpt **group = xcalloc(n + 1, sizeof(*group));
@@ -258,6 +257,7 @@ void deliver_rcpts_run(struct deliver_rcpt **rs, size_t n)
 	struct buf err = BUF_INIT;
 	int slow = 0;
 
+	*nj = 0;
 	for (size_t i = 0; i < n; i++) {
 		route_init(&rt[i]);
 		rs[i]->t_start = deliver_now();
@@ -271,9 +271,10 @@ void deliver_rcpts_run(struct deliver_rcpt **rs, size_t n)
 			done[i] = 1;
 		}
 	}
-	/* What is left goes by SMTP/LMTP: one call per destination. */
+	/* What is left goes by SMTP/LMTP: one job per destination. */
 	for (size_t i = 0; i < n; i++) {
 		size_t g = 0;
+		struct deliver_smtp_job *job;
 		if (done[i])
 			continue;
 		for (size_t j = i; j < n; j++) {
@@ -283,8 +284,10 @@ void deliver_rcpts_run(struct deliver_rcpt **rs, size_t n)
 			group[g++] = rs[j];
 			done[j] = 1;
 		}
-		deliver_will_block(rs[i]->msg, buf_str(&rt[i].transport), &slow);
-		deliver_smtp(group, g, buf_str(&rt[i].transport), buf_str(&rt[i].nexthop));
+		job = deliver_smtp_prepare(group, g, buf_str(&rt[i].transport),
+					   buf_str(&rt[i].nexthop));
+		if (job != NULL)
+			jobs[(*nj)++] = job;
 	}
 	for (size_t i = 0; i < n; i++)
 		route_free(&rt[i]);
@@ -292,6 +295,27 @@ void deliver_rcpts_run(struct deliver_rcpt **rs, size_t n)
 	free(group);
 	free(done);
 	buf_free(&err);
+}
+
+void deliver_rcpt_run(struct deliver_rcpt *r)
+{
+	struct deliver_smtp_job *job;
+	size_t nj;
+
+	deliver_rcpts_route(&r, 1, &job, &nj);
+	deliver_smtp_wait(&job, nj);
+}
+
+int deliver_rcpts_start(struct deliver_rcpt **rs, size_t n, void (*done)(void *arg), void *arg)
+{
+	struct deliver_smtp_job **jobs = xcalloc(n + 1, sizeof(*jobs));
+	size_t nj;
+	int pending;
+
+	deliver_rcpts_route(rs, n, jobs, &nj);
+	pending = deliver_smtp_launch(jobs, nj, done, arg);
+	free(jobs);
+	return pending;
 }
 
 const struct queue_rcpt *deliver_rcpt_queue_rcpt(const struct deliver_rcpt *r)

@@ -123,13 +123,16 @@ struct deliver_rcpt {
 
 enum deliver_status { DELIVER_SENT, DELIVER_DEFER, DELIVER_BOUNCE };
 
-/* Route addr and run its transport; every outcome goes through
- * deliver_report(). */
+/* Route addr and run its transport, to the end (a worker may wait for
+ * an SMTP delivery); every outcome goes through deliver_report(). */
 void deliver_rcpt_run(struct deliver_rcpt *r);
-/* The same for n recipients of one message: those routed to the same
- * smtp/lmtp destination share sessions (up to the recipient limit per
- * transaction) instead of one connection each. */
-void deliver_rcpts_run(struct deliver_rcpt **rs, size_t n);
+/* The same for n recipients of one message, without waiting for SMTP:
+ * local, virtual, discard, error and retry run now; those routed to the
+ * same smtp/lmtp destination share sessions (up to the recipient limit
+ * per transaction), which run on an event loop. Returns 0 when every
+ * recipient has its outcome, 1 when done(arg) will run (once, on a loop
+ * thread) after the last one. rs and the message must live until then. */
+int deliver_rcpts_start(struct deliver_rcpt **rs, size_t n, void (*done)(void *arg), void *arg);
 /* Log and count one final result. dsn "2.0.0" / "4.x.y" / "5.x.y"
  * decides the status; relay is "local", "virtual", "none"... */
 void deliver_report(struct deliver_rcpt *r, const char *relay, const char *dsn, const char *fmt,
@@ -143,16 +146,31 @@ void deliver_discard(struct deliver_rcpt *r, const char *nexthop);
 void deliver_error(struct deliver_rcpt *r, const char *nexthop);
 void deliver_retry(struct deliver_rcpt *r, const char *nexthop);
 
-/* The smtp and lmtp clients (deliver_smtp.c): one or more sessions to
- * the destination nexthop ("domain" with MX lookup, "[host]:port",
+/* The smtp, relay and lmtp clients (deliver_smtp.c, smtp_conn.c,
+ * smtp_servers.c). A job is rs[0..n), all of one message, for the
+ * destination nexthop ("domain" with MX lookup, "[host]:port",
  * "host:port", lmtp "unix:/path" / "inet:host:port"; relayhost already
- * applied by routing) for rs[0..n), all of one message; each recipient
- * gets its deliver_report(). Blocking, on the calling worker thread,
- * every step under its Postfix timeout. */
+ * applied by routing). deliver_smtp_prepare() runs on a worker: a
+ * destination known dead or without servers (blocking DNS) reports every
+ * recipient at once and gives NULL. deliver_smtp_launch() runs a
+ * message's jobs on one engine loop and returns 1 (done(arg) follows
+ * there once every recipient is reported), or 0 when it reported them
+ * all already (no loops). deliver_smtp_wait() launches and waits. */
+struct engine;
 struct deliver_smtp_conf;
+struct deliver_smtp_job;
 struct deliver_smtp_conf *deliver_smtp_conf_new(const struct cfg *cfg, struct buf *err);
 void deliver_smtp_conf_free(struct deliver_smtp_conf *sc);
-void deliver_smtp(struct deliver_rcpt **rs, size_t n, const char *transport, const char *nexthop);
+struct deliver_smtp_job *deliver_smtp_prepare(struct deliver_rcpt **rs, size_t n,
+					      const char *transport, const char *nexthop);
+int deliver_smtp_launch(struct deliver_smtp_job **jobs, size_t n, void (*done)(void *arg),
+			void *arg);
+void deliver_smtp_wait(struct deliver_smtp_job **jobs, size_t n);
+/* The loops the sessions run on (main.c, after engine_start()). */
+int deliver_smtp_init(struct engine *e, struct buf *err);
+/* Close every session for good (sched_stop(), while the loops still
+ * run); their messages stay queued. Later jobs report 4.3.0 at once. */
+void deliver_smtp_shutdown(void);
 /* tern flush: forget suspended (dead) destinations, close cached connections. */
 void deliver_smtp_reset(void);
 /* A delivery worker ends: free what the client keeps per thread. */

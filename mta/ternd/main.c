@@ -735,7 +735,8 @@ static int ternd_start_engine(struct ternd *d, struct buf *err)
 	qo.minfree_bytes = (uint64_t)minfree;
 	if (queue_open(buf_str(&d->queue_dir), &qo, &d->queue, err) < 0 ||
 	    ternd_confs_build(d->cfg, &d->confs, &d->nconfs, err) < 0 ||
-	    (d->engine = engine_new(0, err)) == NULL || engine_start(d->engine, err) < 0)
+	    (d->engine = engine_new(0, err)) == NULL || engine_start(d->engine, err) < 0 ||
+	    deliver_smtp_init(d->engine, err) < 0)
 		goto done;
 	/* Delivery workers: blocking deliveries (maildir, commands, the SMTP
 	 * and LMTP clients) each hold one, as Postfix's delivery agent

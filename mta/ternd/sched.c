@@ -12,8 +12,14 @@
  * than a fast delivery (discard) itself, while a slow delivery still gets
  * company at once. Pause is a flag file (SCHED_PAUSE_FILE)
  * so it survives restarts. Interface in sched.h.
- * Pitfalls: a claim must always end (journal or queue_unclaim); bounce
- * notices are queued before recipients are marked bounced.
+ *
+ * SMTP and LMTP deliveries run on the engine loops: the worker hands them
+ * over and takes the next message; when their last recipient is reported
+ * the message comes back (sched.finished) and a worker journals it. At
+ * most qmgr_message_active_limit messages are out like that.
+ * Pitfalls: a claim must always end (journal or queue_unclaim), except at
+ * shutdown, when claims simply die with the process; bounce notices are
+ * queued before recipients are marked bounced.
  */
 #include "sched.h"
 #include "fileio.h"
@@ -52,6 +58,9 @@ struct sched {
 	int nasleep;	   /* workers in sched_sleep() */
 	int waking;	   /* of those, signalled but not yet running */
 	int64_t *busy_since; /* per worker: start of its current message, or 0 */
+	struct sched_msg *finished, *finished_tail; /* SMTP done, to be journaled */
+	long long inflight;     /* claimed messages whose SMTP deliveries run on the loops */
+	long long active_limit; /* qmgr_message_active_limit: claim no more beyond it */
 };
 
 struct sched_worker_arg {
@@ -137,43 +146,46 @@ static time_t sched_backoff(const struct deliver_conf *dc, const struct queue_en
 	return now + (time_t)delay;
 }
 
-/* Every pending recipient in one go, so that those for the same SMTP
- * destination share sessions; then each one's outcome. */
-static int sched_rcpts_deliver(struct deliver_msg *m, struct sched_outcome *o, struct buf *reason)
+/* A message between its claim and its journal. On the heap: its SMTP
+ * deliveries finish on an event loop, and a worker journals it then. */
+struct sched_msg {
+	struct sched *s;
+	struct sched_conf *c;
+	struct deliver_msg m;
+	struct queue_env env;
+	struct buf content;
+	struct sched_slow_arg *slow;
+	char qid[QUEUE_ID_SIZE];
+	struct deliver_rcpt *rs; /* one per pending queue recipient */
+	struct deliver_rcpt **ps;
+	size_t *idx; /* rs[j] is queue recipient idx[j] */
+	size_t k;
+	struct sched_msg *next; /* sched.finished */
+};
+
+/* Each queue recipient's outcome, from its deliveries' reports. */
+static int sched_outcomes(struct sched_msg *sm, struct sched_outcome *o, struct buf *reason)
 {
-	size_t n = m->env->nrcpt, k = 0;
-	struct deliver_rcpt *rs = xcalloc(n + 1, sizeof(*rs));
-	struct deliver_rcpt **ps = xcalloc(n + 1, sizeof(*ps));
-	size_t *idx = xcalloc(n + 1, sizeof(*idx));
 	int any_pending = 0;
 
-	for (size_t i = 0; i < n; i++) {
-		const struct queue_rcpt *qr = &m->env->rcpt[i];
-		if (qr->state != QUEUE_RCPT_PENDING)
-			continue;
-		rs[k] = (struct deliver_rcpt){.msg = m, .addr = qr->addr, .orig = qr->addr, .qr = qr};
-		buf_init(&rs[k].reason);
-		ps[k] = &rs[k];
-		idx[k++] = i;
-	}
-	deliver_rcpts_run(ps, k);
-	for (size_t j = 0; j < k; j++) {
-		struct deliver_rcpt *r = &rs[j];
-		struct sched_outcome *oi = &o[idx[j]];
+	for (size_t j = 0; j < sm->k; j++) {
+		struct deliver_rcpt *r = &sm->rs[j];
+		struct sched_outcome *oi = &o[sm->idx[j]];
 		oi->pending = r->ndeferred > 0;
 		oi->state = r->nsent == 0 && r->nbounced > 0 ? QUEUE_RCPT_BOUNCED : QUEUE_RCPT_SENT;
+		if (r->nsent + r->nbounced + r->ndeferred == 0) { /* never without an outcome */
+			oi->pending = 1;
+			snprintf(oi->dsn, sizeof(oi->dsn), "4.3.0");
+			buf_set(&oi->text, "delivery status unknown");
+		}
 		if (oi->pending && reason->len == 0)
-			buf_set(reason, buf_str(&r->reason));
-		if (oi->pending) {
+			buf_set(reason, r->reason.len ? buf_str(&r->reason) : buf_str(&oi->text));
+		if (r->ndeferred > 0) {
 			snprintf(oi->dsn, sizeof(oi->dsn), "%s", r->reason_dsn);
 			buf_set(&oi->text, buf_str(&r->reason));
 		}
 		any_pending |= oi->pending;
-		buf_free(&r->reason);
 	}
-	free(rs);
-	free(ps);
-	free(idx);
 	return any_pending;
 }
 
@@ -278,11 +290,29 @@ static void sched_delay_warn(struct deliver_msg *m, const struct sched_outcome *
 	(void)bounce_flush(m); /* a lost warning is not worth holding mail for */
 }
 
-static void sched_message_run(struct deliver_msg *m)
+static void sched_msg_free(struct sched_msg *sm)
 {
+	for (size_t j = 0; j < sm->k; j++)
+		buf_free(&sm->rs[j].reason);
+	free(sm->rs);
+	free(sm->ps);
+	free(sm->idx);
+	free(sm->slow);
+	queue_env_free(&sm->env);
+	buf_free(&sm->content);
+	buf_free(&sm->m.failed);
+	free(sm);
+}
+
+static void sched_conf_drop(struct sched *s, struct sched_conf *c);
+
+/* Every recipient has its outcome: notices, expiry, warnings, journal. */
+static void sched_message_finish(struct sched_msg *sm)
+{
+	struct deliver_msg *m = &sm->m;
 	struct sched_outcome *o = xcalloc(m->env->nrcpt + 1, sizeof(*o));
 	struct buf reason = BUF_INIT;
-	int any_pending = sched_rcpts_deliver(m, o, &reason);
+	int any_pending = sched_outcomes(sm, o, &reason);
 
 	if (bounce_flush(m) < 0) {
 		/* No notice queued: keep the bounced recipients for later. */
@@ -306,6 +336,8 @@ static void sched_message_run(struct deliver_msg *m)
 		buf_free(&o[i].text);
 	buf_free(&reason);
 	free(o);
+	sched_conf_drop(sm->s, sm->c);
+	sched_msg_free(sm);
 }
 
 static void sched_signal(struct sched *s);
@@ -331,41 +363,90 @@ static void sched_slow(void *arg)
 	pthread_mutex_unlock(&s->lock);
 }
 
-static void sched_message(struct sched *s, const struct deliver_conf *dc, const char *qid, int me)
+/* deliver_rcpts_start()'s done: on an event loop; a worker journals it. */
+static void sched_msg_done(void *arg)
 {
-	struct queue_env env;
-	struct buf content = BUF_INIT, err = BUF_INIT;
-	struct sched_slow_arg slow = {s, me};
-	struct deliver_msg m = {.q = s->q,
-				.conf = dc,
-				.qid = qid,
-				.env = &env,
-				.on_slow = sched_slow,
-				.slow_arg = &slow};
-	enum queue_status st;
+	struct sched_msg *sm = arg;
+	struct sched *s = sm->s;
 
-	queue_env_init(&env);
-	buf_init(&m.failed);
-	m.t_active = deliver_now();
-	if ((st = queue_load(s->q, qid, &env, &content, &err)) != QUEUE_OK) {
+	pthread_mutex_lock(&s->lock);
+	sm->next = NULL;
+	if (s->finished_tail)
+		s->finished_tail->next = sm;
+	else
+		s->finished = sm;
+	s->finished_tail = sm;
+	s->kicked = 1;
+	if (sched_need_worker(s))
+		sched_signal(s);
+	pthread_mutex_unlock(&s->lock);
+}
+
+/* Load, deliver what can be delivered now, hand SMTP to the loops; the
+ * conf reference c is the message's until it is finished. */
+static void sched_message(struct sched *s, struct sched_conf *c, const char *qid, int me)
+{
+	const struct deliver_conf *dc = c->dc;
+	struct sched_msg *sm = xcalloc(1, sizeof(*sm));
+	struct buf err = BUF_INIT;
+	enum queue_status st;
+	int pending;
+
+	sm->s = s;
+	sm->c = c;
+	snprintf(sm->qid, sizeof(sm->qid), "%s", qid);
+	sm->slow = xcalloc(1, sizeof(*sm->slow));
+	*sm->slow = (struct sched_slow_arg){s, me};
+	sm->m = (struct deliver_msg){.q = s->q,
+				     .conf = dc,
+				     .qid = sm->qid,
+				     .env = &sm->env,
+				     .on_slow = sched_slow,
+				     .slow_arg = sm->slow};
+	queue_env_init(&sm->env);
+	buf_init(&sm->content);
+	buf_init(&sm->m.failed);
+	sm->m.t_active = deliver_now();
+	if ((st = queue_load(s->q, qid, &sm->env, &sm->content, &err)) != QUEUE_OK) {
 		msg_warn("%s: cannot load message: %s%s%s", qid, queue_strerror(st),
 			 err.len ? ": " : "", buf_str(&err));
 		/* Do not spin on it: try again after the minimal backoff. */
 		if (st == QUEUE_ENOENT || queue_defer(s->q, qid, time(NULL) + dc->min_backoff,
 						      "cannot load message") != QUEUE_OK)
 			queue_unclaim(s->q, qid);
-		goto out;
+		buf_free(&err);
+		sched_conf_drop(s, c);
+		sched_msg_free(sm);
+		return;
 	}
-	m.content = content.data ? content.data : "";
-	m.len = content.len;
-	msg_qid(qid, "from=<%s>, size=%zu, nrcpt=%zu (queue active)", env.sender, env.size,
-		env.nrcpt);
-	sched_message_run(&m);
-out:
-	queue_env_free(&env);
-	buf_free(&content);
 	buf_free(&err);
-	buf_free(&m.failed);
+	sm->m.content = sm->content.data ? sm->content.data : "";
+	sm->m.len = sm->content.len;
+	msg_qid(qid, "from=<%s>, size=%zu, nrcpt=%zu (queue active)", sm->env.sender,
+		sm->env.size, sm->env.nrcpt);
+	sm->rs = xcalloc(sm->env.nrcpt + 1, sizeof(*sm->rs));
+	sm->ps = xcalloc(sm->env.nrcpt + 1, sizeof(*sm->ps));
+	sm->idx = xcalloc(sm->env.nrcpt + 1, sizeof(*sm->idx));
+	for (size_t i = 0; i < sm->env.nrcpt; i++) {
+		const struct queue_rcpt *qr = &sm->env.rcpt[i];
+		if (qr->state != QUEUE_RCPT_PENDING)
+			continue;
+		sm->rs[sm->k] = (struct deliver_rcpt){.msg = &sm->m, .addr = qr->addr,
+						      .orig = qr->addr, .qr = qr};
+		buf_init(&sm->rs[sm->k].reason);
+		sm->ps[sm->k] = &sm->rs[sm->k];
+		sm->idx[sm->k++] = i;
+	}
+	pthread_mutex_lock(&s->lock);
+	s->inflight++;
+	pthread_mutex_unlock(&s->lock);
+	pending = deliver_rcpts_start(sm->ps, sm->k, sched_msg_done, sm);
+	if (!pending) {
+		pthread_mutex_lock(&s->lock);
+		s->inflight--;
+		pthread_mutex_unlock(&s->lock);
+		sched_message_finish(sm);
+	}
 }
 
 /* --- flush ------------------------------------------------------------ */
@@ -459,14 +540,26 @@ static void *sched_worker(void *arg)
 			s->busy_since[me] = 0;
 			continue;
 		}
-		if (!s->paused && queue_claim_due(s->q, time(NULL), qid) > 0) {
+		if (s->finished != NULL) { /* SMTP is done with it: journal */
+			struct sched_msg *sm = s->finished;
+			if ((s->finished = sm->next) == NULL)
+				s->finished_tail = NULL;
+			s->busy_since[me] = sched_mono_ns();
+			pthread_mutex_unlock(&s->lock);
+			sched_message_finish(sm);
+			pthread_mutex_lock(&s->lock);
+			s->inflight--;
+			s->busy_since[me] = 0;
+			continue;
+		}
+		if (!s->paused && s->inflight < s->active_limit &&
+		    queue_claim_due(s->q, time(NULL), qid) > 0) {
 			struct sched_conf *c = s->conf;
 			int64_t t0 = sched_mono_ns();
 			c->refs++;
 			s->busy_since[me] = t0;
 			pthread_mutex_unlock(&s->lock);
-			sched_message(s, c->dc, qid, me);
-			sched_conf_drop(s, c);
+			sched_message(s, c, qid, me);
 			pthread_mutex_lock(&s->lock);
 			s->busy_since[me] = 0;
 			/* Slow deliveries and more waiting: bring in another worker. */
@@ -491,7 +584,8 @@ struct sched *sched_start(struct queue *q, struct cfg *cfg, const char *queue_di
 	struct sched *s = xcalloc(1, sizeof(*s));
 	struct buf path = BUF_INIT;
 
-	if ((s->conf = sched_conf_new(cfg, err)) == NULL) {
+	if (cfg_get_int(cfg, NULL, "qmgr_message_active_limit", &s->active_limit, err) < 0 ||
+	    (s->conf = sched_conf_new(cfg, err)) == NULL) {
 		free(s);
 		return NULL;
 	}
@@ -500,6 +594,7 @@ struct sched *sched_start(struct queue *q, struct cfg *cfg, const char *queue_di
 	buf_printf(&path, "%s/%s", queue_dir, SCHED_PAUSE_FILE);
 	s->pause_path = buf_detach(&path);
 	s->paused = access(s->pause_path, F_OK) == 0;
+
 	if (s->paused)
 		msg_info("delivery is paused (%s exists)", s->pause_path);
 	pthread_mutex_init(&s->lock, NULL);
@@ -534,12 +629,18 @@ void sched_wakeup(struct sched *s)
 int sched_reload(struct sched *s, struct cfg *cfg, struct buf *err)
 {
 	struct sched_conf *c = sched_conf_new(cfg, err), *old;
+	long long limit;
 
 	if (c == NULL)
 		return -1;
+	if (cfg_get_int(cfg, NULL, "qmgr_message_active_limit", &limit, err) < 0) {
+		sched_conf_drop(s, c);
+		return -1;
+	}
 	pthread_mutex_lock(&s->lock);
 	old = s->conf;
 	s->conf = c;
+	s->active_limit = limit;
 	pthread_mutex_unlock(&s->lock);
 	sched_conf_drop(s, old);
 	sched_wakeup(s);
@@ -587,8 +688,18 @@ void sched_stop(struct sched *s)
 	s->stopping = 1;
 	pthread_cond_broadcast(&s->cond);
 	pthread_mutex_unlock(&s->lock);
+	/* SMTP sessions end first: a worker may wait for one, and no loop
+	 * may hand a message back to a scheduler that is gone. Messages in
+	 * flight stay queued (claims live in memory only). */
+	deliver_smtp_shutdown();
 	for (int i = 0; i < s->nthreads; i++)
 		pthread_join(s->threads[i], NULL);
+	while (s->finished != NULL) {
+		struct sched_msg *sm = s->finished;
+		s->finished = sm->next;
+		sched_conf_drop(s, sm->c);
+		sched_msg_free(sm);
+	}
 	sched_conf_drop(s, s->conf);
 	pthread_cond_destroy(&s->cond);
 	pthread_mutex_destroy(&s->lock);
