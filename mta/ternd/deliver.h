@@ -151,8 +151,7 @@ void deliver_retry(struct deliver_rcpt *r, const char *nexthop);
  * destination nexthop ("domain" with MX lookup, "[host]:port",
  * "host:port", lmtp "unix:/path" / "inet:host:port"; relayhost already
  * applied by routing). deliver_smtp_prepare() runs on a worker: a
- * destination known dead or without servers (blocking DNS) reports every
- * recipient at once and gives NULL. deliver_smtp_launch() runs a
+ * destination known dead reports every recipient at once and gives NULL. deliver_smtp_launch() runs a
  * message's jobs on one engine loop and returns 1 (done(arg) follows
  * there once every recipient is reported), or 0 when it reported them
  * all already (no loops). deliver_smtp_wait() launches and waits. */
@@ -173,8 +172,6 @@ int deliver_smtp_init(struct engine *e, struct buf *err);
 void deliver_smtp_shutdown(void);
 /* tern flush: forget suspended (dead) destinations, close cached connections. */
 void deliver_smtp_reset(void);
-/* A delivery worker ends: free what the client keeps per thread. */
-void deliver_smtp_thread_done(void);
 
 /* The one maildir writer (deliver_maildir.c): headers then content into
  * DIR/tmp, fsync, link into DIR/new, fsync DIR/new; creates DIR/{tmp,new,

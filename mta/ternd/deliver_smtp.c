@@ -2,12 +2,12 @@
  * and lmtp(8) client, for the recipients of one message that share a
  * destination (deliver.h; the parts: smtp_client.h).
  *
- * A delivery worker prepares a job (dead destination? server list, with
- * blocking DNS on its own resolver) and hands every job of a message to
- * one engine loop; there the job waits for a slot of its destination
- * (<transport>_destination_concurrency_limit, shared by all loops: when
- * one ends, the slot passes to the next waiting job, in order), then
- * sends the recipients in transactions of at most
+ * A delivery worker prepares a job (is the destination known dead?) and
+ * hands every job of a message to one engine loop; there the job waits
+ * for a slot of its destination (<transport>_destination_concurrency_limit,
+ * shared by all loops: when one ends, the slot passes to the next waiting
+ * job, in order), looks its servers up (smtp_servers.c, DNS on the loop's
+ * resolver), then sends the recipients in transactions of at most
  * <transport>_destination_recipient_limit: a cached connection first,
  * then server after server (smtp_conn.c). A connection failure, a
  * 4xx/5xx greeting or a broken session moves on to the next server; so
@@ -315,6 +315,7 @@ struct deliver_smtp_job {
 	struct buf *relays; /* per server, as logged */
 	struct buf cached_relay;
 	struct buf why;
+	char why_dsn[16]; /* for recipients a session never got to */
 	int sessions, left;
 	double t_conn;
 	size_t h; /* the next server to try */
@@ -453,6 +454,25 @@ static void job_start(void *arg)
 		job_go(job);
 }
 
+/* The destination's servers are known (or not: every recipient hears why). */
+static void job_servers(void *arg, int rc, struct smtp_servers *s, struct smtp_fail *f, int bounce)
+{
+	struct deliver_smtp_job *job = arg;
+
+	if (smtp_is_closed())
+		return; /* shutting down: the message stays queued */
+	if (rc < 0) {
+		job_report_all(job, bounce ? f->dsn : (f->dsn[0] == '4' ? f->dsn : "4.4.3"),
+			       buf_str(&f->text));
+		job_end(job);
+		return;
+	}
+	job->servers = *s; /* ours now */
+	s->v = NULL, s->n = 0;
+	job->pos = 0;
+	chunk_begin(job);
+}
+
 static void job_go(struct deliver_smtp_job *job)
 {
 	struct buf why = BUF_INIT;
@@ -467,8 +487,7 @@ static void job_go(struct deliver_smtp_job *job)
 		return;
 	}
 	buf_free(&why);
-	job->pos = 0;
-	chunk_begin(job);
+	smtp_servers_find_async(job->base, job->sc, job->lmtp, job->nexthop, job_servers, job);
 }
 
 /* --- one transaction's worth of recipients ------------------------------- */
@@ -488,6 +507,7 @@ static void chunk_req(struct deliver_smtp_job *job, struct smtp_conn_req *req, s
 				      .relay = relay,
 				      .cache_key = job->key,
 				      .why = &job->why,
+				      .why_dsn = job->why_dsn,
 				      .t_conn = &job->t_conn,
 				      .done = done,
 				      .arg = job};
@@ -508,7 +528,7 @@ static void chunk_cached_done(void *arg, const struct smtp_conn_end *end)
 		struct smtp_rcpt *x = &job->xs[i];
 		/* stale: what it never got to is tried on a fresh connection */
 		if (x->st == RS_OPEN && !end->stale) {
-			smtp_rcpt_set(x, RS_SOFT, "4.4.1",
+			smtp_rcpt_set(x, RS_SOFT, job->why_dsn,
 				      job->why.len ? buf_str(&job->why) : "delivery failed");
 			x->relay = NULL;
 		}
@@ -526,7 +546,7 @@ static void chunk_session_done(void *arg, const struct smtp_conn_end *end)
 	for (size_t i = 0; i < job->cn; i++) {
 		struct smtp_rcpt *x = &job->xs[i];
 		if (x->st == RS_OPEN) { /* never got to it here */
-			smtp_rcpt_set(x, RS_SOFT, "4.4.1",
+			smtp_rcpt_set(x, RS_SOFT, job->why_dsn,
 				      job->why.len ? buf_str(&job->why) : "delivery failed");
 			x->relay = NULL;
 		}
@@ -553,6 +573,7 @@ static void chunk_begin(struct deliver_smtp_job *job)
 		smtp_relay_name(&job->servers.v[h], &job->relays[h]);
 	}
 	buf_reset(&job->why);
+	snprintf(job->why_dsn, sizeof(job->why_dsn), "4.4.1");
 	job->sessions = 0;
 	job->left = 1;
 	job->t_conn = 0;
@@ -583,6 +604,7 @@ static void chunk_next(struct deliver_smtp_job *job)
 			continue;
 		}
 		buf_reset(&job->why);
+		snprintf(job->why_dsn, sizeof(job->why_dsn), "4.4.1");
 		for (size_t i = 0; i < job->cn; i++)
 			if (job->xs[i].st == RS_SOFT)
 				job->xs[i].st = RS_OPEN; /* try it here */
@@ -641,8 +663,7 @@ struct deliver_smtp_job *deliver_smtp_prepare(struct deliver_rcpt **rs, size_t n
 	struct deliver_msg *m = rs[0]->msg;
 	const struct deliver_smtp_conf *sc = m->conf->smtp;
 	struct deliver_smtp_job *job = xcalloc(1, sizeof(*job));
-	struct smtp_fail f = {"", BUF_INIT};
-	int bounce = 0;
+	struct buf why = BUF_INIT;
 
 	job->transport = xstrdup(transport);
 	job->nexthop = xstrdup(nexthop);
@@ -657,16 +678,10 @@ struct deliver_smtp_job *deliver_smtp_prepare(struct deliver_rcpt **rs, size_t n
 	job->lmtp = strcmp(transport, "lmtp") == 0;
 	buf_init(&job->cached_relay);
 	buf_init(&job->why);
-	if (smtp_dead_get(job->key, &f.text)) {
-		job_report_all(job, "4.4.1", buf_str(&f.text));
-	} else if (smtp_servers_find(sc, job->lmtp, nexthop, &job->servers, &f, &bounce) < 0) {
-		job_report_all(job, bounce ? f.dsn : (f.dsn[0] == '4' ? f.dsn : "4.4.3"),
-			       buf_str(&f.text));
-	} else {
-		buf_free(&f.text);
+	if (!smtp_dead_get(job->key, &why))
 		return job;
-	}
-	buf_free(&f.text);
+	job_report_all(job, "4.4.1", buf_str(&why));
+	buf_free(&why);
 	job_free(job);
 	return NULL;
 }

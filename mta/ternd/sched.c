@@ -571,7 +571,6 @@ static void *sched_worker(void *arg)
 		sched_sleep(s);
 	}
 	pthread_mutex_unlock(&s->lock);
-	deliver_smtp_thread_done();
 	free(wa);
 	return NULL;
 }

@@ -77,11 +77,15 @@ struct smtp_fail {
 void smtp_fail_set(struct smtp_fail *f, const char *dsn, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 /* The whole nexthop (maybe a list "a, b") into one server list, capped
- * at smtp_mx_address_limit. 0, or -1 with f set and *bounce when no
- * retry can help (null MX, NXDOMAIN, mail loops back to myself).
- * Blocking DNS on the calling thread's own resolver. */
-int smtp_servers_find(const struct deliver_smtp_conf *sc, int lmtp, const char *nexthop,
-		      struct smtp_servers *s, struct smtp_fail *f, int *bounce);
+ * at smtp_mx_address_limit, with DNS on base's loop. done() runs there
+ * (maybe before this returns) with rc 0 and the list (the callee may
+ * take it: move s->v out and zero s), or -1 with f set and bounce when
+ * no retry can help (null MX, NXDOMAIN, mail loops back to myself). */
+void smtp_servers_find_async(struct event_base *base, const struct deliver_smtp_conf *sc,
+			     int lmtp, const char *nexthop,
+			     void (*done)(void *arg, int rc, struct smtp_servers *s,
+					  struct smtp_fail *f, int bounce),
+			     void *arg);
 void smtp_servers_free(struct smtp_servers *s);
 /* Copy of one server (name owned by the copy; free with smtp_server_free). */
 void smtp_server_copy(struct smtp_server *dst, const struct smtp_server *src);
@@ -132,6 +136,7 @@ struct smtp_conn_req {
 			    * (", conn_use=N" added); must outlive the job's report */
 	const char *cache_key; /* "transport:nexthop": where it may wait afterwards */
 	struct buf *why;
+	char *why_dsn; /* [16]: "4.4.1" (no connection) or "4.4.2" (broken session) */
 	double *t_conn;
 	void (*done)(void *arg, const struct smtp_conn_end *end);
 	void *arg;

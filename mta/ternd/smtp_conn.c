@@ -293,6 +293,8 @@ static int conn_broken(struct smtp_conn *c)
 	case C_EHLO:
 	case C_HELO:
 		buf_set(c->req.why, buf_str(&c->why));
+		/* Postfix: 4.4.1 when no connection was made, 4.4.2 when it broke */
+		snprintf(c->req.why_dsn, 16, "%s", c->st == C_CONNECT ? "4.4.1" : "4.4.2");
 		c->started = 0;
 		break;
 	case C_MAIL:

@@ -8,9 +8,9 @@
  * caps it at smtp_mx_address_limit addresses. A nexthop may be a list
  * ("a, b"): tried in order as one server list.
  *
- * Lookups are blocking, on the calling delivery worker's own resolver
+ * Lookups are asynchronous, on the resolver of the job's event loop
  * (libunbound's bookkeeping in resolver.c is per resolver and not
- * thread-safe); a job does them before it goes to its event loop.
+ * thread-safe, so each loop has its own).
  * Pitfall: a temporary DNS failure anywhere defers, never bounces.
  */
 #include "smtp_client.h"
@@ -19,6 +19,8 @@
 #include "resolver.h"
 
 #include <arpa/inet.h>
+#include <pthread.h>
+#include <strings.h>
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -126,46 +128,85 @@ static int smtp_server_is_self(const struct deliver_smtp_conf *sc, const struct 
 	return 0;
 }
 
-/* A lookup on this thread's own resolver: libunbound's pending-query
- * bookkeeping in resolver.c is per resolver and not thread-safe, and the
- * workers look up concurrently. Made on first use, replaced when the
- * settings change (reload). */
-static __thread struct resolver *smtp_thread_resolver;
-static __thread unsigned long smtp_thread_resolver_gen;
+/* --- lookups ---------------------------------------------------------------
+ * The server list is computed by plain sequential code (below) that reads
+ * DNS answers from a per-job table. A question not in the table yet is
+ * noted and answered "temporary failure" for now; after the run, the
+ * noted questions go out at once on the loop's resolver, and when the
+ * last answer is in, the list is computed again. MX answers bring
+ * questions for the exchangers' addresses, so a domain takes two or
+ * three rounds; literals none. */
 
-void deliver_smtp_thread_done(void)
+struct smtp_answer {
+	char *name;
+	int qtype;
+	int asked; /* query sent */
+	int known; /* res holds the answer */
+	struct resolver_result res;
+	struct smtp_answer *next;
+};
+
+struct smtp_lookup {
+	const struct deliver_smtp_conf *sc;
+	struct event_base *base;
+	struct resolver *r;
+	struct smtp_answer *answers;
+	int incomplete; /* this run needed an answer not in the table */
+	int pending;	/* queries in flight */
+	int launching;	/* still sending queries: answers must not restart the run */
+	int rounds;
+	int lmtp;
+	char *nexthop;
+	void (*done)(void *arg, int rc, struct smtp_servers *s, struct smtp_fail *f, int bounce);
+	void *arg;
+};
+
+static void smtp_result_copy(struct resolver_result *dst, const struct resolver_result *src)
 {
-	if (smtp_thread_resolver != NULL)
-		resolver_free(smtp_thread_resolver);
-	smtp_thread_resolver = NULL;
+	dst->status = src->status;
+	dst->qtype = src->qtype;
+	dst->qname = src->qname ? xstrdup(src->qname) : NULL;
+	dst->ttl = src->ttl;
+	dst->count = src->count;
+	dst->rr = src->count ? xcalloc(src->count, sizeof(*dst->rr)) : NULL;
+	for (size_t i = 0; i < src->count; i++) {
+		dst->rr[i] = src->rr[i];
+		dst->rr[i].text = src->rr[i].text ? xstrdup(src->rr[i].text) : NULL;
+	}
+	buf_set(&dst->msg, buf_str(&src->msg));
 }
 
-static void resolver_lookup_here(const struct deliver_smtp_conf *sc, const char *name, int qtype,
-				 struct resolver_result *res)
+static void smtp_lookup_get(struct smtp_lookup *lk, const char *name, int qtype,
+			    struct resolver_result *res)
 {
-	struct resolver *mine = smtp_thread_resolver;
-	struct buf err = BUF_INIT;
+	struct smtp_answer *a;
 
-	if (mine == NULL || smtp_thread_resolver_gen != sc->generation) {
-		if (mine != NULL)
-			resolver_free(mine);
-		mine = smtp_thread_resolver = resolver_new(sc->dns_servers, 0, NULL, &err);
-		smtp_thread_resolver_gen = sc->generation;
+	for (a = lk->answers; a; a = a->next)
+		if (a->qtype == qtype && strcasecmp(a->name, name) == 0)
+			break;
+	if (a != NULL && a->known) {
+		smtp_result_copy(res, &a->res);
+		return;
 	}
-	if (mine == NULL) {
-		res->status = RESOLVER_TEMPFAIL;
-		buf_printf(&res->msg, "resolver: %s", buf_str(&err));
-	} else {
-		resolver_lookup(mine, name, qtype, res);
+	if (a == NULL) {
+		a = xcalloc(1, sizeof(*a));
+		a->name = xstrdup(name);
+		a->qtype = qtype;
+		resolver_result_init(&a->res);
+		a->next = lk->answers;
+		lk->answers = a;
 	}
-	buf_free(&err);
+	lk->incomplete = 1;
+	res->status = RESOLVER_TEMPFAIL;
+	buf_set(&res->msg, "lookup in progress");
 }
 
 /* Addresses of one host name (or literal) into s. 0 found, 1 none (the
  * name does not exist or has no address), -1 temporary failure (f set). */
-static int smtp_host_addrs(const struct deliver_smtp_conf *sc, const char *host, int port,
-			   int from_mx, struct smtp_servers *s, struct smtp_fail *f)
+static int smtp_host_addrs(struct smtp_lookup *lk, const char *host, int port, int from_mx,
+			   struct smtp_servers *s, struct smtp_fail *f)
 {
+	const struct deliver_smtp_conf *sc = lk->sc;
 	unsigned char a[16];
 	int types[2], nt = 0, found = 0, temp = 0;
 
@@ -184,7 +225,7 @@ static int smtp_host_addrs(const struct deliver_smtp_conf *sc, const char *host,
 	for (int t = 0; t < nt; t++) {
 		struct resolver_result res;
 		resolver_result_init(&res);
-		resolver_lookup_here(sc, host, types[t], &res);
+		smtp_lookup_get(lk, host, types[t], &res);
 		if (res.status == RESOLVER_FOUND) {
 			for (size_t i = 0; i < res.count; i++)
 				smtp_server_add(s, host, res.rr[i].family, res.rr[i].addr, port,
@@ -211,14 +252,15 @@ static int smtp_mx_cmp(const void *a, const void *b)
 }
 
 /* MX records of domain, in preference order, equal ones shuffled. */
-static int smtp_mx_hosts(const struct deliver_smtp_conf *sc, const char *domain, int port,
+static int smtp_mx_hosts(struct smtp_lookup *lk, const char *domain, int port,
 			 struct smtp_servers *s, struct smtp_fail *f, int *bounce)
 {
+	const struct deliver_smtp_conf *sc = lk->sc;
 	struct resolver_result res;
 	int rc = 0;
 
 	resolver_result_init(&res);
-	resolver_lookup_here(sc, domain, RESOLVER_T_MX, &res);
+	smtp_lookup_get(lk, domain, RESOLVER_T_MX, &res);
 	switch (res.status) {
 	case RESOLVER_FOUND: {
 		size_t self = res.count;
@@ -239,7 +281,7 @@ static int smtp_mx_hosts(const struct deliver_smtp_conf *sc, const char *domain,
 		}
 		for (size_t i = 0; i < res.count && i < self; i++) {
 			size_t before = s->n;
-			int hr = smtp_host_addrs(sc, res.rr[i].text, port, 1, s, f);
+			int hr = smtp_host_addrs(lk, res.rr[i].text, port, 1, s, f);
 			if (hr < 0 && s->n == 0)
 				rc = -1; /* remembered; a later host may still do */
 			for (size_t k = before; k < s->n; k++) {
@@ -278,7 +320,7 @@ static int smtp_mx_hosts(const struct deliver_smtp_conf *sc, const char *domain,
 		rc = -1;
 		break;
 	case RESOLVER_NODATA: { /* no MX: the domain's own addresses (RFC 5321 §5.1) */
-		int hr = smtp_host_addrs(sc, domain, port, 1, s, f);
+		int hr = smtp_host_addrs(lk, domain, port, 1, s, f);
 		if (hr > 0) {
 			smtp_fail_set(f, "5.4.4", "Host or domain name not found. Name service error "
 						  "for name=%s type=AAAA: Host found but no data record "
@@ -328,9 +370,10 @@ static int smtp_port_of(const char *s, size_t len, int def)
 
 /* One nexthop item into servers: "[host]:port", "[host]", "host:port",
  * "host", lmtp "unix:/path", "inet:...". */
-static int smtp_nexthop_one(const struct deliver_smtp_conf *sc, int lmtp, const char *item,
+static int smtp_nexthop_one(struct smtp_lookup *lk, int lmtp, const char *item,
 			    struct smtp_servers *s, struct smtp_fail *f, int *bounce)
 {
+	const struct deliver_smtp_conf *sc = lk->sc;
 	int defport = lmtp ? LMTP_PORT : SMTP_PORT, port, mx = !lmtp, rc;
 	const char *host = item, *colon;
 	char *h;
@@ -374,9 +417,9 @@ static int smtp_nexthop_one(const struct deliver_smtp_conf *sc, int lmtp, const 
 			mx = 0;
 	}
 	if (mx) {
-		rc = smtp_mx_hosts(sc, h, port, s, f, bounce);
+		rc = smtp_mx_hosts(lk, h, port, s, f, bounce);
 	} else {
-		rc = smtp_host_addrs(sc, h, port, 0, s, f);
+		rc = smtp_host_addrs(lk, h, port, 0, s, f);
 		if (rc > 0) {
 			smtp_fail_set(f, "5.4.4", "Host or domain name not found. Name service error "
 						  "for name=%s type=A: Host not found", h);
@@ -389,15 +432,16 @@ static int smtp_nexthop_one(const struct deliver_smtp_conf *sc, int lmtp, const 
 }
 
 /* The whole nexthop (maybe a list) into one server list, capped. */
-int smtp_servers_find(const struct deliver_smtp_conf *sc, int lmtp, const char *nexthop,
-		      struct smtp_servers *s, struct smtp_fail *f, int *bounce)
+static int smtp_servers_find(struct smtp_lookup *lk, int lmtp, const char *nexthop,
+			     struct smtp_servers *s, struct smtp_fail *f, int *bounce)
 {
+	const struct deliver_smtp_conf *sc = lk->sc;
 	char *copy = xstrdup(nexthop), *save = NULL, *item;
 	int any = 0, temp = 0, hard = 0;
 
 	for (item = strtok_r(copy, ", \t", &save); item; item = strtok_r(NULL, ", \t", &save)) {
 		int b = 0;
-		if (smtp_nexthop_one(sc, lmtp, item, s, f, &b) == 0)
+		if (smtp_nexthop_one(lk, lmtp, item, s, f, &b) == 0)
 			any = 1;
 		else if (b)
 			hard = 1;
@@ -443,4 +487,151 @@ void smtp_relay_name(const struct smtp_server *sv, struct buf *out)
 void smtp_hostaddr(const struct smtp_server *sv, struct buf *out)
 {
 	buf_printf(out, "%s[%s]", sv->name, sv->addr);
+}
+
+/* --- the asynchronous driver ---------------------------------------------- */
+
+/* One resolver per loop (resolver_new() binds to a base), made on first
+ * use; a reload with other dns_servers makes another one (the old one
+ * stays: queries may still be in flight on it). */
+struct smtp_loop_dns {
+	struct event_base *base;
+	char *servers;
+	struct resolver *r;
+	struct smtp_loop_dns *next;
+};
+
+static pthread_mutex_t smtp_loop_dns_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct smtp_loop_dns *smtp_loop_dns;
+
+static struct resolver *smtp_loop_resolver(const struct deliver_smtp_conf *sc,
+					   struct event_base *base, struct buf *err)
+{
+	const char *servers = sc->dns_servers ? sc->dns_servers : "";
+	struct smtp_loop_dns *d;
+
+	pthread_mutex_lock(&smtp_loop_dns_lock);
+	for (d = smtp_loop_dns; d; d = d->next)
+		if (d->base == base && strcmp(d->servers, servers) == 0)
+			break;
+	if (d == NULL) {
+		struct resolver *r = resolver_new(servers, 0, base, err);
+		if (r != NULL) {
+			d = xcalloc(1, sizeof(*d));
+			d->base = base;
+			d->servers = xstrdup(servers);
+			d->r = r;
+			d->next = smtp_loop_dns;
+			smtp_loop_dns = d;
+		}
+	}
+	pthread_mutex_unlock(&smtp_loop_dns_lock);
+	return d ? d->r : NULL;
+}
+
+static void smtp_lookup_free(struct smtp_lookup *lk)
+{
+	struct smtp_answer *a;
+
+	while ((a = lk->answers) != NULL) {
+		lk->answers = a->next;
+		free(a->name);
+		resolver_result_free(&a->res);
+		free(a);
+	}
+	free(lk->nexthop);
+	free(lk);
+}
+
+static void smtp_lookup_round(struct smtp_lookup *lk);
+
+struct smtp_ask {
+	struct smtp_lookup *lk;
+	struct smtp_answer *a;
+};
+
+static void smtp_lookup_answer(void *arg, const struct resolver_result *res)
+{
+	struct smtp_ask *q = arg;
+	struct smtp_lookup *lk = q->lk;
+
+	resolver_result_free(&q->a->res);
+	resolver_result_init(&q->a->res);
+	smtp_result_copy(&q->a->res, res);
+	q->a->known = 1;
+	free(q);
+	if (--lk->pending == 0 && !lk->launching)
+		smtp_lookup_round(lk);
+}
+
+/* Compute the list; when answers are missing, ask for them all and come
+ * back when the last one is in. Four rounds at most: a lookup that keeps
+ * asking new questions is a temporary failure, never a hang. */
+static void smtp_lookup_round(struct smtp_lookup *lk)
+{
+	for (;;) {
+		struct smtp_servers s = {NULL, 0};
+		struct smtp_fail f = {"", BUF_INIT};
+		int bounce = 0, rc;
+
+		lk->incomplete = 0;
+		rc = smtp_servers_find(lk, lk->lmtp, lk->nexthop, &s, &f, &bounce);
+		if (!lk->incomplete || ++lk->rounds > 4) {
+			if (lk->incomplete)
+				bounce = 0; /* never bounce on answers we did not get */
+			lk->done(lk->arg, rc, &s, &f, bounce);
+			smtp_servers_free(&s);
+			buf_free(&f.text);
+			smtp_lookup_free(lk);
+			return;
+		}
+		smtp_servers_free(&s);
+		buf_free(&f.text);
+		lk->launching = 1;
+		for (struct smtp_answer *a = lk->answers; a; a = a->next) {
+			struct buf err = BUF_INIT;
+			struct smtp_ask *q;
+			if (a->known || a->asked)
+				continue;
+			a->asked = 1;
+			q = xcalloc(1, sizeof(*q));
+			q->lk = lk, q->a = a;
+			lk->pending++;
+			if (lk->r == NULL ||
+			    resolver_query(lk->r, a->name, a->qtype, smtp_lookup_answer, q, &err) < 0) {
+				/* could not even ask: a temporary failure, as any */
+				lk->pending--;
+				free(q);
+				a->known = 1;
+				a->res.status = RESOLVER_TEMPFAIL;
+				buf_set(&a->res.msg, err.len ? buf_str(&err) : "no resolver");
+			}
+			buf_free(&err);
+		}
+		lk->launching = 0;
+		if (lk->pending > 0)
+			return; /* smtp_lookup_answer() goes on */
+	}
+}
+
+void smtp_servers_find_async(struct event_base *base, const struct deliver_smtp_conf *sc,
+			     int lmtp, const char *nexthop,
+			     void (*done)(void *arg, int rc, struct smtp_servers *s,
+					  struct smtp_fail *f, int bounce),
+			     void *arg)
+{
+	struct smtp_lookup *lk = xcalloc(1, sizeof(*lk));
+	struct buf err = BUF_INIT;
+
+	lk->sc = sc;
+	lk->base = base;
+	lk->lmtp = lmtp;
+	lk->nexthop = xstrdup(nexthop);
+	lk->done = done;
+	lk->arg = arg;
+	lk->r = smtp_loop_resolver(sc, base, &err);
+	if (lk->r == NULL)
+		msg_warn("smtp: DNS resolver: %s", buf_str(&err));
+	buf_free(&err);
+	smtp_lookup_round(lk);
 }

@@ -144,3 +144,50 @@ def test_stale_cached_connection_is_replaced_at_once(outbound):
         ".*", service="smtp"))
     assert mx1b.delivered() == ["b@remote.test"]
 
+
+
+def test_slow_destination_holds_no_delivery_worker(outbound):
+    # slow.test answers each end of data after 2 s and takes one delivery
+    # at a time; 8 messages for it wait for their turn. With 4 delivery
+    # workers, a client that blocked a worker per waiting message would
+    # leave none for fast.test until most of the slow backlog was through
+    # (~16 s); on the event loops the waiting messages hold no worker.
+    slow = outbound.fake(MX1, delay_seconds=2.0, delay_on=("DOT",))
+    fast_port = harness.free_port()
+    fast = outbound.fake("127.0.0.3", port=fast_port)
+    outbound.start(transport={"slow.test": "smtp:[127.0.0.2]:%d" % outbound.port,
+                              "fast.test": "smtp:[127.0.0.3]:%d" % fast_port},
+                   default_process_limit="4",
+                   smtp_destination_concurrency_limit="1")
+    for i in range(8):
+        outbound.send(["s%d@slow.test" % i])
+    outbound.wait(lambda: len(slow.connections) >= 1, "the first slow delivery", timeout=10)
+    t0 = time.monotonic()
+    outbound.send(["f@fast.test"])
+    outbound.wait(lambda: len(fast.delivered()) >= 1, "the fast.test message", timeout=20)
+    took = time.monotonic() - t0
+    assert took < 5, "fast.test waited %.1fs behind the slow backlog" % took
+    assert len(slow.delivered()) < 8, "the slow backlog was already through: proves nothing"
+    assert slow.max_concurrent <= 1, slow.describe()
+    outbound.wait(lambda: len(slow.delivered()) >= 8, "the slow backlog", timeout=40)
+    assert sorted(slow.delivered()) == sorted("s%d@slow.test" % i for i in range(8))
+
+
+def test_hung_server_times_out_and_defers(outbound):
+    # A server that accepts the connection and never greets: the session
+    # ends after smtp_helo_timeout with Postfix's wording, the mail is
+    # deferred, and ternd goes on serving (a second destination works).
+    hung = outbound.fake(MX1, delay_seconds=30.0, delay_on=("GREETING",))
+    ok_port = harness.free_port()
+    ok = outbound.fake("127.0.0.3", port=ok_port)
+    outbound.start(transport={"hung.test": "smtp:[127.0.0.2]:%d" % outbound.port,
+                              "ok.test": "smtp:[127.0.0.3]:%d" % ok_port},
+                   smtp_helo_timeout="2s")
+    outbound.send(["h@hung.test"])
+    outbound.send(["o@ok.test"])
+    outbound.wait(lambda: len(ok.delivered()) >= 1, "the ok.test message", timeout=10)
+    outbound.wait_status("h@hung.test", delivery_re(
+        "h@hung.test", "none", r"4\.4\.2", "deferred",
+        re.escape("conversation with 127.0.0.2[127.0.0.2] timed out while receiving "
+                  "the initial server greeting"), service="smtp"), timeout=15)
+    assert len(hung.connections) >= 1
