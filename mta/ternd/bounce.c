@@ -305,7 +305,7 @@ static enum queue_status bounce_submit(struct queue *q, const char *qid,
 
 	if (w.base == NULL)
 		return QUEUE_EIO;
-	queue_submit(q, qid, env, msg->data, msg->len, w.base, bounce_committed, &w);
+	queue_submit_unpaced(q, qid, env, msg->data, msg->len, w.base, bounce_committed, &w);
 	while (!w.done) /* wait for the commit callback, without spinning */
 		if (event_base_loop(w.base, EVLOOP_ONCE | EVLOOP_NO_EXIT_ON_EMPTY) < 0)
 			break;

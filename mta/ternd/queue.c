@@ -140,6 +140,7 @@ static void queue_free(struct queue *q)
 		close(q->segdir_fd);
 	pthread_mutex_destroy(&q->lock);
 	pthread_mutex_destroy(&q->commit_lock);
+	pthread_mutex_destroy(&q->flow_lock);
 	pthread_cond_destroy(&q->commit_cond);
 	pthread_cond_destroy(&q->done_cond);
 	free(q->dir);
@@ -164,6 +165,8 @@ static struct queue *queue_alloc(const char *dir, const struct queue_opts *opts)
 	q->io.fdatasync = queue_real_fdatasync;
 	pthread_mutex_init(&q->lock, NULL);
 	pthread_mutex_init(&q->commit_lock, NULL);
+	pthread_mutex_init(&q->flow_lock, NULL);
+	q->flow_tokens = QUEUE_FLOW_TOKENS;
 	pthread_cond_init(&q->commit_cond, NULL);
 	pthread_cond_init(&q->done_cond, NULL);
 	q->pending_tail = &q->pending;
@@ -291,9 +294,27 @@ static void queue_env_unique(const struct queue_env *env, struct queue_env *out)
 	buf_free(&folded);
 }
 
+static void queue_submit_mode(struct queue *q, const char *qid, const struct queue_env *env,
+			      const char *content, size_t len, struct event_base *base,
+			      queue_commit_cb cb, void *arg, int paced);
+
 void queue_submit(struct queue *q, const char *qid, const struct queue_env *env,
 		  const char *content, size_t len, struct event_base *base, queue_commit_cb cb,
 		  void *arg)
+{
+	queue_submit_mode(q, qid, env, content, len, base, cb, arg, 1);
+}
+
+void queue_submit_unpaced(struct queue *q, const char *qid, const struct queue_env *env,
+			  const char *content, size_t len, struct event_base *base,
+			  queue_commit_cb cb, void *arg)
+{
+	queue_submit_mode(q, qid, env, content, len, base, cb, arg, 0);
+}
+
+static void queue_submit_mode(struct queue *q, const char *qid, const struct queue_env *env,
+			      const char *content, size_t len, struct event_base *base,
+			      queue_commit_cb cb, void *arg, int paced)
 {
 	struct qrec_state st = {QUEUE_STATE_ACTIVE, 0, NULL};
 	struct qreq *r = qreq_new(QREC_MESSAGE, qrec_qid_ok(qid) ? qid : "INVALID");
@@ -313,6 +334,8 @@ void queue_submit(struct queue *q, const char *qid, const struct queue_env *env,
 	r->msg = qmsg_from_env(qid, &uniq, &st);
 	r->msg->size = len;
 	free(uniq.rcpt);
+	if (paced && qflow_take_or_wait(q, r))
+		return; /* queue_flow.c commits it when a token comes or in_flow_delay passes */
 	qcommit_enqueue(q, r);
 }
 

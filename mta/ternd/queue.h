@@ -126,6 +126,21 @@ typedef void (*queue_commit_cb)(void *arg, enum queue_status status, const char 
 void queue_submit(struct queue *q, const char *qid, const struct queue_env *env,
 		  const char *content, size_t len, struct event_base *base, queue_commit_cb cb,
 		  void *arg);
+/* The same, never paced by flow control: for notices the scheduler's own
+ * workers make (bounces), which must not wait for tokens they return. */
+void queue_submit_unpaced(struct queue *q, const char *qid, const struct queue_env *env,
+			  const char *content, size_t len, struct event_base *base,
+			  queue_commit_cb cb, void *arg);
+
+/* Flow control (queue_flow.c, Postfix's in_flow_delay): queue_submit()
+ * takes a token per message; without one it waits on base's loop until
+ * one is given back or delay_ms passed, then commits anyway. The
+ * scheduler gives a token back per message it is done with (put) and
+ * fills up to QUEUE_FLOW_TOKENS when it is idle (fill). delay_ms 0: off. */
+#define QUEUE_FLOW_TOKENS 500
+void queue_flow_set(struct queue *q, int delay_ms);
+void queue_flow_put(struct queue *q, int n);
+void queue_flow_fill(struct queue *q);
 
 /* Journal: each returns after its record is durable (synchronously; call
  * from worker threads or the CLI, not from an event loop callback). */
@@ -175,6 +190,7 @@ struct queue_stats {
 	uint64_t failures;  /* batches failed (EIO/ENOSPC) */
 	uint64_t segments;  /* segment files currently present */
 	uint64_t compacted; /* messages copied forward by compaction */
+	uint64_t flow_waits; /* submissions that waited for a flow token */
 };
 void queue_stats(struct queue *q, struct queue_stats *st);
 

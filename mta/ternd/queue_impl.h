@@ -164,7 +164,16 @@ struct queue {
 	pthread_t thread;
 	int thread_started;
 	int no_idle_compact; /* tests: compact only when asked */
+
+	pthread_mutex_t flow_lock; /* queue_flow.c */
+	long flow_tokens;
+	int flow_delay_ms;
+	struct qflow_wait *flow_head, *flow_tail;
 };
+
+/* queue_flow.c: take a token (0), or park r until one comes or the
+ * delay passes, then qcommit_enqueue() it from its loop (1). */
+int qflow_take_or_wait(struct queue *q, struct qreq *r);
 
 /* queue_index.c (callers hold q->lock) */
 void qidx_init(struct queue *q);

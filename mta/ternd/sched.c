@@ -337,6 +337,7 @@ static void sched_message_finish(struct sched_msg *sm)
 	buf_free(&reason);
 	free(o);
 	sched_conf_drop(sm->s, sm->c);
+	queue_flow_put(sm->s->q, 1); /* in_flow_delay: one more may come in */
 	sched_msg_free(sm);
 }
 
@@ -416,6 +417,7 @@ static void sched_message(struct sched *s, struct sched_conf *c, const char *qid
 			queue_unclaim(s->q, qid);
 		buf_free(&err);
 		sched_conf_drop(s, c);
+		queue_flow_put(s->q, 1);
 		sched_msg_free(sm);
 		return;
 	}
@@ -567,6 +569,10 @@ static void *sched_worker(void *arg)
 				sched_signal(s);
 			continue;
 		}
+		/* Nothing to do: whatever came in has left (or waits for a
+		 * retry), so arrivals need not be paced now. */
+		if (s->inflight == 0 && !s->paused)
+			queue_flow_fill(s->q);
 		s->kicked = 0;
 		sched_sleep(s);
 	}
@@ -582,13 +588,16 @@ struct sched *sched_start(struct queue *q, struct cfg *cfg, const char *queue_di
 {
 	struct sched *s = xcalloc(1, sizeof(*s));
 	struct buf path = BUF_INIT;
+	long long flow_ms = 0;
 
 	if (cfg_get_int(cfg, NULL, "qmgr_message_active_limit", &s->active_limit, err) < 0 ||
+	    cfg_get_time_ms(cfg, NULL, "in_flow_delay", &flow_ms, err) < 0 ||
 	    (s->conf = sched_conf_new(cfg, err)) == NULL) {
 		free(s);
 		return NULL;
 	}
 	s->q = q;
+	queue_flow_set(q, (int)flow_ms);
 	s->queue_dir = xstrdup(queue_dir);
 	buf_printf(&path, "%s/%s", queue_dir, SCHED_PAUSE_FILE);
 	s->pause_path = buf_detach(&path);
@@ -628,14 +637,16 @@ void sched_wakeup(struct sched *s)
 int sched_reload(struct sched *s, struct cfg *cfg, struct buf *err)
 {
 	struct sched_conf *c = sched_conf_new(cfg, err), *old;
-	long long limit;
+	long long limit, flow_ms;
 
 	if (c == NULL)
 		return -1;
-	if (cfg_get_int(cfg, NULL, "qmgr_message_active_limit", &limit, err) < 0) {
+	if (cfg_get_int(cfg, NULL, "qmgr_message_active_limit", &limit, err) < 0 ||
+	    cfg_get_time_ms(cfg, NULL, "in_flow_delay", &flow_ms, err) < 0) {
 		sched_conf_drop(s, c);
 		return -1;
 	}
+	queue_flow_set(s->q, (int)flow_ms);
 	pthread_mutex_lock(&s->lock);
 	old = s->conf;
 	s->conf = c;

@@ -11,8 +11,8 @@
  * fails the session. Replies go to the recipients (struct smtp_rcpt) of
  * the owner's request; done() tells the owner how the session ended.
  *
- * Connection cache: a session that ended a transaction cleanly is kept,
- * after an RSET the server agreed to, for smtp_connection_cache_time_limit
+ * Connection cache: a session that ended a transaction cleanly is kept
+ * for smtp_connection_cache_time_limit
  * under its destination, up to smtp_connection_reuse_time_limit after it
  * was made (Postfix's scache, in one process). A cached connection is a
  * bare file descriptor: whichever loop takes it next wraps it in its own
@@ -46,7 +46,6 @@
 #define SMTP_LINE_MAX 4096	 /* a reply line longer than this is cut */
 #define SMTP_REPLY_LINES 100	 /* a reply with more lines is broken */
 #define SMTP_IN_MAX (64 * 1024) /* unread input without a line end: broken */
-#define SMTP_RSET_TIMEOUT 20	 /* seconds, before a connection is cached */
 #define SMTP_QUIT_WAIT 2	 /* seconds for the QUIT reply; nothing waits on it */
 
 enum conn_state {
@@ -60,7 +59,6 @@ enum conn_state {
 	C_DATA,
 	C_DOT,
 	C_EMPTY_DOT, /* 354 to a DATA without recipients: an empty message */
-	C_RSET,
 	C_QUIT,
 };
 
@@ -109,6 +107,7 @@ static void conn_write_cb(struct bufferevent *bev, void *arg);
 static void conn_event_cb(struct bufferevent *bev, short what, void *arg);
 static void conn_timer_cb(evutil_socket_t fd, short what, void *arg);
 static int conn_transaction(struct smtp_conn *c);
+static int conn_cache_put(struct smtp_conn *c);
 
 /* --- life cycle -------------------------------------------------------- */
 
@@ -317,7 +316,7 @@ static int conn_broken(struct smtp_conn *c)
 			}
 		}
 		break;
-	default: /* draining, an empty message, RSET: nothing left to decide */
+	default: /* draining, an empty message: nothing left to decide */
 		break;
 	}
 	return conn_close(c);
@@ -636,11 +635,7 @@ static int conn_on_dot(struct smtp_conn *c)
 		conn_expect(c, C_DOT, c->req.pc->data_done, "receiving the end of data reply");
 		return 0;
 	}
-	if (!conn_cacheable(c))
-		return conn_quit(c);
-	conn_send(c, "RSET\r\n");
-	conn_expect(c, C_RSET, SMTP_RSET_TIMEOUT, "receiving the RSET reply");
-	return 0;
+	return conn_cache_put(c);
 }
 
 /* --- connection cache ----------------------------------------------------- */
@@ -691,12 +686,14 @@ void smtp_conn_cache_reap(int all)
 	}
 }
 
-/* The RSET was accepted: the bare descriptor goes to the cache. */
-static int conn_on_rset(struct smtp_conn *c)
+/* The transaction is complete (RFC 5321 §4.1.1.4: the server is ready
+ * for the next MAIL, no RSET needed): the bare descriptor goes to the
+ * cache, if it may. */
+static int conn_cache_put(struct smtp_conn *c)
 {
 	struct smtp_cached *k;
 
-	if (c->rep.code != 250 || !conn_cacheable(c))
+	if (!conn_cacheable(c))
 		return conn_quit(c);
 	k = xcalloc(1, sizeof(*k));
 	k->fd = c->fd;
@@ -742,8 +739,6 @@ static int conn_reply(struct smtp_conn *c)
 		return conn_on_dot(c);
 	case C_EMPTY_DOT:
 		return conn_quit(c);
-	case C_RSET:
-		return conn_on_rset(c);
 	case C_QUIT:
 	case C_CONNECT:
 		break;

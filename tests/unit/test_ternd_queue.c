@@ -492,6 +492,95 @@ static ssize_t bad_pwritev(int fd, const struct iovec *iov, int n, off_t off)
 /* queue_rcpt_done_nowait: the delivery agent does not wait for the disk;
  * the mark is applied with the next commit, and a failed write releases
  * the claim with the given retry time instead of losing the message. */
+/* in_flow_delay: with every token taken, a submission waits until one is
+ * given back (here after 50 ms, well before the 5 s delay), or until the
+ * delay passes; unpaced submissions (notices) never wait. */
+static struct queue *flow_q;
+
+static void flow_give_one(evutil_socket_t fd, short what, void *arg)
+{
+	queue_flow_put(flow_q, 1);
+}
+
+static double mono_now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void test_flow_control(void **state)
+{
+	struct queue *q = open_q(NULL);
+	struct queue_env env;
+	char qid[QUEUE_ID_SIZE];
+	double t0;
+
+	make_env(&env, "sender@example.org", 1);
+	queue_flow_set(q, 5000);
+	{ /* the budget goes at full speed (one group commit or a few) */
+		struct waiter all = {event_base_new(), QUEUE_FLOW_TOKENS, 0, 0, 0};
+		for (int i = 0; i < QUEUE_FLOW_TOKENS; i++) {
+			queue_id_new(q, qid);
+			queue_submit(q, qid, &env, "x\n", 2, all.base, on_commit, &all);
+		}
+		wait_all(&all);
+		assert_int_equal(all.nok, QUEUE_FLOW_TOKENS);
+		event_base_free(all.base);
+	}
+	{
+		struct queue_stats st;
+		queue_stats(q, &st);
+		assert_int_equal(st.flow_waits, 0);
+	}
+	/* no token left: it waits for the one given back after 50 ms */
+	struct waiter w = {event_base_new(), 1, 0, 0, 0};
+	struct timeval give = {0, 50000};
+	flow_q = q;
+	event_base_once(w.base, -1, EV_TIMEOUT, flow_give_one, NULL, &give);
+	t0 = mono_now();
+	queue_id_new(q, qid);
+	queue_submit(q, qid, &env, "y\n", 2, w.base, on_commit, &w);
+	wait_all(&w);
+	assert_int_equal(w.nok, 1);
+	assert_true(mono_now() - t0 >= 0.045);
+	assert_true(mono_now() - t0 < 4.0);
+	{
+		struct queue_stats st;
+		queue_stats(q, &st);
+		assert_int_equal(st.flow_waits, 1);
+	}
+	/* none given back: the delay passes and it is committed anyway */
+	queue_flow_set(q, 300);
+	w.left = 1;
+	t0 = mono_now();
+	queue_id_new(q, qid);
+	queue_submit(q, qid, &env, "z\n", 2, w.base, on_commit, &w);
+	wait_all(&w);
+	assert_int_equal(w.nok, 2);
+	assert_true(mono_now() - t0 >= 0.25);
+	/* a notice never waits */
+	w.left = 1;
+	t0 = mono_now();
+	queue_id_new(q, qid);
+	queue_submit_unpaced(q, qid, &env, "n\n", 2, w.base, on_commit, &w);
+	wait_all(&w);
+	assert_int_equal(w.nok, 3);
+	assert_true(mono_now() - t0 < 0.25);
+	/* filled up (the scheduler is idle): no waiting */
+	queue_flow_fill(q);
+	w.left = 1;
+	t0 = mono_now();
+	queue_id_new(q, qid);
+	queue_submit(q, qid, &env, "f\n", 2, w.base, on_commit, &w);
+	wait_all(&w);
+	assert_int_equal(w.nok, 4);
+	assert_true(mono_now() - t0 < 0.25);
+	event_base_free(w.base);
+	queue_env_free(&env);
+	queue_close(q);
+}
+
 static void test_rcpt_done_nowait(void **state)
 {
 	struct queue_io io = {bad_pwritev, bad_fdatasync};
@@ -740,6 +829,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_unique_ids, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_claim, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_rcpt_done_nowait, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_flow_control, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_compaction, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_throughput, setup, teardown),
 	};
