@@ -316,7 +316,7 @@ static void queue_submit_mode(struct queue *q, const char *qid, const struct que
 			      const char *content, size_t len, struct event_base *base,
 			      queue_commit_cb cb, void *arg, int paced)
 {
-	struct qrec_state st = {QUEUE_STATE_ACTIVE, 0, NULL};
+	struct qrec_state st = {QUEUE_STATE_ACTIVE, 0, NULL, 0};
 	struct qreq *r = qreq_new(QREC_MESSAGE, qrec_qid_ok(qid) ? qid : "INVALID");
 	struct queue_env uniq;
 
@@ -446,6 +446,11 @@ enum queue_status queue_defer(struct queue *q, const char *qid, time_t until, co
 	if (r->reason && strlen(r->reason) > 4096)
 		r->reason[4096] = '\0';
 	return queue_journal(q, r);
+}
+
+enum queue_status queue_mark_warned(struct queue *q, const char *qid)
+{
+	return queue_journal(q, qreq_new(QREC_WARNED, qid));
 }
 
 enum queue_status queue_hold(struct queue *q, const char *qid)
@@ -626,6 +631,7 @@ enum queue_status queue_load(struct queue *q, const char *qid, struct queue_env 
 	}
 	for (size_t i = 0; i < env->nrcpt; i++) /* the current states, not the record's */
 		env->rcpt[i].state = (enum queue_rcpt_state)states[i];
+	env->delay_warned = copy.warned;
 	buf_reset(content);
 	buf_append(content, body, clen);
 	rc = QUEUE_OK;

@@ -84,6 +84,7 @@ struct queue_env {
 	char *client_name, *client_addr, *helo, *protocol; /* for logs, Received:, bounces */
 	char *sasl_username;				   /* NULL unless authenticated */
 	size_t size;					   /* content bytes */
+	int delay_warned; /* queue_load(): a delay warning was sent already */
 };
 
 void queue_env_init(struct queue_env *env);
@@ -156,6 +157,8 @@ enum queue_status queue_rcpt_done_nowait(struct queue *q, const char *qid, size_
 					 enum queue_rcpt_state state, time_t retry);
 enum queue_status queue_defer(struct queue *q, const char *qid, time_t until, const char *reason);
 enum queue_status queue_hold(struct queue *q, const char *qid);
+/* Remember that a delay warning went out (survives restarts and compaction). */
+enum queue_status queue_mark_warned(struct queue *q, const char *qid);
 enum queue_status queue_release(struct queue *q, const char *qid);
 enum queue_status queue_requeue(struct queue *q, const char *qid); /* due now */
 enum queue_status queue_delete(struct queue *q, const char *qid);

@@ -378,6 +378,7 @@ static int qcommit_copy_one(struct queue *q, struct qmsg *m, struct buf *out)
 	for (size_t i = 0; i < env.nrcpt; i++)
 		env.rcpt[i].state = (enum queue_rcpt_state)m->rcpt_state[i];
 	st.state = m->state, st.next_attempt = m->next_attempt, st.reason = m->reason;
+	st.warned = m->warned;
 	qrec_encode_message(out, m->qid, &env, &st, (const char *)content, clen);
 	rc = 0;
 out:

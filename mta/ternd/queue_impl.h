@@ -36,6 +36,7 @@ enum qrec_type {
 	QREC_RELEASE = 'R',
 	QREC_REQUEUE = 'Q',
 	QREC_DELETE = 'X',
+	QREC_WARNED = 'w', /* a delay warning was sent (delay_warning_time) */
 };
 
 /* A record read back from disk. */
@@ -51,6 +52,7 @@ struct qrec_state {
 	enum queue_msg_state state;
 	time_t next_attempt;
 	const char *reason; /* NULL if none */
+	int warned;	    /* a delay warning was sent */
 };
 
 /* queue_record.c */
@@ -99,6 +101,7 @@ struct qmsg {
 	unsigned char *rcpt_state; /* enum queue_rcpt_state per recipient */
 	size_t nrcpt, npending;
 	int claimed;
+	int warned; /* QREC_WARNED seen */
 	int list;		    /* QLIST_* */
 	struct qmsg *hnext;	    /* hash chain */
 	struct qmsg *lprev, *lnext; /* due or wait list */

@@ -168,6 +168,7 @@ struct qmsg *qmsg_from_env(const char *qid, const struct queue_env *env,
 	strncpy(m->qid, qid, QREC_QID_MAX);
 	m->state = st->state;
 	m->next_attempt = st->next_attempt;
+	m->warned = st->warned;
 	m->reason = st->reason ? xstrdup(st->reason) : NULL;
 	m->arrival = env->arrival;
 	m->size = env->size;
@@ -226,6 +227,9 @@ int qidx_apply(struct queue *q, struct qmsg *m, int type, uint32_t rcpt_index, i
 		break;
 	case QREC_DELETE:
 		return 1;
+	case QREC_WARNED:
+		m->warned = 1;
+		return 0;
 	default:
 		return 0;
 	}
@@ -255,6 +259,7 @@ int qidx_decode_journal(const struct qrec *rec, uint32_t *rcpt_index, int *rcpt_
 	case QREC_RELEASE:
 	case QREC_REQUEUE:
 	case QREC_DELETE:
+	case QREC_WARNED:
 		return 0;
 	default:
 		return -1;

@@ -33,6 +33,7 @@ enum {
 	QENV_STATE = 'q', /* u8 enum queue_msg_state */
 	QENV_NEXT = 'N',  /* i64 next attempt */
 	QENV_REASON = 'W',
+	QENV_WARNED = 'd', /* u8 1: a delay warning was sent; absent: none */
 };
 
 void qrec_put_u32(unsigned char *p, uint32_t v)
@@ -163,6 +164,10 @@ static void qenv_encode(struct buf *b, const struct queue_env *env, const struct
 	qenv_put(b, QENV_STATE, &flags, 1);
 	qenv_put_i64(b, QENV_NEXT, (int64_t)st->next_attempt);
 	qenv_put_str(b, QENV_REASON, st->reason);
+	if (st->warned) {
+		flags = 1;
+		qenv_put(b, QENV_WARNED, &flags, 1);
+	}
 	buf_free(&tmp);
 }
 
@@ -355,6 +360,9 @@ static int qenv_decode_field(struct queue_env *env, struct qrec_state *st, struc
 			return -1;
 		st->state = (enum queue_msg_state)p[0];
 		break;
+	case QENV_WARNED:
+		st->warned = len == 1 && p[0] == 1;
+		break;
 	default:
 		break; /* a field from a newer version: skip it */
 	}
@@ -371,7 +379,7 @@ int qrec_decode_message(const struct qrec *rec, struct queue_env *env, struct qr
 	size_t flen;
 	int tag;
 
-	st->state = QUEUE_STATE_ACTIVE, st->next_attempt = 0, st->reason = NULL;
+	st->state = QUEUE_STATE_ACTIVE, st->next_attempt = 0, st->reason = NULL, st->warned = 0;
 	buf_reset(reason);
 	if (rec->type != QREC_MESSAGE || rec->len < 4 ||
 	    (elen = qrec_get_u32(rec->payload)) > rec->len - 4)

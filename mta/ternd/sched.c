@@ -247,47 +247,24 @@ static int sched_journal(struct deliver_msg *m, struct sched_outcome *o, const c
 	return st == QUEUE_OK ? 0 : -1;
 }
 
-/* Delay warnings (delay_warning_time): once per message, remembered in
- * memory only, so a restart may repeat one (Postfix keeps the mark in the
- * queue file; a warning twice is the safe side of never). */
-static pthread_mutex_t sched_warned_lock = PTHREAD_MUTEX_INITIALIZER;
-static char **sched_warned;
-static size_t sched_nwarned;
-#define SCHED_WARNED_MAX 100000
-
-static int sched_warned_once(const char *qid)
-{
-	int seen = 0;
-
-	pthread_mutex_lock(&sched_warned_lock);
-	for (size_t i = 0; i < sched_nwarned && !seen; i++)
-		seen = strcmp(sched_warned[i], qid) == 0;
-	if (!seen) {
-		if (sched_nwarned == SCHED_WARNED_MAX) { /* forget the oldest */
-			free(sched_warned[0]);
-			memmove(sched_warned, sched_warned + 1, --sched_nwarned * sizeof(*sched_warned));
-		}
-		sched_warned = xrealloc(sched_warned, (sched_nwarned + 1) * sizeof(*sched_warned));
-		sched_warned[sched_nwarned++] = xstrdup(qid);
-	}
-	pthread_mutex_unlock(&sched_warned_lock);
-	return seen;
-}
-
+/* Delay warnings (delay_warning_time): once per message; the mark is a
+ * journal record (queue_mark_warned), so a restart does not repeat it. */
 static void sched_delay_warn(struct deliver_msg *m, const struct sched_outcome *o,
 			     const char *reason)
 {
 	time_t now = time(NULL);
 
 	if (m->conf->delay_warning <= 0 || now - m->env->arrival < m->conf->delay_warning ||
-	    sched_warned_once(m->qid))
+	    m->env->delay_warned)
 		return;
 	for (size_t i = 0; i < m->env->nrcpt; i++)
 		if (o[i].pending)
 			bounce_note(m, "delayed", m->env->rcpt[i].addr, m->env->rcpt[i].addr,
 				    &m->env->rcpt[i], o[i].dsn[0] == '4' ? o[i].dsn : "4.0.0", "none",
 				    o[i].text.len ? buf_str(&o[i].text) : reason);
-	(void)bounce_flush(m); /* a lost warning is not worth holding mail for */
+	if (bounce_flush(m) == 0 && queue_mark_warned(m->q, m->qid) != QUEUE_OK)
+		msg_warn("%s: cannot record the delay warning: it may be sent again", m->qid);
+	/* a lost warning is not worth holding mail for */
 }
 
 static void sched_msg_free(struct sched_msg *sm)

@@ -109,6 +109,14 @@ def test_delay_warning_once(outbound):
                   "two more attempts", timeout=15)
     assert outbound.log().count("sender delay notification") == 1
     assert outbound.notice_count() == 1
+    # the mark is in the queue, not in memory: a restart does not warn again
+    outbound.runs[-1].stop()
+    before = outbound.log().count("%s: to=<u@remote.test>" % m.group(1))
+    outbound.start_ternd()
+    outbound.wait(lambda: outbound.log().count("%s: to=<u@remote.test>" % m.group(1))
+                  >= before + 2, "two attempts after the restart", timeout=20)
+    assert outbound.log().count("sender delay notification") == 1
+    assert outbound.notice_count() == 1
     harness.run_tern("queue", "delete", "ALL", config_dir=outbound.cfg, check=True)
 
 

@@ -395,6 +395,41 @@ static void test_journal_replay(void **state)
 	queue_close(q);
 }
 
+static int warned_of(struct queue *q, const char *qid)
+{
+	struct queue_env env;
+	struct buf body = BUF_INIT, err = BUF_INIT;
+	int warned;
+
+	queue_env_init(&env);
+	assert_int_equal(queue_load(q, qid, &env, &body, &err), QUEUE_OK);
+	warned = env.delay_warned;
+	queue_env_free(&env);
+	buf_free(&body);
+	buf_free(&err);
+	return warned;
+}
+
+/* A delay warning's mark survives a restart (compaction: test_compaction). */
+static void test_warned_mark(void **state)
+{
+	char m1[QUEUE_ID_SIZE], m2[QUEUE_ID_SIZE];
+	struct queue *q = open_q(NULL);
+
+	submit_simple(q, m1, 1, 100);
+	submit_simple(q, m2, 1, 100);
+	assert_false(warned_of(q, m1));
+	assert_int_equal(queue_mark_warned(q, m1), QUEUE_OK);
+	assert_true(warned_of(q, m1));
+	assert_false(warned_of(q, m2));
+	assert_int_equal(queue_mark_warned(q, "NOSUCHID"), QUEUE_ENOENT);
+	queue_close(q);
+	q = open_q(NULL);
+	assert_true(warned_of(q, m1));
+	assert_false(warned_of(q, m2));
+	queue_close(q);
+}
+
 /* Many producer threads, each with its own event loop, as ternd's. */
 struct producer {
 	struct queue *q;
@@ -757,6 +792,7 @@ static void test_compaction(void **state)
 	/* keep 0 (held), 1 (one recipient done), 59; finish the rest */
 	assert_int_equal(queue_hold(q, m[0]), QUEUE_OK);
 	assert_int_equal(queue_rcpt_done(q, m[1], 0, QUEUE_RCPT_SENT), QUEUE_OK);
+	assert_int_equal(queue_mark_warned(q, m[1]), QUEUE_OK);
 	for (int i = 2; i < 59; i++)
 		assert_int_equal(queue_delete(q, m[i]), QUEUE_OK);
 	/* save the oldest segment: a crash after the copy but before the
@@ -776,6 +812,8 @@ static void test_compaction(void **state)
 	assert_int_equal(s.info.state, QUEUE_STATE_HOLD);
 	s = info_of(q, m[1]);
 	assert_int_equal(s.info.npending, 1);
+	assert_true(warned_of(q, m[1])); /* carried by the compaction copy */
+	assert_false(warned_of(q, m[59]));
 	queue_close(q);
 
 	snprintf(cmd, sizeof(cmd), "cp -n %s/seg.save/* %s/seg/", qdir, qdir);
@@ -830,6 +868,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_claim, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_rcpt_done_nowait, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_flow_control, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_warned_mark, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_compaction, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_throughput, setup, teardown),
 	};
