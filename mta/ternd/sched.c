@@ -34,6 +34,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -134,15 +135,27 @@ struct sched_outcome {
 	struct buf text;
 };
 
-/* sched_backoff - postfix.md §4.4: the message's age, clamped. */
+/* sched_backoff - postfix.md §4.4: the message's age, clamped (so the
+ * wait about doubles from one attempt to the next), plus up to 10% jitter
+ * within the clamp, so that mail deferred together does not come back as
+ * one burst. */
 static time_t sched_backoff(const struct deliver_conf *dc, const struct queue_env *env, time_t now)
 {
-	long long delay = (long long)(now - env->arrival);
+	long long delay = (long long)(now - env->arrival), spread;
 
 	if (delay < dc->min_backoff)
 		delay = dc->min_backoff;
 	if (delay > dc->max_backoff)
 		delay = dc->max_backoff;
+	spread = delay / 10;
+	if (delay + spread > dc->max_backoff)
+		spread = dc->max_backoff - delay;
+	if (spread > 0) {
+		uint32_t r = 0;
+		if (getrandom(&r, sizeof(r), GRND_NONBLOCK) != sizeof(r))
+			r = (uint32_t)now;
+		delay += (long long)(r % (uint32_t)(spread + 1));
+	}
 	return now + (time_t)delay;
 }
 
