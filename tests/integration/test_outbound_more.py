@@ -200,3 +200,45 @@ def test_hung_server_times_out_and_defers(outbound):
         re.escape("conversation with 127.0.0.2[127.0.0.2] timed out while receiving "
                   "the initial server greeting"), service="smtp"), timeout=15)
     assert len(hung.connections) >= 1
+
+
+def test_refusals_at_mail_data_and_end_of_data(outbound):
+    """Each stage's refusal reaches the recipient with Postfix's wording
+    "host h[a] said: ... (in reply to X command)"; a pipelined MAIL refusal
+    has its RCPT and DATA replies read (the session stays in step, the
+    next message goes over the same connection); multi-line replies are
+    joined."""
+    relay = hostport("mx1.remote.test", MX1, outbound.port)
+
+    def mail_reply(sender, params):
+        return "550 5.7.1 sender refused" if sender.startswith("bad") else "250 2.1.0 Ok"
+
+    def data_reply(txn):
+        if "big@remote.test" in txn["rcpts"]:
+            return "552-5.3.4 message too big\n552 5.3.4 really"
+        if "later@remote.test" in txn["rcpts"]:
+            return "451 4.3.0 queue trouble"
+        return "250 2.0.0 Ok: queued as FAKE"
+
+    mx1 = outbound.fake(MX1, mail_reply=mail_reply, data_reply=data_reply)
+    outbound.start(minimal_backoff_time="1h", maximal_backoff_time="1h")
+    outbound.send(["x@remote.test"], sender="bad@example.test")
+    outbound.wait_status("x@remote.test", delivery_re(
+        "x@remote.test", relay, r"5\.7\.1", "bounced",
+        re.escape("host mx1.remote.test[127.0.0.2] said: 550 5.7.1 sender refused "
+                  "(in reply to MAIL FROM command)"), service="smtp"))
+    outbound.send(["ok@remote.test"])
+    outbound.wait_fake(mx1, 1)
+    outbound.send(["big@remote.test"])
+    outbound.wait_status("big@remote.test", delivery_re(
+        "big@remote.test", relay + r"(?:, conn_use=\d+)?", r"5\.3\.4", "bounced",
+        re.escape("host mx1.remote.test[127.0.0.2] said: 552-5.3.4 message too big "
+                  "552 5.3.4 really (in reply to end of DATA command)"), service="smtp"))
+    outbound.send(["later@remote.test"])
+    outbound.wait_status("later@remote.test", delivery_re(
+        "later@remote.test", relay + r"(?:, conn_use=\d+)?", r"4\.3\.0", "deferred",
+        re.escape("host mx1.remote.test[127.0.0.2] said: 451 4.3.0 queue trouble "
+                  "(in reply to end of DATA command)"), service="smtp"))
+    assert "ok@remote.test" in mx1.delivered()
+    # the refused MAIL did not leave the session out of step
+    assert len(mx1.connections) <= 2, mx1.describe()
