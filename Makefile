@@ -26,7 +26,7 @@ SANFLAGS :=
 OPT     := -O2
 endif
 
-PKGS    := libpcre2-8 libunbound sqlite3 libevent libevent_pthreads icu-uc
+PKGS    := libpcre2-8 libunbound sqlite3 libevent libevent_pthreads libevent_openssl openssl icu-uc
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 

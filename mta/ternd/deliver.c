@@ -30,11 +30,11 @@ double deliver_now(void)
 
 /* --- Settings ------------------------------------------------------ */
 
-/* deliver_conf_maps - open each table leniently: a missing file is
+/* deliver_maps_open - open each table leniently: a missing file is
  * logged and makes the mail it concerns deferred, not bounced; a bad
  * table spec is a configuration error. */
-static int deliver_conf_maps(const struct cfg *cfg, const char *name, struct deliver_maps *m,
-			     struct buf *err)
+int deliver_maps_open(const struct cfg *cfg, const char *name, struct deliver_maps *m,
+		      struct buf *err)
 {
 	struct cfg_list l = {NULL, 0};
 	int rc = 0;
@@ -52,7 +52,7 @@ static int deliver_conf_maps(const struct cfg *cfg, const char *name, struct del
 	return rc;
 }
 
-static void deliver_maps_free(struct deliver_maps *m)
+void deliver_maps_free(struct deliver_maps *m)
 {
 	for (size_t i = 0; i < m->n; i++) {
 		table_close(m->t[i]);
@@ -173,8 +173,8 @@ struct deliver_conf *deliver_conf_new(const struct cfg *cfg, struct buf *err)
 	    deliver_conf_allow(cfg, "allow_mail_to_commands", &dc->cmd_alias, err) < 0 ||
 	    deliver_conf_allow(cfg, "allow_mail_to_files", &dc->file_alias, err) < 0 ||
 	    deliver_conf_times(dc, cfg, err) < 0 ||
-	    deliver_conf_maps(cfg, "alias_maps", &dc->aliases, err) < 0 ||
-	    deliver_conf_maps(cfg, "virtual_mailbox_maps", &dc->vmaps, err) < 0 ||
+	    deliver_maps_open(cfg, "alias_maps", &dc->aliases, err) < 0 ||
+	    deliver_maps_open(cfg, "virtual_mailbox_maps", &dc->vmaps, err) < 0 ||
 	    (dc->route = route_conf_new(cfg, err)) == NULL ||
 	    (dc->smtp = deliver_smtp_conf_new(cfg, err)) == NULL) {
 		deliver_conf_free(dc);

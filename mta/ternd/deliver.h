@@ -49,6 +49,11 @@ struct deliver_maps {
 	size_t n;
 };
 
+/* Open the tables of list parameter name leniently (a missing file makes
+ * lookups fail temporarily; a bad spec is an error); free them. */
+int deliver_maps_open(const struct cfg *cfg, const char *name, struct deliver_maps *m,
+		      struct buf *err);
+void deliver_maps_free(struct deliver_maps *m);
 /* Look key up in each table in turn; reloads a table whose file changed
  * (newaliases). TABLE_FOUND with value and *hit (the table), NOTFOUND or
  * ERROR (err set). */

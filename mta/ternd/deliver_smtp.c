@@ -131,6 +131,8 @@ struct deliver_smtp_conf *deliver_smtp_conf_new(const struct cfg *cfg, struct bu
 	}
 	if (ok && listener_set_resolve(cfg, &sc->self, err) < 0)
 		ok = 0;
+	if (ok && smtp_tls_conf_init(sc, cfg, err) < 0)
+		ok = 0;
 	if (ok) { /* what a wildcard listener (*:25) answers on: inet_addr_local() */
 		struct ifaddrs *ifa = NULL;
 		if (getifaddrs(&ifa) == 0) {
@@ -164,6 +166,7 @@ void deliver_smtp_conf_free(struct deliver_smtp_conf *sc)
 	if (sc->resolver)
 		resolver_free(sc->resolver);
 	listener_set_close(&sc->self);
+	smtp_tls_conf_free(sc);
 	free(sc->ifaddrs);
 	free(sc->helo_name);
 	free(sc->myhostname);
@@ -301,6 +304,9 @@ struct deliver_smtp_job {
 	struct deliver_rcpt **rs;
 	size_t n;
 	char *transport, *nexthop, *key;
+	char *cache_key; /* key, plus the SASL user: an authenticated connection is that user's */
+	struct smtp_tls_policy tls;
+	char *sasl_user, *sasl_pass;
 	const struct deliver_smtp_conf *sc;
 	const struct smtp_proto_conf *pc;
 	int lmtp;
@@ -354,6 +360,13 @@ static void job_free(struct deliver_smtp_job *job)
 	smtp_servers_free(&job->servers);
 	buf_free(&job->cached_relay);
 	buf_free(&job->why);
+	free(job->cache_key);
+	free(job->tls.match);
+	free(job->sasl_user);
+	if (job->sasl_pass) { /* a password does not linger in freed memory */
+		explicit_bzero(job->sasl_pass, strlen(job->sasl_pass));
+		free(job->sasl_pass);
+	}
 	free(job->rs);
 	free(job->transport);
 	free(job->nexthop);
@@ -505,7 +518,12 @@ static void chunk_req(struct deliver_smtp_job *job, struct smtp_conn_req *req, s
 				      .xs = job->xs,
 				      .n = job->cn,
 				      .relay = relay,
-				      .cache_key = job->key,
+				      .cache_key = job->cache_key,
+				      .nexthop = job->nexthop,
+				      .agent = smtp_agent(job->transport),
+				      .tls = &job->tls,
+				      .sasl_user = job->sasl_user,
+				      .sasl_pass = job->sasl_pass,
 				      .why = &job->why,
 				      .why_dsn = job->why_dsn,
 				      .t_conn = &job->t_conn,
@@ -657,6 +675,26 @@ static void chunk_end(struct deliver_smtp_job *job)
 
 /* --- API --------------------------------------------------------------------- */
 
+/* Credentials for this destination (and sender), and the cache key that
+ * keeps authenticated connections apart. */
+static int smtp_job_sasl(struct deliver_smtp_job *job, const char *sender, struct buf *err)
+{
+	struct buf user = BUF_INIT, pass = BUF_INIT, key = BUF_INIT;
+	int rc = smtp_sasl_find(job->sc, sender, job->nexthop, &user, &pass, err);
+
+	buf_set(&key, job->key);
+	if (rc > 0) {
+		job->sasl_user = buf_detach(&user);
+		job->sasl_pass = buf_detach(&pass);
+		buf_printf(&key, " %s", job->sasl_user);
+	}
+	job->cache_key = buf_detach(&key);
+	if (pass.data)
+		explicit_bzero(pass.data, pass.len);
+	buf_free(&user), buf_free(&pass);
+	return rc < 0 ? -1 : 0;
+}
+
 struct deliver_smtp_job *deliver_smtp_prepare(struct deliver_rcpt **rs, size_t n,
 					      const char *transport, const char *nexthop)
 {
@@ -678,9 +716,15 @@ struct deliver_smtp_job *deliver_smtp_prepare(struct deliver_rcpt **rs, size_t n
 	job->lmtp = strcmp(transport, "lmtp") == 0;
 	buf_init(&job->cached_relay);
 	buf_init(&job->why);
-	if (!smtp_dead_get(job->key, &why))
+	if (smtp_dead_get(job->key, &why)) {
+		job_report_all(job, "4.4.1", buf_str(&why));
+	} else if (smtp_tls_policy_find(sc, nexthop, &job->tls, &why) < 0 ||
+		   smtp_job_sasl(job, m->env->sender, &why) < 0) {
+		job_report_all(job, "4.3.0", buf_str(&why)); /* a table is down: wait */
+	} else {
+		buf_free(&why);
 		return job;
-	job_report_all(job, "4.4.1", buf_str(&why));
+	}
 	buf_free(&why);
 	job_free(job);
 	return NULL;

@@ -26,6 +26,7 @@
 
 struct event_base;
 struct queue_rcpt;
+struct smtp_server;
 
 #define SMTP_PORT 25
 #define LMTP_PORT 24
@@ -50,7 +51,50 @@ struct deliver_smtp_conf {
 	struct sockaddr_storage *ifaddrs; /* this host's interface addresses (wildcard listeners) */
 	size_t nifaddrs;
 	char *dns_servers;
+	/* TLS and SASL (smtp_tls.c) */
+	struct ssl_ctx_st *tls_ctx;
+	int tls_level; /* SMTP_TLS_*: smtp_tls_security_level */
+	char *tls_verify_match, *tls_secure_match;
+	int tls_wrapper; /* smtp_tls_wrappermode */
+	long long starttls_timeout;
+	struct deliver_maps tls_policy; /* smtp_tls_policy_maps */
+	int sasl_enable, sasl_by_sender, sasl_soft_bounce;
+	int sasl_plain, sasl_plain_tls; /* PLAIN/LOGIN allowed without, with TLS */
+	struct deliver_maps sasl_maps;	/* smtp_sasl_password_maps */
 };
+
+/* --- TLS and SASL (smtp_tls.c) ------------------------------------------ */
+
+struct ssl_st;
+enum { SMTP_TLS_NONE, SMTP_TLS_MAY, SMTP_TLS_ENCRYPT, SMTP_TLS_VERIFY, SMTP_TLS_SECURE };
+
+/* The TLS policy of one destination. */
+struct smtp_tls_policy {
+	int level;
+	char *match; /* policy table "match=": overrides the *_cert_match setting */
+};
+
+int smtp_tls_conf_init(struct deliver_smtp_conf *sc, const struct cfg *cfg, struct buf *err);
+void smtp_tls_conf_free(struct deliver_smtp_conf *sc);
+const char *smtp_tls_level_name(int level);
+/* smtp_tls_security_level, or the destination's entry in
+ * smtp_tls_policy_maps; -1 with err when the table cannot be read. */
+int smtp_tls_policy_find(const struct deliver_smtp_conf *sc, const char *nexthop,
+			 struct smtp_tls_policy *p, struct buf *err);
+/* Credentials from smtp_sasl_password_maps (by sender first with
+ * smtp_sender_dependent_authentication, then by next hop): 1 found,
+ * 0 none (or SASL off), -1 table error. */
+int smtp_sasl_find(const struct deliver_smtp_conf *sc, const char *sender, const char *nexthop,
+		   struct buf *user, struct buf *pass, struct buf *err);
+struct ssl_st *smtp_tls_ssl_new(const struct deliver_smtp_conf *sc, const char *servername);
+/* After the handshake: is the certificate good enough for the level?
+ * *trust gets "Verified", "Trusted" or "Untrusted"; -1 with why if not. */
+int smtp_tls_check(struct ssl_st *ssl, const struct deliver_smtp_conf *sc,
+		   const struct smtp_tls_policy *p, const char *host, const char *nexthop,
+		   const char **trust, struct buf *why);
+/* "Verified TLS connection established to h[a]:p: TLSv1.3 with cipher ..." */
+void smtp_tls_log(struct ssl_st *ssl, const char *agent, const char *trust,
+		  const struct smtp_server *sv);
 
 /* --- servers (smtp_servers.c) ------------------------------------------ */
 
@@ -134,7 +178,11 @@ struct smtp_conn_req {
 	size_t n;
 	struct buf *relay; /* "h[a]:port" as logged; filled here for a cached connection
 			    * (", conn_use=N" added); must outlive the job's report */
-	const char *cache_key; /* "transport:nexthop": where it may wait afterwards */
+	const char *cache_key; /* "transport:nexthop[ user]": where it may wait afterwards */
+	const char *nexthop;   /* for TLS name checks (secure) */
+	const char *agent;     /* "smtp", "relay", "lmtp": the service logging TLS lines */
+	const struct smtp_tls_policy *tls;
+	const char *sasl_user, *sasl_pass; /* NULL: no AUTH */
 	struct buf *why;
 	char *why_dsn; /* [16]: "4.4.1" (no connection) or "4.4.2" (broken session) */
 	double *t_conn;

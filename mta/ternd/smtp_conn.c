@@ -28,9 +28,14 @@
 #include "log.h"
 #include "queue.h"
 
+#include "base64.h"
+
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 
 #include <errno.h>
 #include <netinet/in.h>
@@ -53,6 +58,11 @@ enum conn_state {
 	C_GREET,
 	C_EHLO,
 	C_HELO,
+	C_STARTTLS,  /* the reply to STARTTLS */
+	C_HANDSHAKE, /* TLS handshake (after STARTTLS, or at once: wrapper mode) */
+	C_AUTH_USER, /* AUTH LOGIN: 334 for the user name */
+	C_AUTH_PASS, /* AUTH LOGIN: 334 for the password */
+	C_AUTH,	     /* the final AUTH reply */
 	C_MAIL,
 	C_DRAIN, /* MAIL refused while pipelining: the RCPT and DATA replies */
 	C_RCPT,
@@ -79,7 +89,10 @@ struct smtp_conn {
 	const char *doing; /* "receiving the RCPT TO reply", for timeouts and losses */
 	struct smtp_reply rep;
 	int pipelining, size_ok, eightbit, smtputf8, dsn;
+	int starttls, auth_plain, auth_login; /* offered by the server (EHLO) */
 	long long size_max;
+	SSL *ssl;   /* TLS is on (the bufferevent is an OpenSSL one) */
+	int authed; /* AUTH succeeded on this connection */
 	int uses;    /* transactions on this connection so far */
 	int reused;  /* taken from the cache: no greeting or EHLO now */
 	int started; /* got as far as a transaction */
@@ -108,6 +121,8 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg);
 static void conn_timer_cb(evutil_socket_t fd, short what, void *arg);
 static int conn_transaction(struct smtp_conn *c);
 static int conn_cache_put(struct smtp_conn *c);
+static int conn_tls_or_on(struct smtp_conn *c);
+static void conn_attach(struct smtp_conn *c, int ssl_state);
 
 /* --- life cycle -------------------------------------------------------- */
 
@@ -158,6 +173,8 @@ static void conn_free(struct smtp_conn *c)
 		event_free(c->timer);
 	if (c->bev)
 		bufferevent_free(c->bev);
+	if (c->ssl)
+		SSL_free(c->ssl);
 	if (c->fd >= 0)
 		close(c->fd);
 	smtp_server_free(&c->sv);
@@ -291,9 +308,16 @@ static int conn_broken(struct smtp_conn *c)
 	case C_GREET:
 	case C_EHLO:
 	case C_HELO:
+	case C_STARTTLS:
+	case C_HANDSHAKE:
+	case C_AUTH_USER:
+	case C_AUTH_PASS:
+	case C_AUTH:
 		buf_set(c->req.why, buf_str(&c->why));
 		/* Postfix: 4.4.1 when no connection was made, 4.4.2 when it broke */
-		snprintf(c->req.why_dsn, 16, "%s", c->st == C_CONNECT ? "4.4.1" : "4.4.2");
+		snprintf(c->req.why_dsn, 16, "%s", c->st == C_CONNECT ? "4.4.1"
+						   : c->st == C_HANDSHAKE ? "4.7.5"
+									  : "4.4.2");
 		c->started = 0;
 		break;
 	case C_MAIL:
@@ -324,35 +348,49 @@ static int conn_broken(struct smtp_conn *c)
 
 /* --- the conversation ------------------------------------------------------ */
 
-static void conn_ehlo_parse(struct smtp_conn *c, const char *text)
+/* One EHLO reply line after the first ("PIPELINING", "SIZE 1000",
+ * "AUTH PLAIN LOGIN", "AUTH=LOGIN"): what the server offers. */
+static void conn_ehlo_line(struct smtp_conn *c, const char *kw)
 {
-	/* text: "250-name greeting 250-PIPELINING 250 SIZE 1000": the lines
-	 * were joined with spaces; walk the "250[- ]KEYWORD" items */
-	const char *p = text;
+	size_t klen = strcspn(kw, " =");
 
-	c->pipelining = c->size_ok = c->eightbit = c->smtputf8 = c->dsn = 0;
-	c->size_max = 0;
-	while ((p = strstr(p, "250")) != NULL) {
-		if ((p != text && p[-1] != ' ') || (p[3] != '-' && p[3] != ' ')) {
-			p += 3;
-			continue;
-		}
-		p += 4;
-		size_t klen = strcspn(p, " ");
-		if (klen == 10 && strncasecmp(p, "PIPELINING", 10) == 0)
-			c->pipelining = 1;
-		else if (klen == 8 && strncasecmp(p, "8BITMIME", 8) == 0)
-			c->eightbit = 1;
-		else if (klen == 8 && strncasecmp(p, "SMTPUTF8", 8) == 0)
-			c->smtputf8 = 1;
-		else if (klen == 3 && strncasecmp(p, "DSN", 3) == 0)
-			c->dsn = 1;
-		else if (klen == 4 && strncasecmp(p, "SIZE", 4) == 0) {
-			c->size_ok = 1;
-			if (p[4] == ' ' && p[5] >= '0' && p[5] <= '9')
-				c->size_max = strtoll(p + 5, NULL, 10);
+	if (klen == 10 && strncasecmp(kw, "PIPELINING", 10) == 0)
+		c->pipelining = 1;
+	else if (klen == 8 && strncasecmp(kw, "8BITMIME", 8) == 0)
+		c->eightbit = 1;
+	else if (klen == 8 && strncasecmp(kw, "SMTPUTF8", 8) == 0)
+		c->smtputf8 = 1;
+	else if (klen == 3 && strncasecmp(kw, "DSN", 3) == 0)
+		c->dsn = 1;
+	else if (klen == 8 && strncasecmp(kw, "STARTTLS", 8) == 0)
+		c->starttls = 1;
+	else if (klen == 4 && strncasecmp(kw, "SIZE", 4) == 0) {
+		c->size_ok = 1;
+		if (kw[4] == ' ' && kw[5] >= '0' && kw[5] <= '9')
+			c->size_max = strtoll(kw + 5, NULL, 10);
+	} else if (klen == 4 && strncasecmp(kw, "AUTH", 4) == 0) {
+		for (const char *p = kw + 4; *p;) {
+			size_t n;
+			p += strspn(p, " =");
+			n = strcspn(p, " ");
+			if (n == 5 && strncasecmp(p, "PLAIN", 5) == 0)
+				c->auth_plain = 1;
+			else if (n == 5 && strncasecmp(p, "LOGIN", 5) == 0)
+				c->auth_login = 1;
+			p += n;
 		}
 	}
+}
+
+/* EHLO (LHLO): what the server offered before is forgotten (after TLS
+ * above all: RFC 3207 §4.2). */
+static void conn_send_ehlo(struct smtp_conn *c)
+{
+	c->pipelining = c->size_ok = c->eightbit = c->smtputf8 = c->dsn = 0;
+	c->starttls = c->auth_plain = c->auth_login = 0;
+	c->size_max = 0;
+	conn_send(c, "%s %s\r\n", c->req.lmtp ? "LHLO" : "EHLO", c->req.sc->helo_name);
+	conn_expect(c, C_EHLO, c->req.pc->helo, "receiving the EHLO reply");
 }
 
 /* RCPT TO with the DSN parameters (ORCPT is stored as received xtext). */
@@ -412,17 +450,14 @@ static int conn_on_greeting(struct smtp_conn *c)
 	}
 	*c->req.t_conn = deliver_now();
 	c->started = 1;
-	conn_send(c, "%s %s\r\n", c->req.lmtp ? "LHLO" : "EHLO", c->req.sc->helo_name);
-	conn_expect(c, C_EHLO, c->req.pc->helo, "receiving the EHLO reply");
+	conn_send_ehlo(c);
 	return 0;
 }
 
 static int conn_on_ehlo(struct smtp_conn *c)
 {
-	if (c->rep.code / 100 == 2) {
-		conn_ehlo_parse(c, buf_str(&c->rep.text));
-		return conn_transaction(c);
-	}
+	if (c->rep.code / 100 == 2)
+		return conn_tls_or_on(c);
 	if (c->req.lmtp)
 		return conn_refused(c, "LHLO command");
 	conn_send(c, "HELO %s\r\n", c->req.sc->helo_name);
@@ -435,6 +470,209 @@ static int conn_on_helo(struct smtp_conn *c)
 	if (c->rep.code / 100 != 2)
 		return conn_refused(c, "HELO command");
 	c->pipelining = c->size_ok = c->eightbit = c->smtputf8 = c->dsn = 0;
+	c->starttls = c->auth_plain = c->auth_login = 0;
+	return conn_tls_or_on(c);
+}
+
+/* --- STARTTLS and AUTH ---------------------------------------------------- */
+
+/* The attempt with this server ends for every recipient left: soft (the
+ * mail waits) with dsn and the reason in why. */
+static int conn_give_up(struct smtp_conn *c, const char *dsn, int quit)
+{
+	conn_rest(c, RS_SOFT, dsn, buf_str(c->req.why));
+	snprintf(c->req.why_dsn, 16, "%s", dsn);
+	if (quit)
+		return conn_quit(c);
+	return conn_close(c);
+}
+
+static int conn_auth_or_transaction(struct smtp_conn *c);
+
+/* After EHLO: STARTTLS when the level asks for it and the server offers
+ * it; "TLS is required" when it must and cannot be had. */
+static int conn_tls_or_on(struct smtp_conn *c)
+{
+	const struct smtp_tls_policy *p = c->req.tls;
+	struct buf ha = BUF_INIT;
+
+	if (c->ssl != NULL || p == NULL || p->level == SMTP_TLS_NONE || c->req.sc->tls_ctx == NULL)
+		return conn_auth_or_transaction(c);
+	if (c->starttls) {
+		conn_send(c, "STARTTLS\r\n");
+		conn_expect(c, C_STARTTLS, c->req.pc->helo, "receiving the STARTTLS reply");
+		return 0;
+	}
+	if (p->level < SMTP_TLS_ENCRYPT)
+		return conn_auth_or_transaction(c);
+	smtp_hostaddr(&c->sv, &ha);
+	buf_reset(c->req.why);
+	buf_printf(c->req.why, "TLS is required, but was not offered by host %s", buf_str(&ha));
+	buf_free(&ha);
+	return conn_give_up(c, "4.7.4", 1);
+}
+
+/* Free the plaintext bufferevent (the descriptor stays) and shake hands. */
+static int conn_handshake_start(struct smtp_conn *c)
+{
+	struct timeval tv = {c->req.sc->starttls_timeout > 0 ? (time_t)c->req.sc->starttls_timeout
+							     : 1,
+			     0};
+
+	if ((c->ssl = smtp_tls_ssl_new(c->req.sc, c->sv.name)) == NULL) {
+		buf_set(c->req.why, "Cannot start TLS: out of memory");
+		return conn_give_up(c, "4.7.5", 0);
+	}
+	evtimer_del(c->timer);
+	bufferevent_free(c->bev); /* made without BEV_OPT_CLOSE_ON_FREE: fd stays */
+	c->bev = NULL;
+	conn_attach(c, BUFFEREVENT_SSL_CONNECTING);
+	c->st = C_HANDSHAKE;
+	c->doing = "performing the TLS handshake";
+	evtimer_add(c->timer, &tv);
+	return 0;
+}
+
+static int conn_on_starttls(struct smtp_conn *c)
+{
+	struct buf ha = BUF_INIT, said = BUF_INIT;
+
+	smtp_hostaddr(&c->sv, &ha);
+	if (c->rep.code == 220) {
+		/* Anything after the 220 came before the handshake: a man in
+		 * the middle answering in advance (STARTTLS response injection,
+		 * CVE-2011-0411's client side). Never read it as TLS-protected. */
+		if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0) {
+			buf_reset(c->req.why);
+			buf_printf(c->req.why, "host %s sent data after its reply to STARTTLS "
+					       "(STARTTLS response injection?)", buf_str(&ha));
+			msg_warn("%s", buf_str(c->req.why));
+			buf_free(&ha);
+			return conn_give_up(c, "4.7.5", 0);
+		}
+		buf_free(&ha);
+		return conn_handshake_start(c);
+	}
+	if (c->req.tls->level < SMTP_TLS_ENCRYPT) { /* opportunistic: go on in plaintext */
+		buf_free(&ha);
+		return conn_auth_or_transaction(c);
+	}
+	conn_said(c, "STARTTLS command", &said);
+	buf_reset(c->req.why);
+	buf_printf(c->req.why, "TLS is required, but host %s refused to start TLS: %s",
+		   buf_str(&ha), buf_str(&c->rep.text));
+	buf_free(&ha), buf_free(&said);
+	return conn_give_up(c, "4.7.5", 1);
+}
+
+/* The handshake is done: is the certificate good enough? Then EHLO again
+ * (or, in wrapper mode, the greeting). */
+static int conn_handshake_done(struct smtp_conn *c)
+{
+	const char *trust = "Untrusted";
+
+	evtimer_del(c->timer);
+	buf_reset(c->req.why);
+	if (smtp_tls_check(c->ssl, c->req.sc, c->req.tls, c->sv.name, c->req.nexthop, &trust,
+			   c->req.why) < 0)
+		return conn_give_up(c, "4.7.5", 1);
+	smtp_tls_log(c->ssl, c->req.agent, trust, &c->sv);
+	if (c->rep.code == 0 && c->req.sc->tls_wrapper) { /* wrapper mode: now the greeting */
+		conn_expect(c, C_GREET, c->req.pc->helo, "receiving the initial server greeting");
+		return 0;
+	}
+	conn_send_ehlo(c);
+	return 0;
+}
+
+static void conn_auth_send(struct smtp_conn *c, const char *cmd, const char *data, size_t len)
+{
+	struct buf b = BUF_INIT;
+
+	buf_set(&b, cmd);
+	if (data != NULL) {
+		if (*cmd)
+			buf_putc(&b, ' ');
+		base64_encode(data, len, &b);
+	}
+	buf_puts(&b, "\r\n");
+	evbuffer_add(bufferevent_get_output(c->bev), b.data, b.len);
+	explicit_bzero(b.data, b.len); /* credentials */
+	buf_free(&b);
+}
+
+/* AUTH when credentials exist for this destination and the server offers
+ * a mechanism we may use here (smtp_sasl_security_options without TLS,
+ * smtp_sasl_tls_security_options with it): PLAIN, else LOGIN. A server
+ * without AUTH gets the mail unauthenticated, as with Postfix. */
+static int conn_auth_or_transaction(struct smtp_conn *c)
+{
+	const char *user = c->req.sasl_user, *pass = c->req.sasl_pass;
+	int allowed = c->ssl ? c->req.sc->sasl_plain_tls : c->req.sc->sasl_plain;
+	struct buf ha = BUF_INIT;
+
+	if (user == NULL || c->authed || (!c->auth_plain && !c->auth_login))
+		return conn_transaction(c);
+	if (!allowed) {
+		smtp_hostaddr(&c->sv, &ha);
+		buf_reset(c->req.why);
+		buf_printf(c->req.why, "SASL authentication failed: cannot authenticate to server "
+				       "%s: no mechanism available", buf_str(&ha));
+		buf_free(&ha);
+		return conn_give_up(c, "4.7.0", 1);
+	}
+	if (c->auth_plain) {
+		struct buf blob = BUF_INIT;
+		buf_putc(&blob, 0);
+		buf_puts(&blob, user);
+		buf_putc(&blob, 0);
+		buf_puts(&blob, pass);
+		conn_auth_send(c, "AUTH PLAIN", blob.data, blob.len);
+		explicit_bzero(blob.data, blob.len);
+		buf_free(&blob);
+		conn_expect(c, C_AUTH, c->req.pc->helo, "receiving the AUTH reply");
+	} else {
+		conn_send(c, "AUTH LOGIN\r\n");
+		conn_expect(c, C_AUTH_USER, c->req.pc->helo, "receiving the AUTH reply");
+	}
+	return 0;
+}
+
+/* "SASL authentication failed; server h[a] said: 535 ..." */
+static int conn_auth_failed(struct smtp_conn *c)
+{
+	struct buf ha = BUF_INIT;
+	int hard = c->rep.code / 100 == 5 && !c->req.sc->sasl_soft_bounce;
+
+	smtp_hostaddr(&c->sv, &ha);
+	buf_reset(c->req.why);
+	buf_printf(c->req.why, "SASL authentication failed; server %s said: %s", buf_str(&ha),
+		   buf_str(&c->rep.text));
+	buf_free(&ha);
+	if (hard) {
+		conn_rest(c, RS_HARD, c->rep.dsn, buf_str(c->req.why));
+		return conn_quit(c);
+	}
+	return conn_give_up(c, c->rep.code / 100 == 5 ? "4.7.8" : c->rep.dsn, 1);
+}
+
+static int conn_on_auth_step(struct smtp_conn *c)
+{
+	const char *v = c->st == C_AUTH_USER ? c->req.sasl_user : c->req.sasl_pass;
+
+	if (c->rep.code != 334)
+		return conn_auth_failed(c);
+	conn_auth_send(c, "", v, strlen(v));
+	conn_expect(c, c->st == C_AUTH_USER ? C_AUTH_PASS : C_AUTH, c->req.pc->helo,
+		    "receiving the AUTH reply");
+	return 0;
+}
+
+static int conn_on_auth(struct smtp_conn *c)
+{
+	if (c->rep.code != 235)
+		return conn_auth_failed(c);
+	c->authed = 1;
 	return conn_transaction(c);
 }
 
@@ -642,6 +880,8 @@ static int conn_on_dot(struct smtp_conn *c)
 
 struct smtp_cached {
 	int fd;
+	SSL *ssl; /* the TLS session goes along, if there is one */
+	int authed;
 	struct smtp_server sv;
 	int pipelining, size_ok, eightbit, smtputf8, dsn;
 	long long size_max;
@@ -656,8 +896,15 @@ static struct smtp_cached *smtp_cache;
 
 static void cached_free(struct smtp_cached *k, int polite)
 {
-	if (polite) /* best effort, never blocks */
+	if (k->ssl != NULL) { /* best effort on a non-blocking socket */
+		if (polite)
+			(void)SSL_write(k->ssl, "QUIT\r\n", 6);
+		(void)SSL_shutdown(k->ssl);
+		SSL_free(k->ssl);
+		ERR_clear_error();
+	} else if (polite) { /* best effort, never blocks */
 		(void)send(k->fd, "QUIT\r\n", 6, MSG_NOSIGNAL | MSG_DONTWAIT);
+	}
 	close(k->fd);
 	smtp_server_free(&k->sv);
 	free(k->key);
@@ -697,6 +944,8 @@ static int conn_cache_put(struct smtp_conn *c)
 		return conn_quit(c);
 	k = xcalloc(1, sizeof(*k));
 	k->fd = c->fd;
+	k->ssl = c->ssl;
+	k->authed = c->authed;
 	smtp_server_copy(&k->sv, &c->sv);
 	k->pipelining = c->pipelining, k->size_ok = c->size_ok, k->eightbit = c->eightbit;
 	k->smtputf8 = c->smtputf8, k->dsn = c->dsn, k->size_max = c->size_max;
@@ -707,6 +956,7 @@ static int conn_cache_put(struct smtp_conn *c)
 	bufferevent_free(c->bev); /* made without BEV_OPT_CLOSE_ON_FREE: fd stays open */
 	c->bev = NULL;
 	c->fd = -1;
+	c->ssl = NULL;
 	pthread_mutex_lock(&smtp_cache_lock);
 	k->next = smtp_cache;
 	smtp_cache = k;
@@ -727,6 +977,13 @@ static int conn_reply(struct smtp_conn *c)
 		return conn_on_ehlo(c);
 	case C_HELO:
 		return conn_on_helo(c);
+	case C_STARTTLS:
+		return conn_on_starttls(c);
+	case C_AUTH_USER:
+	case C_AUTH_PASS:
+		return conn_on_auth_step(c);
+	case C_AUTH:
+		return conn_on_auth(c);
 	case C_MAIL:
 		return conn_on_mail(c);
 	case C_DRAIN:
@@ -741,6 +998,7 @@ static int conn_reply(struct smtp_conn *c)
 		return conn_quit(c);
 	case C_QUIT:
 	case C_CONNECT:
+	case C_HANDSHAKE: /* a reply inside the handshake cannot be */
 		break;
 	}
 	return conn_close(c);
@@ -763,6 +1021,8 @@ static int conn_line(struct smtp_conn *c, const char *l, size_t len)
 		buf_free(&ha);
 		return conn_broken(c);
 	}
+	if (c->st == C_EHLO && rep->lines > 0 && len > 4 && l[0] == '2')
+		conn_ehlo_line(c, l + 4);
 	if (rep->text.len)
 		buf_putc(&rep->text, ' ');
 	for (size_t i = 0; i < len && i < SMTP_LINE_MAX; i++) /* printable for logs and DSNs */
@@ -830,8 +1090,17 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
 	struct smtp_conn *c = arg;
 
 	(void)bev;
+	if ((what & BEV_EVENT_CONNECTED) && c->st == C_HANDSHAKE) {
+		conn_handshake_done(c);
+		return;
+	}
 	if (what & BEV_EVENT_CONNECTED) {
 		c->born = deliver_now();
+		if (c->req.sc->tls_wrapper && c->req.tls != NULL &&
+		    c->req.tls->level > SMTP_TLS_NONE && c->req.sc->tls_ctx != NULL) {
+			conn_handshake_start(c); /* smtp_tls_wrappermode: TLS from the first byte */
+			return;
+		}
 		conn_expect(c, C_GREET, c->req.pc->helo, "receiving the initial server greeting");
 		return;
 	}
@@ -839,7 +1108,16 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
 		conn_close(c);
 		return;
 	}
-	if (c->st == C_CONNECT) {
+	if (c->st == C_HANDSHAKE) {
+		unsigned long e = bufferevent_get_openssl_error(c->bev);
+		struct buf relay = BUF_INIT;
+		smtp_relay_name(&c->sv, &relay);
+		msg_warn("TLS handshake with %s failed: %s", buf_str(&relay),
+			 e ? ERR_reason_error_string(e) : "connection closed");
+		buf_free(&relay);
+		buf_set(&c->why, "Cannot start TLS: handshake failure");
+		ERR_clear_error();
+	} else if (c->st == C_CONNECT) {
 		int e = EVUTIL_SOCKET_ERROR();
 		buf_reset(&c->why);
 		if (c->sv.ss.ss_family == AF_UNIX)
@@ -885,12 +1163,20 @@ static void conn_timer_cb(evutil_socket_t fd, short what, void *arg)
 	conn_broken(c);
 }
 
-/* A bufferevent for fd on the request's loop (the fd stays ours). */
-static void conn_attach(struct smtp_conn *c)
+/* A bufferevent for fd on the request's loop: plain (ssl_state < 0) or
+ * TLS over c->ssl. The descriptor and the SSL object stay ours (no
+ * BEV_OPT_CLOSE_ON_FREE), so that a connection can move to the cache. */
+static void conn_attach(struct smtp_conn *c, int ssl_state)
 {
 	struct timeval xfer = {c->req.pc->data_xfer > 0 ? (time_t)c->req.pc->data_xfer : 1, 0};
 
-	c->bev = bufferevent_socket_new(c->req.base, c->fd, 0);
+	if (ssl_state < 0) {
+		c->bev = bufferevent_socket_new(c->req.base, c->fd, 0);
+	} else {
+		c->bev = bufferevent_openssl_socket_new(c->req.base, c->fd, c->ssl,
+							(enum bufferevent_ssl_state)ssl_state, 0);
+		bufferevent_openssl_set_allow_dirty_shutdown(c->bev, 1);
+	}
 	bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
 	bufferevent_set_timeouts(c->bev, NULL, &xfer); /* writing without progress */
 	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
@@ -919,7 +1205,7 @@ void smtp_conn_start(const struct smtp_conn_req *req, const struct smtp_server *
 	}
 	if (sv->ss.ss_family != AF_UNIX)
 		setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	conn_attach(c);
+	conn_attach(c, -1);
 	evtimer_add(c->timer, &tv);
 	if (bufferevent_socket_connect(c->bev, (const struct sockaddr *)&sv->ss, (int)sv->sslen) <
 	    0) {
@@ -953,6 +1239,8 @@ int smtp_conn_start_cached(const struct smtp_conn_req *req)
 		return 0;
 	c = conn_new(req, &k->sv);
 	c->fd = k->fd;
+	c->ssl = k->ssl;
+	c->authed = k->authed;
 	c->pipelining = k->pipelining, c->size_ok = k->size_ok, c->eightbit = k->eightbit;
 	c->smtputf8 = k->smtputf8, c->dsn = k->dsn, c->size_max = k->size_max;
 	c->uses = k->uses;
@@ -966,7 +1254,7 @@ int smtp_conn_start_cached(const struct smtp_conn_req *req)
 	smtp_relay_name(&c->sv, req->relay);
 	buf_printf(req->relay, ", conn_use=%d", c->uses + 1);
 	*req->t_conn = deliver_now(); /* greeted and EHLOed on an earlier delivery */
-	conn_attach(c);
+	conn_attach(c, c->ssl ? BUFFEREVENT_SSL_OPEN : -1);
 	conn_transaction(c);
 	return 1;
 }

@@ -121,7 +121,10 @@ class FakeSMTP:
                  greeting=None, mail_reply="250 2.1.0 Ok", rcpt_reply="250 2.1.5 Ok",
                  data_reply=None, fail_first_n_connections=0, fail_mode="421",
                  fail_reply="421 4.3.2 fake: service not available, closing channel",
-                 delay_seconds=0.0, delay_on=("DOT",), timeout=30.0):
+                 delay_seconds=0.0, delay_on=("DOT",), timeout=30.0,
+                 tls=None, starttls_reply="220 2.0.0 Ready to start TLS", starttls_inject=None,
+                 auth=None, auth_mechanisms="PLAIN LOGIN",
+                 auth_reply_ok="235 2.7.0 Authentication successful"):
         if fail_mode not in ("421", "reset", "close"):
             raise ValueError("fail_mode must be '421', 'reset' or 'close'")
         self.host, self.port, self.lmtp, self.unix_path = host, port, lmtp, unix_path
@@ -134,6 +137,15 @@ class FakeSMTP:
         self.fail_reply = fail_reply
         self.delay_seconds, self.delay_on = delay_seconds, set(delay_on)
         self.timeout = timeout
+        # TLS: an ssl.SSLContext (server side) makes the server offer
+        # STARTTLS; starttls_inject is sent right after the 220, in the
+        # same write (a man in the middle answering in advance). auth: a
+        # {user: password} dict; AUTH PLAIN LOGIN is offered (after TLS
+        # when tls is set; auth_mechanisms says which). Records: connection "tls" (version, cipher)
+        # and "auth" (the user that authenticated).
+        self.tls, self.starttls_reply, self.starttls_inject = tls, starttls_reply, starttls_inject
+        self.auth, self.auth_reply_ok = auth, auth_reply_ok
+        self.auth_mechanisms = auth_mechanisms
 
         self.connections = []
         self.transactions = []
@@ -280,7 +292,7 @@ class FakeSMTP:
                     local = None
                 rec = {"index": index, "peer": peer, "local": local, "opened": now,
                        "closed": None, "helo": None, "commands": [], "log": [],
-                       "failed": None, "transactions": []}
+                       "failed": None, "transactions": [], "tls": None, "auth": None}
                 self.connections.append(rec)
                 self._socks.add(conn)
             t = threading.Thread(target=self._serve, args=(conn, rec, span), daemon=True,
@@ -432,7 +444,12 @@ class _Session:
         if not extended:
             self.send("250 %s" % self.s.hostname, "EHLO")
             return
-        lines = ["250 %s" % self.s.hostname] + ["250 %s" % k for k in self.s.ehlo_keywords]
+        keywords = list(self.s.ehlo_keywords)
+        if self.s.tls is not None and self.rec["tls"] is None:
+            keywords.append("STARTTLS")
+        if self.s.auth is not None and (self.s.tls is None or self.rec["tls"] is not None):
+            keywords.append("AUTH " + self.s.auth_mechanisms)
+        lines = ["250 %s" % self.s.hostname] + ["250 %s" % k for k in keywords]
         self.send("\n".join(lines), "EHLO")
 
     def cmd_EHLO(self, arg):
@@ -561,6 +578,60 @@ class _Session:
             with self.s._lock:
                 self.txn_span[1] = time.monotonic()
         self.txn, self.txn_span = None, None
+
+    def cmd_STARTTLS(self, arg):
+        if self.s.tls is None or self.rec["tls"] is not None:
+            self.send("502 5.5.1 Error: command not implemented", "OTHER")
+            return None
+        wire = (self.s.starttls_reply + "\r\n").encode()
+        if self.s.starttls_inject:
+            wire += self.s.starttls_inject.encode()
+        self.log("<<< " + self.s.starttls_reply)
+        self.conn.sendall(wire)
+        if self.s.starttls_reply[0] != "2":
+            return None
+        try:
+            self.conn = self.s.tls.wrap_socket(self.conn, server_side=True)
+        except (OSError, ValueError) as e:
+            self.log("(TLS handshake failed: %s)" % e)
+            return "quit"
+        self.f = self.conn.makefile("rb")
+        self.rec["tls"] = (self.conn.version(), self.conn.cipher()[0])
+        self.rec["helo"] = None
+        self.abort_txn()
+        return None
+
+    def cmd_AUTH(self, arg):
+        import base64
+        mech, _, initial = arg.partition(" ")
+        if self.s.auth is None or (self.s.tls is not None and self.rec["tls"] is None):
+            self.send("503 5.5.1 Error: authentication not enabled", "OTHER")
+            return None
+
+        def ask(prompt):
+            self.send("334 " + prompt, "OTHER")
+            line = self.readline()
+            return base64.b64decode(line or "")
+
+        try:
+            if mech.upper() == "PLAIN":
+                blob = base64.b64decode(initial) if initial else ask("")
+                _authz, user, password = blob.decode().split("\0")
+            elif mech.upper() == "LOGIN":
+                user = ask("VXNlcm5hbWU6").decode()
+                password = ask("UGFzc3dvcmQ6").decode()
+            else:
+                self.send("535 5.7.8 Error: authentication failed: mechanism unknown", "OTHER")
+                return None
+        except ValueError:
+            self.send("501 5.5.2 Cannot decode response", "OTHER")
+            return None
+        if self.s.auth.get(user) == password:
+            self.rec["auth"] = user
+            self.send(self.s.auth_reply_ok, "OTHER")
+        else:
+            self.send("535 5.7.8 Error: authentication failed: bad credentials", "OTHER")
+        return None
 
     def cmd_RSET(self, arg):
         self.abort_txn()
