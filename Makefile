@@ -61,7 +61,7 @@ TOOL_BIN  := $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tests/%)
 # (no sanitizers: they are preloaded into sanitized programs too).
 TOOL_BIN  += $(patsubst tests/tools/preload/%.c,$(BUILD)/tests/%.so,$(wildcard tests/tools/preload/*.c))
 
-.PHONY: all deps check tests unit integration install clean format run bench
+.PHONY: all deps check tests unit integration install clean format run bench bench-policyd
 all: $(LIBTERN) $(PROGRAMS)
 
 $(BUILD)/%.o: %.c
@@ -81,8 +81,42 @@ $(BUILD)/bin/$(call prog_name,$(1)): $(patsubst %.c,$(BUILD)/%.o,$(wildcard $(1)
 endef
 $(foreach d,$(PROG_DIRS),$(eval $(call program_rule,$(d))))
 
+# Tern's milters (milters/<name>/): libmilter, plus the plumbing they
+# share in milters/common/ (start, config, socket, privileges, logging).
+MILTER_COMMON_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(wildcard milters/common/*.c))
+$(foreach d,$(filter milters/%,$(PROG_DIRS)),$(eval $(BUILD)/bin/$(call prog_name,$(d)): $(MILTER_COMMON_OBJ)))
+$(BUILD)/milters/%.o: CFLAGS += -Imilters/common
+LIBS_tern-dkim-milter := -lmilter -lopendkim -lcrypto
+LIBS_tern-archive-milter := -lmilter
+LIBS_tern-rules-milter := -lmilter
+LIBS_tern-spf-milter := -lmilter -lspf2
+# The rules milter's pure parts (actions, MIME walk) have a unit test.
+RULES_MILTER_OBJ := $(BUILD)/milters/rules/rules_action.o $(BUILD)/milters/rules/rules_mime.o
+$(BUILD)/tests/unit/test_milter_rules.o: CFLAGS += -Imilters/rules
+$(BUILD)/tests/test_milter_rules: $(BUILD)/tests/unit/test_milter_rules.o $(RULES_MILTER_OBJ) $(LIBTERN)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $< $(RULES_MILTER_OBJ) $(LIBTERN) $(LDLIBS) -lcmocka
+
+# tern-policyd: SPF (shared/spf.c), LMDB and Redis state.
+LIBS_tern-policyd := -lspf2 -llmdb -lhiredis
+$(BUILD)/tests/test_spf: LDLIBS += -lspf2
+# Its modules are unit-tested: test_policyd_<x>.c links every policyd
+# object but main.o.
+POLICYD_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(filter-out policyd/main.c,$(wildcard policyd/*.c)))
+$(BUILD)/tests/unit/test_policyd_%.o: CFLAGS += -Ipolicyd
+$(BUILD)/tests/test_policyd_%: $(BUILD)/tests/unit/test_policyd_%.o $(POLICYD_OBJ) $(LIBTERN)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $< $(POLICYD_OBJ) $(LIBTERN) $(LDLIBS) $(LIBS_tern-policyd) -lcmocka
+# Its protocol fuzz target (clang, libFuzzer): every source compiled with
+# coverage, so the fuzzer sees inside the checks.
+$(BUILD)/fuzz/fuzz_policyd: tests/fuzz/fuzz_policyd.c $(filter-out policyd/main.c,$(wildcard policyd/*.c)) $(LIB_SRC)
+	@mkdir -p $(dir $@)
+	$(CC) -std=gnu11 -g -O1 -Ishared -Ipolicyd -fsanitize=fuzzer,address,undefined -o $@ $^ $(LDLIBS) $(LIBS_tern-policyd)
+
 # "tern queue" reads (and, with ternd stopped, changes) the queue itself.
 $(BUILD)/bin/tern: $(patsubst %.c,$(BUILD)/%.o,$(wildcard mta/ternd/queue*.c))
+# "tern explain" runs ternd's access-check engine (smtpd_*.c).
+$(BUILD)/bin/tern: $(patsubst %.c,$(BUILD)/%.o,$(wildcard mta/ternd/smtpd_*.c))
 
 # ternd's own modules are unit-tested too: test_ternd_<x>.c links every
 # ternd object but main.o.
@@ -109,10 +143,10 @@ DEPS_BUILD := build-essential pkg-config clang libevent-dev libssl-dev \
 	libcdb-dev liblmdb-dev libhiredis-dev libsqlite3-dev libcmocka-dev libicu-dev
 DEPS_TEST  := python3 python3-pytest python3-milter python3-dkim sqlite3 \
 	postfix postfix-pcre postfix-cdb swaks dnsmasq opendkim opendkim-tools \
-	postgrey postfix-policyd-spf-python pflogsumm
+	postgrey postfix-policyd-spf-python pflogsumm redis-server
 # Daemons the test peers bring along: installed, never left running or enabled.
 # As root, deps also creates the system user "tern" (mail_owner's default).
-DEPS_DAEMONS := postfix opendkim postgrey dnsmasq
+DEPS_DAEMONS := postfix opendkim postgrey dnsmasq redis-server
 
 deps:
 	@missing=$$(dpkg-query -W -f='$${Package} $${db:Status-Status}\n' $(DEPS_BUILD) $(DEPS_TEST) 2>/dev/null \
@@ -203,6 +237,15 @@ run:
 # see tests/bench/README.md). Table to stdout, JSON to $(BUILD)/bench.json.
 bench: all $(TOOL_BIN)
 	$(PYTHON) tests/bench/bench.py --build $(abspath $(BUILD))
+
+# tern-policyd vs postgrey and pypolicyd-spf (root; tests/bench/policyd_bench.py).
+bench-policyd: all $(TOOL_BIN)
+	$(PYTHON) tests/bench/policyd_bench.py --build $(abspath $(BUILD))
+
+# tern-dkim-milter vs opendkim, signing and verifying, against openssl
+# speed rsa2048 (tests/bench/milter_dkim_bench.py).
+bench-milters: all
+	$(PYTHON) tests/bench/milter_dkim_bench.py --build $(abspath $(BUILD))
 
 format:
 	clang-format -i shared/*.[ch] mta/*/*.[ch] tests/unit/*.[ch]

@@ -275,6 +275,8 @@ const struct cfg_param tern_params[] = {
 	BOOL("smtpd_reject_unlisted_recipient", "yes", "reject recipients in our domains that are not valid"),
 	MAPS("smtpd_sender_login_maps", "", "which SASL logins own which sender addresses"),
 	MAPS("rbl_reply_maps", "", "reply templates for reject_rbl_* restrictions"),
+	STR("default_rbl_reply", "$rbl_code Service unavailable; $rbl_class [$rbl_what] blocked using $rbl_domain${rbl_reason?; $rbl_reason}", "reply template for reject_rbl_* when rbl_reply_maps has none"),
+	LIST("permit_mx_backup_networks", "", "networks whose primary MX hosts permit_mx_backup accepts (empty: any)"),
 	CODE("access_map_reject_code", "554", "reply code for REJECT in access tables"),
 	CODE("access_map_defer_code", "450", "reply code for DEFER in access tables"),
 	CODE("reject_code", "554", "reply code for the reject restriction"),

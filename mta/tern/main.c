@@ -33,6 +33,10 @@ static const struct tern_command tern_commands[] = {
      "freeze or thaw all delivery, persistently (receiving continues)"},
     {"log", cmd_log, "[-c DIR] [-p PRIORITY] [-t TAG] [TEXT...]",
      "write a line to the mail log (like postlog)"},
+    {"explain", cmd_explain,
+     "[-c DIR] [--listener NAME] --client ADDR [--name HOST] [--reverse-name HOST] "
+     "[--helo NAME] --from ADDR --to ADDR [--to ADDR...]",
+     "dry-run the access restrictions for one SMTP session, step by step"},
     {"help", cmd_help, "[COMMAND]", "show commands, or one command's usage"},
 };
 #define TERN_NCOMMANDS (sizeof(tern_commands) / sizeof(tern_commands[0]))

@@ -316,7 +316,9 @@ static void queue_submit_mode(struct queue *q, const char *qid, const struct que
 			      const char *content, size_t len, struct event_base *base,
 			      queue_commit_cb cb, void *arg, int paced)
 {
-	struct qrec_state st = {QUEUE_STATE_ACTIVE, 0, NULL, 0};
+	/* A message held by an access rule (HOLD) is held from its first
+	 * byte on disk: no worker may claim it between commit and hold. */
+	struct qrec_state st = {env->hold ? QUEUE_STATE_HOLD : QUEUE_STATE_ACTIVE, 0, NULL, 0};
 	struct qreq *r = qreq_new(QREC_MESSAGE, qrec_qid_ok(qid) ? qid : "INVALID");
 	struct queue_env uniq;
 

@@ -85,6 +85,7 @@ struct queue_env {
 	char *sasl_username;				   /* NULL unless authenticated */
 	size_t size;					   /* content bytes */
 	int delay_warned; /* queue_load(): a delay warning was sent already */
+	int hold;	  /* queue_submit(): commit it straight into the hold queue */
 };
 
 void queue_env_init(struct queue_env *env);

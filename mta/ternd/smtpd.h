@@ -4,10 +4,12 @@
  * finished messages to the queue.
  *
  * Data path: listener (engine) -> smtpd_session_start() -> commands,
- * replies, limits (smtpd_cmd.c) -> recipient checks: relay control,
- * local recipients (smtpd_check.c) -> DATA/BDAT (smtpd_data.c) ->
- * Received: (smtpd_received.c) -> queue_submit() -> "250 2.0.0 Ok:
- * queued as ID" only from the commit callback.
+ * replies, limits (smtpd_cmd.c) -> access checks at each stage:
+ * restriction lists, policy services, relay control, local recipients
+ * (smtpd_check.c, smtpd_restr*.c, smtpd_policy.c) -> DATA/BDAT
+ * (smtpd_data.c) -> BCC (smtpd_bcc.c), Received: (smtpd_received.c) ->
+ * queue_submit() -> "250 2.0.0 Ok: queued as ID" only from the commit
+ * callback.
  *
  * A struct smtpd_conf is an immutable, reference-counted snapshot of one
  * listener's effective settings (global value or "<listener>.<param>"

@@ -1,11 +1,14 @@
-/* smtpd_check.c - the minimum relay control and recipient validation of
- * the core: smtpd_relay_restrictions (then smtpd_recipient_restrictions)
- * with permit_mynetworks, permit_sasl_authenticated, reject/defer_unauth_
- * destination, permit, reject; then local_recipient_maps, virtual_mailbox_
- * maps and relay_recipient_maps as smtpd_reject_unlisted_recipient does.
- * Seam: smtpd_check_rcpt() is the one entry the full restriction engine
- * replaces. Match lists (mynetworks, mydestination...) are matchlist.h.
- * Pitfall: a table error is a 4xx, never "not found" (never an open relay).
+/* smtpd_check.c - the access checks of each SMTP stage (Postfix
+ * smtpd_check_client/helo/mail/rcpt/etrn/data/eod): which restriction
+ * lists run when (smtpd_delay_reject moves client, HELO and sender
+ * checks to RCPT), defer_if_permit carried between stages, the implicit
+ * recipient (and optional sender) validation with local_recipient_maps,
+ * virtual_mailbox_maps and relay_recipient_maps, and the bridge between
+ * an asynchronous evaluation (smtpd_restr.c) and the session: the session
+ * waits in SMTPD_ST_CHECK, the callback gets the final reply.
+ * Address classes: mydestination (local), virtual_mailbox_domains,
+ * relay_domains (matchlist.h). Pitfall: a table error is a 4xx, never
+ * "not found" (never an open relay).
  */
 #include "smtpd_int.h"
 
@@ -14,94 +17,31 @@
 
 #include <string.h>
 
-/* ------------------------------------------------------------------ */
-/* restrictions                                                        */
-
-enum check_restr {
-	R_PERMIT_MYNETWORKS,
-	R_PERMIT_SASL,
-	R_REJECT_UNAUTH,
-	R_DEFER_UNAUTH,
-	R_PERMIT,
-	R_REJECT,
-};
-
-static const char *const restr_names[] = {
-    "permit_mynetworks",
-    "permit_sasl_authenticated",
-    "reject_unauth_destination",
-    "defer_unauth_destination",
-    "permit",
-    "reject",
-};
-
-struct restr_list {
-	enum check_restr *v;
-	size_t n;
-};
-
 struct maps {
 	struct table **v;
 	size_t n;
 };
 
-static int match_table(struct table *t, struct table_keys *keys, struct buf *err)
-{
-	struct buf val = BUF_INIT;
-	int rc = table_lookup_keys(t, keys, &val, NULL, err);
-
-	buf_free(&val);
-	return rc == TABLE_ERROR ? -1 : rc == TABLE_FOUND;
-}
-
 struct smtpd_checks {
-	struct restr_list relay, rcpt;
+	struct restr_conf rc;
 	struct matchlist *mydestination, *relay_domains, *virtual_domains;
 	struct maps local_maps, virtual_maps, relay_maps;
-	int relay_code, local_code, virtual_code, unlisted;
-	int local_maps_set; /* empty local_recipient_maps: accept any local user */
-	char *delim;
+	int relay_code, local_code, virtual_code, relay_rcpt_code, unlisted_rcpt, unlisted_sender;
+	char *delim, *double_bounce;
 };
 
-static int restr_parse(const struct cfg *cfg, const char *listener, const char *param,
-		       struct restr_list *out, struct buf *err)
-{
-	struct cfg_list items = {NULL, 0};
-	int rc = 0;
+/* One check in progress (s->check). */
+struct smtpd_check_req {
+	struct restr_eval ev;
+	enum smtpd_stage stage;
+	char *raw, *canon; /* recipient, HELO name, sender or ETRN domain of the stage */
+	smtpd_check_cb cb;
+	int async;
+	enum smtpd_state saved_state;
+};
 
-	if (cfg_get_list(cfg, listener, param, &items, err) < 0)
-		return -1;
-	out->v = xcalloc(items.count + 1, sizeof(*out->v));
-	for (size_t i = 0; i < items.count && rc == 0; i++) {
-		size_t k;
-		for (k = 0; k < sizeof(restr_names) / sizeof(*restr_names); k++)
-			if (strcasecmp(items.items[i], restr_names[k]) == 0)
-				break;
-		if (k == sizeof(restr_names) / sizeof(*restr_names)) {
-			buf_printf(err, "%s: unknown or unsupported restriction \"%s\"", param,
-				   items.items[i]);
-			rc = -1;
-		} else {
-			out->v[out->n++] = (enum check_restr)k;
-		}
-	}
-	cfg_list_free(&items);
-	return rc;
-}
-
-/* The relay lists must end unauthorised relaying: a destination check or
- * "reject" must come before any unconditional "permit" (design.md:
- * no configuration makes Tern an open relay by accident). */
-static int restr_closed(const struct restr_list *l)
-{
-	for (size_t i = 0; i < l->n; i++) {
-		if (l->v[i] == R_REJECT_UNAUTH || l->v[i] == R_DEFER_UNAUTH || l->v[i] == R_REJECT)
-			return 1;
-		if (l->v[i] == R_PERMIT)
-			return 0;
-	}
-	return 0;
-}
+/* ------------------------------------------------------------------ */
+/* configuration                                                       */
 
 static int maps_open(const struct cfg *cfg, const char *listener, const char *param, struct maps *m,
 		     struct buf *err)
@@ -148,19 +88,11 @@ static int checks_code(const struct cfg *cfg, const char *listener, const char *
 static int checks_load(struct smtpd_checks *c, const struct cfg *cfg, const char *l,
 		       struct buf *err)
 {
-	struct buf delim = BUF_INIT;
+	struct buf delim = BUF_INIT, dbl = BUF_INIT;
 	int rc = -1;
 
-	if (restr_parse(cfg, l, "smtpd_relay_restrictions", &c->relay, err) < 0 ||
-	    restr_parse(cfg, l, "smtpd_recipient_restrictions", &c->rcpt, err) < 0)
+	if (restr_conf_load(&c->rc, cfg, l, err) < 0)
 		goto out;
-	if (!restr_closed(&c->relay) && !restr_closed(&c->rcpt)) {
-		buf_puts(err,
-			 "smtpd_relay_restrictions and smtpd_recipient_restrictions would make "
-			 "an open relay: add reject_unauth_destination (or "
-			 "defer_unauth_destination) before any permit");
-		goto out;
-	}
 	if ((c->mydestination =
 		 matchlist_from_cfg(cfg, l, "mydestination", MATCHLIST_DOMAIN, err)) == NULL ||
 	    (c->relay_domains =
@@ -175,13 +107,19 @@ static int checks_load(struct smtpd_checks *c, const struct cfg *cfg, const char
 	if (checks_code(cfg, l, "relay_domains_reject_code", &c->relay_code, err) < 0 ||
 	    checks_code(cfg, l, "unknown_local_recipient_reject_code", &c->local_code, err) < 0 ||
 	    checks_code(cfg, l, "unknown_virtual_mailbox_reject_code", &c->virtual_code, err) < 0 ||
-	    cfg_get_bool(cfg, l, "smtpd_reject_unlisted_recipient", &c->unlisted, err) < 0 ||
-	    cfg_get_str(cfg, l, "recipient_delimiter", &delim, err) < 0)
+	    checks_code(cfg, l, "unknown_relay_recipient_reject_code", &c->relay_rcpt_code, err) <
+		0 ||
+	    cfg_get_bool(cfg, l, "smtpd_reject_unlisted_recipient", &c->unlisted_rcpt, err) < 0 ||
+	    cfg_get_bool(cfg, l, "smtpd_reject_unlisted_sender", &c->unlisted_sender, err) < 0 ||
+	    cfg_get_str(cfg, l, "recipient_delimiter", &delim, err) < 0 ||
+	    cfg_get_str(cfg, l, "double_bounce_sender", &dbl, err) < 0)
 		goto out;
 	c->delim = buf_detach(&delim);
+	c->double_bounce = buf_detach(&dbl);
 	rc = 0;
 out:
 	buf_free(&delim);
+	buf_free(&dbl);
 	return rc;
 }
 
@@ -200,8 +138,7 @@ void smtpd_checks_free(struct smtpd_checks *c)
 {
 	if (c == NULL)
 		return;
-	free(c->relay.v);
-	free(c->rcpt.v);
+	restr_conf_free(&c->rc);
 	matchlist_free(c->mydestination);
 	matchlist_free(c->relay_domains);
 	matchlist_free(c->virtual_domains);
@@ -209,7 +146,13 @@ void smtpd_checks_free(struct smtpd_checks *c)
 	maps_close(&c->virtual_maps);
 	maps_close(&c->relay_maps);
 	free(c->delim);
+	free(c->double_bounce);
 	free(c);
+}
+
+const struct restr_conf *smtpd_checks_restr(const struct smtpd_checks *c)
+{
+	return &c->rc;
 }
 
 /* ------------------------------------------------------------------ */
@@ -259,6 +202,46 @@ static int rcpt_classify(const struct smtpd_checks *c, const char *domain, enum 
 	return 0;
 }
 
+int smtpd_check_domain_final(struct smtpd_session *s, const char *domain, struct buf *err)
+{
+	enum rcpt_class cls;
+
+	if (rcpt_classify(s->conf->checks, domain, &cls, err) < 0)
+		return -1;
+	return cls == CLASS_LOCAL || cls == CLASS_VIRTUAL;
+}
+
+int smtpd_check_domain_local(struct smtpd_session *s, const char *domain, struct buf *err)
+{
+	if (strcasecmp(domain, s->conf->myorigin) == 0)
+		return 1;
+	return matchlist_domain(s->conf->checks->mydestination, domain, err);
+}
+
+int smtpd_check_rcpt_authorized(struct restr_eval *ev)
+{
+	const char *at = strrchr(ev->rcpt_canon, '@');
+	struct buf err = BUF_INIT;
+	enum rcpt_class cls;
+
+	if (rcpt_classify(ev->s->conf->checks, at ? at + 1 : "", &cls, &err) < 0) {
+		msg_warn("domain list lookup error: %s", buf_str(&err));
+		buf_free(&err);
+		restr_reject(ev, 1, 451, "4.3.0", "<%s>: Temporary lookup failure", ev->recipient);
+		return -1;
+	}
+	buf_free(&err);
+	/* Sender-routed addresses (user@a@b, user%a@b) have an uncertain
+	 * destination: never authorized (allow_untrusted_routing = no). */
+	if (!ev->rc->allow_untrusted_routing && at &&
+	    (memchr(ev->rcpt_canon, '@', (size_t)(at - ev->rcpt_canon)) ||
+	     memchr(ev->rcpt_canon, '%', (size_t)(at - ev->rcpt_canon)) ||
+	     memchr(ev->rcpt_canon, '!', (size_t)(at - ev->rcpt_canon))) &&
+	    cls != CLASS_OTHER)
+		return 0;
+	return cls != CLASS_OTHER;
+}
+
 /* Keys for the recipient maps, as Postfix's mail_addr_find(): the full
  * address, without its extension, then the local part alone (local
  * domains) or "@domain" (virtual and relay). */
@@ -289,131 +272,430 @@ static void rcpt_keys(struct table_keys *k, const char *local, const char *domai
 	buf_free(&full);
 }
 
-/* 1 found, 0 not, -1 error. No maps = any user is valid. */
+/* 1 found, 0 not, -1 error. */
 static int rcpt_known(const struct maps *m, const char *local, const char *domain,
 		      const char *delim, int local_class, struct buf *err)
 {
 	struct table_keys keys = TABLE_KEYS_INIT;
+	struct buf val = BUF_INIT;
 	int rc = 0;
 
 	rcpt_keys(&keys, local, domain, delim, local_class);
-	for (size_t i = 0; i < m->n && rc == 0; i++)
-		rc = match_table(m->v[i], &keys, err);
+	for (size_t i = 0; i < m->n && rc == 0; i++) {
+		int st = table_lookup_keys(m->v[i], &keys, &val, NULL, err);
+		rc = st == TABLE_ERROR ? -1 : st == TABLE_FOUND;
+	}
+	buf_free(&val);
 	table_keys_free(&keys);
 	return rc;
 }
 
-/* One restriction list: 1 permit, 0 dunno (end of list), -1 reply set. */
-static int restr_eval(struct smtpd_session *s, const struct restr_list *l, const char *raw,
-		      enum rcpt_class cls, struct buf *reply)
+/* Local parts that are always valid in local domains (Postfix: they are
+ * absorbed by the queue manager or generated by the bounce service). */
+static int rcpt_always_local(const struct smtpd_checks *c, const char *local)
 {
-	const struct smtpd_checks *c = s->conf->checks;
-	struct buf err = BUF_INIT;
-	int rc = 0;
-
-	for (size_t i = 0; i < l->n && rc == 0; i++) {
-		switch (l->v[i]) {
-		case R_PERMIT_MYNETWORKS:
-			rc = matchlist_host(s->conf->mynetworks, s->client.name, s->client.addr,
-					    &err);
-			if (rc < 0) {
-				buf_printf(reply, "451 4.3.0 <%s>: Temporary lookup failure", raw);
-				msg_warn("mynetworks lookup error: %s", buf_str(&err));
-			}
-			break;
-		case R_PERMIT_SASL: /* no AUTH in this issue: never authenticated */
-			break;
-		case R_REJECT_UNAUTH:
-		case R_DEFER_UNAUTH:
-			if (cls == CLASS_OTHER) {
-				int defer = l->v[i] == R_DEFER_UNAUTH;
-				buf_printf(reply, "%d %s <%s>: Relay access denied",
-					   defer ? 454 : c->relay_code, defer ? "4.7.1" : "5.7.1",
-					   raw);
-				rc = -1;
-			}
-			break;
-		case R_PERMIT:
-			rc = 1;
-			break;
-		case R_REJECT:
-			buf_printf(reply,
-				   "554 5.7.1 <%s>: Recipient address rejected: Access denied",
-				   raw);
-			rc = -1;
-			break;
-		}
-	}
-	buf_free(&err);
-	return rc;
+	return strcasecmp(local, "postmaster") == 0 || strcasecmp(local, "mailer-daemon") == 0 ||
+	       strcasecmp(local, c->double_bounce) == 0;
 }
 
-static int rcpt_unlisted(struct smtpd_session *s, const char *raw, const struct addr *rcpt,
-			 enum rcpt_class cls, struct buf *reply)
+/* Postfix check_rcpt_maps(): raw is the address as given, canon its
+ * qualified form; reply_class says sender or recipient. */
+static int check_rcpt_maps(struct restr_eval *ev, const char *raw, const char *canon,
+			   const char *reply_class)
 {
-	const struct smtpd_checks *c = s->conf->checks;
+	const struct smtpd_checks *c = ev->s->conf->checks;
 	const struct maps *m = NULL;
-	const char *table = NULL;
-	struct buf canon = BUF_INIT, err = BUF_INIT;
-	int code = 550, rc = 0;
-	const char *at, *dom;
-
-	if (cls == CLASS_LOCAL && c->local_maps.n) {
-		m = &c->local_maps, table = "local recipient", code = c->local_code;
-	} else if (cls == CLASS_VIRTUAL) {
-		m = &c->virtual_maps, table = "virtual mailbox", code = c->virtual_code;
-	} else if (cls == CLASS_RELAY && c->relay_maps.n) {
-		m = &c->relay_maps, table = "relay recipient";
-	}
-	if (m == NULL || !c->unlisted)
-		goto out;
-	smtpd_check_canon(s->conf, rcpt, &canon);
-	at = strrchr(buf_str(&canon), '@');
-	dom = at ? at + 1 : "";
-	if (at)
-		canon.data[at - canon.data] = 0;
-	rc = rcpt_known(m, buf_str(&canon), dom, c->delim, cls == CLASS_LOCAL, &err);
-	if (rc < 0) {
-		msg_warn("%s table lookup error: %s", table, buf_str(&err));
-		buf_printf(reply, "451 4.3.0 <%s>: Temporary lookup failure", raw);
-	} else if (rc == 0) {
-		buf_printf(reply,
-			   "%d 5.1.1 <%s>: Recipient address rejected: User unknown in %s table",
-			   code, raw, table);
-		rc = -1;
-	} else {
-		rc = 0;
-	}
-out:
-	buf_free(&canon);
-	buf_free(&err);
-	return rc < 0 ? -1 : 0;
-}
-
-int smtpd_check_rcpt(struct smtpd_session *s, const char *raw, const struct addr *rcpt,
-		     struct buf *reply)
-{
-	const struct smtpd_checks *c = s->conf->checks;
-	struct buf canon = BUF_INIT, err = BUF_INIT;
+	const char *table = NULL, *at = strrchr(canon, '@');
+	struct buf local = BUF_INIT, err = BUF_INIT;
 	enum rcpt_class cls;
-	const char *at;
-	int rc = -1;
+	int code = 550, rc = RESTR_DUNNO, sender = strcmp(reply_class, RESTR_NAME_SENDER) == 0;
 
-	smtpd_check_canon(s->conf, rcpt, &canon);
-	at = strrchr(buf_str(&canon), '@');
+	buf_append(&local, canon, at ? (size_t)(at - canon) : strlen(canon));
 	if (rcpt_classify(c, at ? at + 1 : "", &cls, &err) < 0) {
 		msg_warn("domain list lookup error: %s", buf_str(&err));
-		buf_printf(reply, "451 4.3.0 <%s>: Temporary lookup failure", raw);
+		rc = restr_reject(ev, 1, 451, "4.3.0", "<%s>: Temporary lookup failure", raw);
 		goto out;
 	}
-	/* Postfix: relay restrictions first, then recipient restrictions;
-	 * a "permit" ends only its own list (smtpd_check.c). */
-	if (restr_eval(s, &c->relay, raw, cls, reply) < 0 ||
-	    restr_eval(s, &c->rcpt, raw, cls, reply) < 0)
+	if (cls == CLASS_LOCAL && c->local_maps.n && !rcpt_always_local(c, buf_str(&local))) {
+		m = &c->local_maps, table = "local recipient", code = c->local_code;
+	} else if (cls == CLASS_VIRTUAL && c->virtual_maps.n) {
+		m = &c->virtual_maps, table = "virtual mailbox", code = c->virtual_code;
+	} else if (cls == CLASS_RELAY && c->relay_maps.n) {
+		m = &c->relay_maps, table = "relay recipient", code = c->relay_rcpt_code;
+	}
+	if (m == NULL)
 		goto out;
-	rc = rcpt_unlisted(s, raw, rcpt, cls, reply);
+	switch (
+	    rcpt_known(m, buf_str(&local), at ? at + 1 : "", c->delim, cls == CLASS_LOCAL, &err)) {
+	case -1:
+		msg_warn("%s table lookup error: %s", table, buf_str(&err));
+		rc = restr_reject(ev, 1, 451, "4.3.0", "<%s>: Temporary lookup failure", raw);
+		break;
+	case 0:
+		rc = restr_reject(ev, 0, code, sender ? "5.1.0" : "5.1.1",
+				  "<%s>: %s rejected: User unknown%s%s%s", raw, reply_class,
+				  ev->rc->show_unk_table ? " in " : "",
+				  ev->rc->show_unk_table ? table : "",
+				  ev->rc->show_unk_table ? " table" : "");
+		break;
+	}
 out:
-	buf_free(&canon);
+	buf_free(&local);
 	buf_free(&err);
 	return rc;
+}
+
+int smtpd_check_rcpt_maps(struct restr_eval *ev)
+{
+	if (ev->rcptmap_checked)
+		return RESTR_DUNNO;
+	if (ev->warn_if_reject == 0)
+		ev->rcptmap_checked = 1;
+	return check_rcpt_maps(ev, ev->recipient, ev->rcpt_canon, RESTR_NAME_RECIPIENT);
+}
+
+int smtpd_check_sender_maps(struct restr_eval *ev)
+{
+	if (ev->sender_rcptmap_checked)
+		return RESTR_DUNNO;
+	if (ev->warn_if_reject == 0)
+		ev->sender_rcptmap_checked = 1;
+	return check_rcpt_maps(ev, ev->sender, ev->sender_canon, RESTR_NAME_SENDER);
+}
+
+/* ------------------------------------------------------------------ */
+/* the stages (Postfix smtpd_check_*())                                */
+
+static void check_reset(struct restr_eval *ev)
+{
+	ev->recursion = 0;
+	ev->warn_if_reject = 0;
+	ev->dir.active = 0;
+}
+
+static int check_list(struct restr_eval *ev, enum restr_stage_list which, const char *reply_name,
+		      const char *reply_class, enum restr_op def_acl)
+{
+	const struct restr_list *l = &ev->rc->lists[which];
+
+	if (l->n == 0)
+		return RESTR_DUNNO;
+	restr_tracef(ev, "%s:", l->param);
+	return restr_list_eval(ev, l, reply_name, reply_class, def_acl);
+}
+
+/* Collapse a list result into a stage result: only a reject (or a wait)
+ * stops; OK ends the list, not the stage. */
+static int stage_stop(int st)
+{
+	return st == RESTR_REJECT || st == RESTR_PENDING;
+}
+
+static int check_client(struct restr_eval *ev)
+{
+	struct smtpd_session *s = ev->s;
+	int st;
+
+	ev->dip.active = 0;
+	check_reset(ev);
+	st = check_list(ev, RL_CLIENT, s->client.namaddr, RESTR_NAME_CLIENT, RO_CLIENT_ACCESS);
+	s->dip_client = ev->dip.active;
+	return stage_stop(st) ? st : RESTR_DUNNO;
+}
+
+static int check_helo(struct restr_eval *ev)
+{
+	struct smtpd_session *s = ev->s;
+	int st;
+
+	if (ev->helo == NULL)
+		return RESTR_DUNNO;
+	ev->dip.active = s->dip_client;
+	check_reset(ev);
+	st = check_list(ev, RL_HELO, ev->helo, RESTR_NAME_HELO, RO_HELO_ACCESS);
+	s->dip_helo = ev->dip.active;
+	return stage_stop(st) ? st : RESTR_DUNNO;
+}
+
+static int check_mail(struct restr_eval *ev)
+{
+	struct smtpd_session *s = ev->s;
+	int st;
+
+	if (ev->sender == NULL)
+		return RESTR_DUNNO;
+	ev->dip.active = s->dip_client | s->dip_helo;
+	ev->sender_rcptmap_checked = 0;
+	check_reset(ev);
+	st = check_list(ev, RL_SENDER, ev->sender, RESTR_NAME_SENDER, RO_SENDER_ACCESS);
+	s->dip_sender = ev->dip.active;
+	if (stage_stop(st))
+		return st;
+	if (s->conf->checks->unlisted_sender && !ev->sender_rcptmap_checked && !ev->discard &&
+	    *ev->sender)
+		st = smtpd_check_sender_maps(ev);
+	return stage_stop(st) ? st : RESTR_DUNNO;
+}
+
+static int check_rcpt(struct restr_eval *ev)
+{
+	struct smtpd_session *s = ev->s;
+	int st = RESTR_DUNNO;
+
+	/* RFC 5321 §4.5.1: "postmaster" needs no domain and is always accepted. */
+	if (strcasecmp(ev->recipient, "postmaster") == 0)
+		return RESTR_DUNNO;
+	ev->rcptmap_checked = 0;
+	if (ev->rc->delay_reject &&
+	    (stage_stop(st = check_client(ev)) || stage_stop(st = check_helo(ev)) ||
+	     stage_stop(st = check_mail(ev))))
+		return st;
+	ev->dip.active = s->dip_sender;
+	check_reset(ev);
+	/* smtpd_relay_before_recipient_restrictions = yes (level >= 3.6):
+	 * one reset for both lists, OK ends only its own list. */
+	st = check_list(ev, RL_RELAY, ev->recipient, RESTR_NAME_RECIPIENT, RO_RECIPIENT_ACCESS);
+	if (!stage_stop(st))
+		st = check_list(ev, RL_RECIPIENT, ev->recipient, RESTR_NAME_RECIPIENT,
+				RO_RECIPIENT_ACCESS);
+	if (st == RESTR_PENDING)
+		return st;
+	if (st != RESTR_REJECT && ev->dip.active)
+		st = restr_apply_defer_if_permit(ev);
+	if (st != RESTR_REJECT && s->conf->checks->unlisted_rcpt && !ev->rcptmap_checked &&
+	    !ev->discard)
+		st = smtpd_check_rcpt_maps(ev);
+	return st == RESTR_REJECT ? st : RESTR_DUNNO;
+}
+
+static int check_etrn(struct restr_eval *ev)
+{
+	struct smtpd_session *s = ev->s;
+	int st;
+
+	if (ev->rc->delay_reject &&
+	    (stage_stop(st = check_client(ev)) || stage_stop(st = check_helo(ev))))
+		return st;
+	ev->dip.active = s->dip_client | s->dip_helo;
+	check_reset(ev);
+	st = check_list(ev, RL_ETRN, ev->etrn, RESTR_NAME_ETRN, RO_ETRN_ACCESS);
+	if (st == RESTR_PENDING)
+		return st;
+	if (st != RESTR_REJECT && ev->dip.active)
+		st = restr_apply_defer_if_permit(ev);
+	return st == RESTR_REJECT ? st : RESTR_DUNNO;
+}
+
+static int check_data(struct restr_eval *ev, int eod)
+{
+	int st;
+
+	ev->dip.active = 0;
+	check_reset(ev);
+	st = eod ? check_list(ev, RL_EOD, "END-OF-MESSAGE", RESTR_NAME_EOD, RO_IMPLICIT)
+		 : check_list(ev, RL_DATA, "DATA", RESTR_NAME_DATA, RO_IMPLICIT);
+	if (st == RESTR_PENDING)
+		return st;
+	if (st != RESTR_REJECT && ev->dip.active)
+		st = restr_apply_defer_if_permit(ev);
+	return st == RESTR_REJECT ? st : RESTR_DUNNO;
+}
+
+static const char *check_where(struct smtpd_session *s, enum smtpd_stage stage)
+{
+	static const char *const where[] = {
+	    [SMTPD_STAGE_CONNECT] = "CONNECT",	  [SMTPD_STAGE_HELO] = "HELO",
+	    [SMTPD_STAGE_MAIL] = "MAIL",	  [SMTPD_STAGE_RCPT] = "RCPT",
+	    [SMTPD_STAGE_VRFY] = "VRFY",	  [SMTPD_STAGE_DATA] = "DATA",
+	    [SMTPD_STAGE_EOD] = "END-OF-MESSAGE", [SMTPD_STAGE_ETRN] = "ETRN",
+	};
+
+	if (stage == SMTPD_STAGE_HELO && s->check_cmd == SMTPD_C_EHLO)
+		return "EHLO";
+	return where[stage];
+}
+
+/* One pass over the stage (again after each asynchronous answer). */
+static int check_pass(struct smtpd_check_req *r)
+{
+	struct restr_eval *ev = &r->ev;
+	struct smtpd_session *s = ev->s;
+
+	restr_eval_reset_pass(ev);
+	/* The remembered defer_if_permit reason of earlier stages. */
+	ev->dip.soft = s->dip.soft;
+	ev->dip.code = s->dip.code;
+	memcpy(ev->dip.dsn, s->dip.dsn, sizeof(ev->dip.dsn));
+	buf_set(&ev->dip.reason, buf_str(&s->dip.reason));
+	ev->where = check_where(s, r->stage);
+	ev->helo = s->helo;
+	ev->sender = s->in_mail ? s->sender_raw : NULL;
+	ev->sender_canon = s->in_mail ? s->env.sender : NULL;
+	ev->recipient = ev->rcpt_canon = ev->etrn = NULL;
+	/* DISCARD and HOLD hold for the whole transaction (Postfix state). */
+	ev->discard = s->txn_discard;
+	ev->hold = s->txn_hold;
+	switch (r->stage) {
+	case SMTPD_STAGE_CONNECT:
+		return check_client(ev);
+	case SMTPD_STAGE_HELO:
+		ev->helo = r->raw;
+		return check_helo(ev);
+	case SMTPD_STAGE_MAIL:
+		ev->sender = r->raw;
+		ev->sender_canon = r->canon;
+		return check_mail(ev);
+	case SMTPD_STAGE_RCPT:
+	case SMTPD_STAGE_VRFY:
+		ev->recipient = r->raw;
+		ev->rcpt_canon = r->canon;
+		return check_rcpt(ev);
+	case SMTPD_STAGE_ETRN:
+		ev->etrn = r->raw;
+		return check_etrn(ev);
+	case SMTPD_STAGE_DATA:
+	case SMTPD_STAGE_EOD:
+		/* One recipient is named in logs and policy requests; several are not. */
+		if (s->env.nrcpt == 1 && s->first_rcpt) {
+			ev->recipient = s->first_rcpt;
+			ev->rcpt_canon = s->env.rcpt[0].addr;
+		}
+		return check_data(ev, r->stage == SMTPD_STAGE_EOD);
+	}
+	return RESTR_DUNNO;
+}
+
+static void check_add_line(struct buf *to, const char *line, int unique)
+{
+	size_t n = strlen(line);
+
+	if (unique)
+		for (const char *p = buf_str(to); (p = strstr(p, line)) != NULL; p++)
+			if ((p == buf_str(to) || p[-1] == '\n') && p[n] == '\n')
+				return;
+	buf_printf(to, "%s\n", line);
+}
+
+/* The evaluation is complete: log, keep its effects, reply. */
+static void check_finish(struct smtpd_check_req *r, int st)
+{
+	struct smtpd_session *s = r->ev.s;
+	struct restr_eval *ev = &r->ev;
+	char *line, *save = NULL;
+	struct buf reply = BUF_INIT;
+	smtpd_check_cb cb = r->cb;
+
+	/* "tern explain" shows these lines in its trace instead. */
+	for (line = ev->log.len && !s->check_trace ? strtok_r(ev->log.data, "\n", &save) : NULL;
+	     line; line = strtok_r(NULL, "\n", &save))
+		msg_qid(s->have_qid ? s->qid : NULL, "%s", line);
+	/* Keep the defer_if_permit reason for later stages (delay_reject=no). */
+	if (ev->dip.active) {
+		s->dip.soft = ev->dip.soft;
+		s->dip.code = ev->dip.code;
+		memcpy(s->dip.dsn, ev->dip.dsn, sizeof(s->dip.dsn));
+		buf_set(&s->dip.reason, buf_str(&ev->dip.reason));
+	}
+	s->txn_hold |= ev->hold;
+	s->txn_discard |= ev->discard;
+	if (ev->redirect) {
+		free(s->txn_redirect);
+		s->txn_redirect = xstrdup(ev->redirect);
+	}
+	for (line = ev->bcc.len ? strtok_r(ev->bcc.data, "\n", &save) : NULL; line;
+	     line = strtok_r(NULL, "\n", &save))
+		check_add_line(&s->txn_bcc, line, 1);
+	for (line = ev->prepend.len ? strtok_r(ev->prepend.data, "\n", &save) : NULL; line;
+	     line = strtok_r(NULL, "\n", &save))
+		check_add_line(&s->txn_prepend, line, 0);
+	if (ev->disconnect)
+		s->check_disconnect = 1;
+	if (s->check_trace)
+		buf_puts(s->check_trace, buf_str(&ev->trace));
+	buf_set(&reply, buf_str(&ev->reply));
+	s->check = NULL;
+	restr_eval_free(&r->ev);
+	free(r->raw);
+	free(r->canon);
+	free(r);
+	cb(s, st == RESTR_REJECT ? -1 : 0, buf_str(&reply));
+	buf_free(&reply);
+}
+
+static void check_resume(struct restr_eval *ev)
+{
+	struct smtpd_session *s = ev->s;
+	struct smtpd_check_req *r = s->check;
+	int st = check_pass(r);
+
+	if (st == RESTR_PENDING)
+		return;
+	s->state = r->saved_state;
+	if (s->dead) { /* the client left while we waited: nothing to answer */
+		s->check = NULL;
+		restr_eval_free(&r->ev);
+		free(r->raw);
+		free(r->canon);
+		free(r);
+		if (s->bev)
+			smtpd_session_resume(s);
+		return;
+	}
+	check_finish(r, st);
+	if (s->bev) /* not for "tern explain" */
+		smtpd_session_resume(s);
+}
+
+int smtpd_check_start(struct smtpd_session *s, enum smtpd_stage stage, const char *raw,
+		      const char *canon, smtpd_check_cb cb)
+{
+	struct smtpd_check_req *r = xcalloc(1, sizeof(*r));
+	int st;
+
+	restr_eval_init(&r->ev);
+	r->ev.s = s;
+	r->ev.c = s->conf->checks;
+	r->ev.rc = &s->conf->checks->rc;
+	r->ev.resume = check_resume;
+	r->ev.tracing = s->check_trace != NULL;
+	r->stage = r->ev.stage = stage;
+	r->raw = raw ? xstrdup(raw) : NULL;
+	r->canon = canon ? xstrdup(canon) : NULL;
+	r->cb = cb;
+	s->check = r;
+	st = check_pass(r);
+	if (st != RESTR_PENDING) {
+		check_finish(r, st);
+		return 0;
+	}
+	r->async = 1;
+	r->saved_state = s->state;
+	s->state = SMTPD_ST_CHECK;
+	return 1;
+}
+
+int smtpd_check_has(const struct smtpd_conf *conf, enum smtpd_stage stage)
+{
+	const struct restr_conf *rc = &conf->checks->rc;
+
+	switch (stage) {
+	case SMTPD_STAGE_CONNECT:
+		return !rc->delay_reject && rc->lists[RL_CLIENT].n > 0;
+	case SMTPD_STAGE_HELO:
+		return !rc->delay_reject && rc->lists[RL_HELO].n > 0;
+	case SMTPD_STAGE_MAIL:
+		return !rc->delay_reject &&
+		       (rc->lists[RL_SENDER].n > 0 || conf->checks->unlisted_sender);
+	case SMTPD_STAGE_DATA:
+		return rc->lists[RL_DATA].n > 0;
+	case SMTPD_STAGE_EOD:
+		return rc->lists[RL_EOD].n > 0;
+	default:
+		return 1;
+	}
+}
+
+int smtpd_check_delay_reject(const struct smtpd_conf *conf)
+{
+	return conf->checks->rc.delay_reject;
 }

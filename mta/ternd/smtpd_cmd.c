@@ -49,6 +49,14 @@ void smtpd_txn_reset(struct smtpd_session *s)
 	s->bdat_total = 0;
 	s->bdat_reply = NULL;
 	s->bdat_err = 0;
+	s->txn_hold = s->txn_discard = 0;
+	cmd_free_str(&s->txn_redirect);
+	buf_reset(&s->txn_bcc);
+	buf_reset(&s->txn_prepend);
+	cmd_free_str(&s->pend_raw);
+	cmd_free_str(&s->pend_canon);
+	cmd_free_str(&s->pend_orcpt);
+	cmd_free_str(&s->bdat_denied);
 	smtpd_data_release(s);
 }
 
@@ -95,6 +103,38 @@ void smtpd_printable(char *text)
 			*cp = '?';
 }
 
+static void cmd_helo_apply(struct smtpd_session *s, const char *helo, int esmtp)
+{
+	/* RFC 5321 §4.1.4: a new EHLO/HELO resets the transaction. */
+	smtpd_txn_reset(s);
+	free(s->helo);
+	s->helo = xstrdup(helo);
+	s->esmtp = esmtp;
+}
+
+static void cmd_ehlo_reply(struct smtpd_session *s);
+
+/* smtpd_delay_reject = no: smtpd_helo_restrictions decide now. */
+static void cmd_helo_checked(struct smtpd_session *s, int rc, const char *reply)
+{
+	int esmtp = s->check_cmd == SMTPD_C_EHLO;
+	char *helo = s->pend_raw; /* smtpd_txn_reset() would free it */
+
+	s->pend_raw = NULL;
+	if (rc < 0) {
+		smtpd_reply(s, "%s", reply);
+	} else {
+		cmd_helo_apply(s, helo, esmtp);
+		if (esmtp)
+			cmd_ehlo_reply(s);
+		else
+			smtpd_reply(s, "250 %s", s->conf->myhostname);
+	}
+	free(helo);
+	smtpd_cmd_done(s, rc);
+}
+
+/* 0: apply and answer now; SMTPD_CMD_PENDING: the checks answer; -1. */
 static int cmd_helo_common(struct smtpd_session *s, int argc, char **argv, int esmtp)
 {
 	struct buf helo = BUF_INIT;
@@ -103,34 +143,48 @@ static int cmd_helo_common(struct smtpd_session *s, int argc, char **argv, int e
 		smtpd_reply(s, esmtp ? "501 Syntax: EHLO hostname" : "501 Syntax: HELO hostname");
 		return -1;
 	}
-	/* RFC 5321 §4.1.4: a new EHLO/HELO resets the transaction. */
-	smtpd_txn_reset(s);
 	/* As Postfix: all the words, made printable (it lands in Received:). */
 	for (int i = 1; i < argc; i++)
 		buf_printf(&helo, "%s%s", i > 1 ? " " : "", argv[i]);
 	smtpd_printable(helo.data);
-	free(s->helo);
-	s->helo = buf_detach(&helo);
-	s->esmtp = esmtp;
+	if (smtpd_check_has(s->conf, SMTPD_STAGE_HELO)) {
+		free(s->pend_raw);
+		s->pend_raw = buf_detach(&helo);
+		s->check_cmd = esmtp ? SMTPD_C_EHLO : SMTPD_C_HELO;
+		smtpd_check_start(s, SMTPD_STAGE_HELO, s->pend_raw, NULL, cmd_helo_checked);
+		return SMTPD_CMD_PENDING;
+	}
+	cmd_helo_apply(s, buf_str(&helo), esmtp);
+	buf_free(&helo);
 	return 0;
 }
 
 static int cmd_helo(struct smtpd_session *s, int argc, char **argv, const char *rest)
 {
-	if (cmd_helo_common(s, argc, argv, 0) < 0)
-		return -1;
+	int rc = cmd_helo_common(s, argc, argv, 0);
+
+	if (rc != 0)
+		return rc;
 	smtpd_reply(s, "250 %s", s->conf->myhostname);
 	return 0;
 }
 
 static int cmd_ehlo(struct smtpd_session *s, int argc, char **argv, const char *rest)
 {
+	int rc = cmd_helo_common(s, argc, argv, 1);
+
+	if (rc != 0)
+		return rc;
+	cmd_ehlo_reply(s);
+	return 0;
+}
+
+static void cmd_ehlo_reply(struct smtpd_session *s)
+{
 	const struct smtpd_conf *c = s->conf;
 	int d = c->ehlo_discard;
 	struct buf r = BUF_INIT;
 
-	if (cmd_helo_common(s, argc, argv, 1) < 0)
-		return -1;
 	/* Postfix's order (smtpd.c ehlo_cmd()); ETRN is not offered: no flush. */
 	buf_printf(&r, "250-%s", c->myhostname);
 	if (!(d & SMTPD_EHLO_PIPELINING))
@@ -161,7 +215,6 @@ static int cmd_ehlo(struct smtpd_session *s, int argc, char **argv, const char *
 	}
 	smtpd_reply(s, "%s", buf_str(&r));
 	buf_free(&r);
-	return 0;
 }
 
 /* ------------------------------------------------------------------ */
@@ -305,6 +358,30 @@ out:
 	return rc;
 }
 
+static void cmd_mail_accept(struct smtpd_session *s)
+{
+	struct timeval tv;
+
+	s->in_mail = 1;
+	s->txn_seq++;
+	gettimeofday(&tv, NULL);
+	s->env.arrival = tv.tv_sec;
+	s->env.arrival_usec = (long)tv.tv_usec;
+	smtpd_reply(s, "250 2.1.0 Ok");
+}
+
+/* smtpd_delay_reject = no: smtpd_sender_restrictions decide now. */
+static void cmd_mail_checked(struct smtpd_session *s, int rc, const char *reply)
+{
+	if (rc < 0) {
+		smtpd_txn_reset(s);
+		smtpd_reply(s, "%s", reply);
+	} else {
+		cmd_mail_accept(s);
+	}
+	smtpd_cmd_done(s, rc);
+}
+
 static int cmd_mail(struct smtpd_session *s, int argc, char **argv, const char *rest)
 {
 	const char *arg = cmd_path_arg(rest, "FROM:"), *params = NULL;
@@ -326,12 +403,13 @@ static int cmd_mail(struct smtpd_session *s, int argc, char **argv, const char *
 		smtpd_txn_reset(s);
 		return -1;
 	}
-	s->in_mail = 1;
-	struct timeval tv;
-	gettimeofday(&tv, NULL);
-	s->env.arrival = tv.tv_sec;
-	s->env.arrival_usec = (long)tv.tv_usec;
-	smtpd_reply(s, "250 2.1.0 Ok");
+	if (smtpd_check_has(s->conf, SMTPD_STAGE_MAIL)) {
+		s->check_cmd = SMTPD_C_MAIL;
+		smtpd_check_start(s, SMTPD_STAGE_MAIL, s->sender_raw, s->env.sender,
+				  cmd_mail_checked);
+		return SMTPD_CMD_PENDING;
+	}
+	cmd_mail_accept(s);
 	return 0;
 }
 
@@ -398,31 +476,36 @@ static int rcpt_param(struct smtpd_session *s, void *ctx, char *p)
 	return 0;
 }
 
-static int rcpt_accept(struct smtpd_session *s, const struct addr *a, const char *raw,
-		       struct rcpt_params *rp)
+static void rcpt_accept(struct smtpd_session *s)
 {
-	struct buf canon = BUF_INIT;
-
 	if (!s->have_qid) { /* Postfix: the queue file exists from the first RCPT */
 		queue_id_new(s->q, s->qid);
 		s->have_qid = 1;
 		msg_qid(s->qid, "client=%s", s->client.namaddr);
 	}
 	if (s->first_rcpt == NULL)
-		s->first_rcpt = xstrdup(raw);
-	smtpd_check_canon(s->conf, a, &canon);
-	queue_env_add_rcpt(&s->env, buf_str(&canon), rp->orcpt, rp->notify);
-	buf_free(&canon);
+		s->first_rcpt = xstrdup(s->pend_raw);
+	queue_env_add_rcpt(&s->env, s->pend_canon, s->pend_orcpt, s->pend_notify);
 	smtpd_reply(s, "250 2.1.5 Ok");
-	return 0;
+}
+
+static void rcpt_checked(struct smtpd_session *s, int rc, const char *reply)
+{
+	if (rc < 0)
+		smtpd_reply(s, "%s", reply);
+	else
+		rcpt_accept(s);
+	cmd_free_str(&s->pend_raw);
+	cmd_free_str(&s->pend_canon);
+	cmd_free_str(&s->pend_orcpt);
+	smtpd_cmd_done(s, rc);
 }
 
 static int rcpt_addr(struct smtpd_session *s, const char *arg, struct rcpt_params *rp)
 {
 	struct addr a;
-	struct buf err = BUF_INIT, reply = BUF_INIT;
+	struct buf err = BUF_INIT, canon = BUF_INIT;
 	const char *params = NULL;
-	char *raw = NULL;
 	enum addr_status st;
 	int rc = -1;
 
@@ -438,18 +521,19 @@ static int rcpt_addr(struct smtpd_session *s, const char *arg, struct rcpt_param
 	}
 	if (cmd_params(s, params, rcpt_param, rp) < 0)
 		goto out;
-	raw = cmd_raw_addr(arg);
-	if (smtpd_check_rcpt(s, raw, &a, &reply) != 0) {
-		smtpd_log_reject(s, "RCPT", buf_str(&reply), raw);
-		smtpd_reply(s, "%s", buf_str(&reply));
-		goto out;
-	}
-	rc = rcpt_accept(s, &a, raw, rp);
+	smtpd_check_canon(s->conf, &a, &canon);
+	s->pend_raw = cmd_raw_addr(arg);
+	s->pend_canon = buf_detach(&canon);
+	s->pend_orcpt = rp->orcpt;
+	rp->orcpt = NULL;
+	s->pend_notify = rp->notify;
+	s->check_cmd = SMTPD_C_RCPT;
+	smtpd_check_start(s, SMTPD_STAGE_RCPT, s->pend_raw, s->pend_canon, rcpt_checked);
+	rc = SMTPD_CMD_PENDING;
 out:
-	free(raw);
 	addr_free(&a);
 	buf_free(&err);
-	buf_free(&reply);
+	buf_free(&canon);
 	return rc;
 }
 
@@ -493,6 +577,20 @@ static int data_ready(struct smtpd_session *s)
 	return 0;
 }
 
+/* smtpd_data_restrictions decided: 354, or the refusal (the transaction
+ * stays, as Postfix's). */
+static void cmd_data_checked(struct smtpd_session *s, int rc, const char *reply)
+{
+	if (rc < 0) {
+		smtpd_reply(s, "%s", reply);
+		smtpd_cmd_done(s, rc);
+		return;
+	}
+	smtpd_data_begin(s); /* counted when the message is queued */
+	smtpd_reply(s, "354 End data with <CR><LF>.<CR><LF>");
+	smtpd_cmd_done(s, 0);
+}
+
 static int cmd_data(struct smtpd_session *s, int argc, char **argv, const char *rest)
 {
 	if (argc != 1) {
@@ -514,9 +612,26 @@ static int cmd_data(struct smtpd_session *s, int argc, char **argv, const char *
 		smtpd_session_close(s);
 		return -1;
 	}
+	if (smtpd_check_has(s->conf, SMTPD_STAGE_DATA)) {
+		s->check_cmd = SMTPD_C_DATA;
+		smtpd_check_start(s, SMTPD_STAGE_DATA, NULL, NULL, cmd_data_checked);
+		return SMTPD_CMD_PENDING;
+	}
 	smtpd_data_begin(s);
 	smtpd_reply(s, "354 End data with <CR><LF>.<CR><LF>");
 	return 0;
+}
+
+/* Refused by smtpd_data_restrictions: the chunks are read and skipped,
+ * each answered with the refusal (RFC 3030 §3). */
+static void cmd_bdat_checked(struct smtpd_session *s, int rc, const char *reply)
+{
+	if (rc < 0) {
+		free(s->bdat_denied);
+		s->bdat_denied = xstrdup(reply);
+	}
+	s->ok[SMTPD_C_BDAT]++; /* as for an accepted BDAT command: see smtpd_bdat_begin() */
+	smtpd_bdat_begin(s, s->pend_size, s->pend_notify);
 }
 
 static int cmd_bdat(struct smtpd_session *s, int argc, char **argv, const char *rest)
@@ -533,6 +648,15 @@ static int cmd_bdat(struct smtpd_session *s, int argc, char **argv, const char *
 		smtpd_reply(s, "521 5.5.4 Syntax: BDAT count [LAST]");
 		smtpd_session_close(s);
 		return -1;
+	}
+	/* smtpd_data_restrictions apply to the first chunk, as to DATA. */
+	if (!s->bdat_used && s->in_mail && s->env.nrcpt > 0 &&
+	    smtpd_check_has(s->conf, SMTPD_STAGE_DATA)) {
+		s->pend_size = (size_t)n;
+		s->pend_notify = argc == 3;
+		s->check_cmd = SMTPD_C_BDAT;
+		smtpd_check_start(s, SMTPD_STAGE_DATA, NULL, NULL, cmd_bdat_checked);
+		return SMTPD_CMD_PENDING;
 	}
 	smtpd_bdat_begin(s, (size_t)n, argc == 3);
 	return 0;
@@ -566,6 +690,17 @@ static int cmd_quit(struct smtpd_session *s, int argc, char **argv, const char *
 	return 0;
 }
 
+static void cmd_vrfy_checked(struct smtpd_session *s, int rc, const char *reply)
+{
+	if (rc < 0)
+		smtpd_reply(s, "%s", reply);
+	else /* RFC 5321 §3.5.3: 252, we do not confirm mailboxes. */
+		smtpd_reply(s, "252 2.0.0 %s", s->pend_raw);
+	cmd_free_str(&s->pend_raw);
+	cmd_free_str(&s->pend_orcpt);
+	smtpd_cmd_done(s, rc);
+}
+
 static int cmd_vrfy(struct smtpd_session *s, int argc, char **argv, const char *rest)
 {
 	struct addr a;
@@ -588,14 +723,15 @@ static int cmd_vrfy(struct smtpd_session *s, int argc, char **argv, const char *
 		smtpd_reply(s, "501 5.1.3 Bad recipient address syntax");
 		goto out;
 	}
-	if (smtpd_check_rcpt(s, raw, &a, &reply) != 0) {
-		smtpd_log_reject(s, "VRFY", buf_str(&reply), raw);
-		smtpd_reply(s, "%s", buf_str(&reply));
-		goto out;
-	}
-	/* RFC 5321 §3.5.3: 252, we do not confirm mailboxes. */
-	smtpd_reply(s, "252 2.0.0 %s", rest);
-	rc = 0;
+	smtpd_check_canon(s->conf, &a, &reply);
+	free(s->pend_raw);
+	free(s->pend_orcpt);
+	s->pend_raw = xstrdup(rest);
+	s->pend_orcpt = raw; /* the recipient as given, for the checks */
+	raw = NULL;
+	s->check_cmd = SMTPD_C_VRFY;
+	smtpd_check_start(s, SMTPD_STAGE_VRFY, s->pend_orcpt, buf_str(&reply), cmd_vrfy_checked);
+	rc = SMTPD_CMD_PENDING;
 out:
 	free(raw);
 	addr_free(&a);
@@ -606,6 +742,16 @@ out:
 
 /* No fast flush service (yet): every domain is "service unavailable",
  * Postfix's answer for a domain outside $fast_flush_domains. */
+static void cmd_etrn_checked(struct smtpd_session *s, int rc, const char *reply)
+{
+	if (rc < 0)
+		smtpd_reply(s, "%s", reply);
+	else
+		smtpd_reply(s, "459 <%s>: service unavailable", s->pend_raw ? s->pend_raw : "");
+	cmd_free_str(&s->pend_raw);
+	smtpd_cmd_done(s, -1);
+}
+
 static int cmd_etrn(struct smtpd_session *s, int argc, char **argv, const char *rest)
 {
 	if (s->helo == NULL) {
@@ -620,8 +766,11 @@ static int cmd_etrn(struct smtpd_session *s, int argc, char **argv, const char *
 		smtpd_reply(s, "500 Syntax: ETRN domain");
 		return -1;
 	}
-	smtpd_reply(s, "459 <%s>: service unavailable", argv[1]);
-	return -1;
+	free(s->pend_raw);
+	s->pend_raw = xstrdup(argv[1]);
+	s->check_cmd = SMTPD_C_ETRN;
+	smtpd_check_start(s, SMTPD_STAGE_ETRN, s->pend_raw, NULL, cmd_etrn_checked);
+	return SMTPD_CMD_PENDING;
 }
 
 static int cmd_xclient(struct smtpd_session *s, int argc, char **argv, const char *rest)
@@ -666,6 +815,31 @@ static const struct smtpd_cmd *cmd_find(const char *verb)
 		if (strcasecmp(verb, smtpd_cmds[i].name) == 0)
 			return &smtpd_cmds[i];
 	return NULL;
+}
+
+/* RFC 2920 §3.1: a client may send more before our reply only after
+ * EHLO and only if the command is not one that ends a group (EHLO, DATA,
+ * VRFY, EXPN, TURN, QUIT, NOOP). A client that does is flagged for the
+ * rest of the session (reject_unauth_pipelining), as Postfix does. */
+static void cmd_pipelining(struct smtpd_session *s, const struct smtpd_cmd *cmd)
+{
+	static const enum smtpd_cmd_id last[] = {SMTPD_C_HELO, SMTPD_C_EHLO, SMTPD_C_DATA,
+						 SMTPD_C_VRFY, SMTPD_C_QUIT, SMTPD_C_NOOP};
+	int is_last = 0;
+	struct buf next = BUF_INIT;
+
+	if (s->ill_pipelining)
+		return;
+	for (size_t i = 0; i < sizeof(last) / sizeof(*last); i++)
+		is_last |= cmd->id == last[i];
+	/* (the common case first: no peek at the socket for MAIL/RCPT) */
+	if ((s->esmtp && !is_last) || !smtpd_session_pending_input(s))
+		return;
+	s->ill_pipelining = 1;
+	smtpd_session_peek_input(s, &next, 100);
+	msg_info("improper command pipelining after %s from %s: %s", cmd->name,
+		 s->client.namaddr, buf_str(&next));
+	buf_free(&next);
 }
 
 /* Bare LF in a command line (smtpd_forbid_bare_newline = reject). */
@@ -723,6 +897,16 @@ void smtpd_cmd_run(struct smtpd_session *s, char *line, int bare_lf)
 	}
 	s->total[cmd->id]++;
 	s->last_cmd = cmd->name;
+	/* Client refused at connect (smtpd_delay_reject = no): only QUIT. */
+	if (s->access_denied && cmd->id != SMTPD_C_QUIT) {
+		if (strncmp(s->access_denied + 1, "21", 2) == 0)
+			smtpd_reply(s, "%s", s->access_denied);
+		else
+			smtpd_reply(s, "503 5.7.0 Error: access denied for %s", s->client.namaddr);
+		s->error_count++;
+		goto out;
+	}
+	cmd_pipelining(s, cmd);
 	if (cmd_bare_lf(s, bare_lf) < 0) {
 		s->error_count++;
 		goto out;
@@ -732,6 +916,8 @@ void smtpd_cmd_run(struct smtpd_session *s, char *line, int bare_lf)
 	    !smtpd_client_trusted(s, s->conf->mynetworks))
 		s->error_count++;
 	rc = cmd->fn(s, argc, argv, *rest ? rest : NULL);
+	if (rc == SMTPD_CMD_PENDING) /* counted by smtpd_cmd_done() */
+		goto done;
 	if (rc == 0)
 		s->ok[cmd->id]++;
 	else
@@ -741,5 +927,22 @@ out:
 	 * 421 follows the reply that reached it. */
 	if (s->state == SMTPD_ST_CMD)
 		cmd_hard_limit(s);
+done:
 	free(copy);
+}
+
+void smtpd_cmd_done(struct smtpd_session *s, int rc)
+{
+	if (rc == 0)
+		s->ok[s->check_cmd]++;
+	else
+		s->error_count++;
+	/* A 421/521 access reply ends the session (Postfix 2.3+/2.6+). */
+	if (s->check_disconnect && s->state != SMTPD_ST_CLOSE) {
+		s->state = SMTPD_ST_CLOSE;
+		smtpd_session_close(s);
+		return;
+	}
+	if (s->state == SMTPD_ST_CMD)
+		cmd_hard_limit(s);
 }

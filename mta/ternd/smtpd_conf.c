@@ -155,6 +155,9 @@ static int conf_mynetworks(struct cfg *cfg, const char *l, struct smtpd_conf *c,
 	return c->mynetworks ? 0 : -1;
 }
 
+static int conf_maps(struct cfg *cfg, const char *l, const char *param, struct table ***out,
+		     size_t *n, struct buf *err);
+
 static int conf_lists(struct cfg *cfg, const char *l, struct smtpd_conf *c, struct buf *err)
 {
 	if (conf_mynetworks(cfg, l, c, err) < 0)
@@ -171,6 +174,9 @@ static int conf_lists(struct cfg *cfg, const char *l, struct smtpd_conf *c, stru
 	    matchlist_from_cfg(cfg, l, "smtpd_client_event_limit_exceptions", MATCHLIST_ADDR, err);
 	if (c->event_exceptions == NULL)
 		return -1;
+	if (conf_maps(cfg, l, "sender_bcc_maps", &c->sender_bcc, &c->nsender_bcc, err) < 0 ||
+	    conf_maps(cfg, l, "recipient_bcc_maps", &c->rcpt_bcc, &c->nrcpt_bcc, err) < 0)
+		return -1;
 	c->checks = smtpd_checks_new(cfg, l, err);
 	return c->checks ? 0 : -1;
 }
@@ -183,9 +189,42 @@ static int conf_strings(struct cfg *cfg, const char *l, struct smtpd_conf *c, st
 	    conf_str(cfg, l, "myorigin", &c->myorigin, err) < 0 ||
 	    conf_str(cfg, l, "mydomain", &c->mydomain, err) < 0 ||
 	    conf_str(cfg, l, "dns_servers", &c->dns_servers, err) < 0 ||
-	    conf_str(cfg, l, "recipient_delimiter", &c->rcpt_delim, err) < 0)
+	    conf_str(cfg, l, "recipient_delimiter", &c->rcpt_delim, err) < 0 ||
+	    conf_str(cfg, l, "compatibility_level", &c->compat_level, err) < 0 ||
+	    conf_str(cfg, l, "mail_version", &c->mail_version, err) < 0 ||
+	    conf_str(cfg, l, "always_bcc", &c->always_bcc, err) < 0)
 		return -1;
 	return 0;
+}
+
+static int conf_maps(struct cfg *cfg, const char *l, const char *param, struct table ***out,
+		     size_t *n, struct buf *err)
+{
+	struct cfg_list items = {NULL, 0};
+	int rc = 0;
+
+	if (cfg_get_list(cfg, l, param, &items, err) < 0)
+		return -1;
+	*out = xcalloc(items.count + 1, sizeof(**out));
+	for (size_t i = 0; i < items.count && rc == 0; i++) {
+		struct buf why = BUF_INIT;
+		if (((*out)[*n] = table_open_lenient(items.items[i], &why)) == NULL) {
+			buf_printf(err, "%s: %s", param, buf_str(&why));
+			rc = -1;
+		} else {
+			++*n;
+		}
+		buf_free(&why);
+	}
+	cfg_list_free(&items);
+	return rc;
+}
+
+static void conf_maps_free(struct table **v, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		table_close(v[i]);
+	free(v);
 }
 
 static int conf_numbers(struct cfg *cfg, const char *l, struct smtpd_conf *c, struct buf *err)
@@ -259,6 +298,11 @@ void smtpd_conf_unref(struct smtpd_conf *c)
 	free(c->mydomain);
 	free(c->dns_servers);
 	free(c->rcpt_delim);
+	free(c->compat_level);
+	free(c->mail_version);
+	free(c->always_bcc);
+	conf_maps_free(c->sender_bcc, c->nsender_bcc);
+	conf_maps_free(c->rcpt_bcc, c->nrcpt_bcc);
 	matchlist_free(c->mynetworks);
 	matchlist_free(c->bare_nl_exclusions);
 	matchlist_free(c->xclient_hosts);

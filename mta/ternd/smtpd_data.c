@@ -15,6 +15,7 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 
+#include <errno.h>
 #include <string.h>
 #include <strings.h>
 
@@ -137,9 +138,14 @@ static void data_done(struct smtpd_session *s)
 	s->last_cmd = "END-OF-MESSAGE";
 }
 
+static void data_queued_reply(struct smtpd_session *s, enum queue_status st);
 static void data_queued(void *arg, enum queue_status st, const char *qid)
 {
-	struct smtpd_session *s = arg;
+	data_queued_reply(arg, st);
+}
+
+static void data_queued_reply(struct smtpd_session *s, enum queue_status st)
+{
 
 	if (st == QUEUE_OK) {
 		/* cleanup(8) logs message-id= in Postfix. */
@@ -175,11 +181,37 @@ static void data_queued(void *arg, enum queue_status st, const char *qid)
 	smtpd_session_resume(s);
 }
 
+/* DISCARD (access action): claim delivery, keep nothing. */
+static void data_discard(struct smtpd_session *s)
+{
+	msg_qid(s->qid, "discarded by an access restriction; not queued");
+	s->ok[s->bdat_used ? SMTPD_C_BDAT : SMTPD_C_DATA]++;
+	if (s->bdat_used)
+		smtpd_reply(s, "250 2.0.0 Ok: %zu bytes queued as %s", s->bdat_total, s->qid);
+	else
+		smtpd_reply(s, "250 2.0.0 Ok: queued as %s", s->qid);
+	smtpd_txn_reset(s);
+}
+
 static void data_submit(struct smtpd_session *s)
 {
 	struct buf msg = BUF_INIT;
 	time_t now = time(NULL);
 
+	if (s->txn_discard) {
+		data_discard(s);
+		return;
+	}
+	if (smtpd_bcc_apply(s) < 0) { /* a BCC map failed: the copy must not be lost */
+		smtpd_reply(s, "451 4.3.0 Error: queue file write error");
+		s->error_count++;
+		smtpd_txn_reset(s);
+		return;
+	}
+	/* PREPEND headers (access/policy action) go above our Received:. */
+	for (const char *p = buf_str(&s->txn_prepend), *nl; (nl = strchr(p, '\n')) != NULL;
+	     p = nl + 1)
+		buf_append(&msg, p, (size_t)(nl - p + 1));
 	smtpd_received_format(s, now, &msg);
 	buf_append(&msg, s->content.data ? s->content.data : "", s->content.len);
 	free(s->env.client_name);
@@ -196,6 +228,7 @@ static void data_submit(struct smtpd_session *s)
 	s->state = SMTPD_ST_QUEUE;
 	/* Reading stays on (arming and disarming it costs two epoll_ctl per
 	 * message); session_input() leaves what arrives until the commit. */
+	s->env.hold = s->txn_hold; /* HOLD: committed into the hold queue */
 	queue_submit(s->q, s->qid, &s->env, msg.data, msg.len, s->base, data_queued, s);
 	buf_free(&msg);
 }
@@ -235,6 +268,21 @@ static int data_refuse(struct smtpd_session *s)
 	return 0;
 }
 
+/* smtpd_end_of_data_restrictions decided. */
+static void data_eod_checked(struct smtpd_session *s, int rc, const char *reply)
+{
+	if (rc == 0) {
+		data_submit(s);
+		return;
+	}
+	smtpd_reply(s, "%s", reply);
+	s->error_count++;
+	if (s->check_disconnect)
+		smtpd_session_close(s);
+	else
+		smtpd_txn_reset(s);
+}
+
 static void data_finish(struct smtpd_session *s)
 {
 	data_done(s);
@@ -244,7 +292,10 @@ static void data_finish(struct smtpd_session *s)
 			smtpd_txn_reset(s);
 		return;
 	}
-	data_submit(s);
+	if (smtpd_check_has(s->conf, SMTPD_STAGE_EOD))
+		smtpd_check_start(s, SMTPD_STAGE_EOD, NULL, NULL, data_eod_checked);
+	else
+		data_submit(s);
 }
 
 /* ------------------------------------------------------------------ */
@@ -335,6 +386,8 @@ void smtpd_bdat_begin(struct smtpd_session *s, size_t size, int last)
 			s->bdat_reply = "503 5.5.1 Error: need RCPT command";
 		else if (s->env.nrcpt == 0)
 			s->bdat_reply = "554 5.5.1 Error: no valid recipients";
+		else if (s->bdat_denied)
+			s->bdat_reply = s->bdat_denied;
 	}
 	s->bdat_left = size;
 	s->bdat_last = last;

@@ -1,10 +1,15 @@
 /* smtpd_int.h - what the smtpd_*.c modules share and nobody else sees:
  * the per-listener config snapshot, the session state and the seams
  * between session I/O (smtpd_session.c), commands (smtpd_cmd.c),
- * content (smtpd_data.c), checks (smtpd_check.c), Received:
- * (smtpd_received.c) and XCLIENT (smtpd_xclient.c).
+ * content (smtpd_data.c), access checks per stage (smtpd_check.c) with
+ * the restriction engine (smtpd_restr*.c, smtpd_restr.h) and the policy
+ * client (smtpd_policy.c), BCC/REDIRECT at queue time (smtpd_bcc.c),
+ * Received: (smtpd_received.c), XCLIENT (smtpd_xclient.c) and "tern
+ * explain" (smtpd_explain.c).
  * Pitfall: a session is owned by one event loop; only the connection
- * counters (smtpd_session.c) are shared between loops.
+ * counters (smtpd_session.c) and the policy pool list are shared between
+ * loops. A session waiting for a check (SMTPD_ST_CHECK) reads no input
+ * and is freed only when the check reports back.
  */
 #ifndef TERN_SMTPD_INT_H
 #define TERN_SMTPD_INT_H
@@ -16,6 +21,7 @@
 #include "matchlist.h"
 #include "queue.h"
 #include "smtpd.h"
+#include "smtpd_restr.h"
 #include "table.h"
 
 #include <stddef.h>
@@ -25,11 +31,13 @@
 
 struct event;
 struct bufferevent;
+struct resolver;
 
-/* ---- recipient checks (smtpd_check.c): the seam the restriction engine replaces */
+/* ---- access checks (smtpd_check.c, engine in smtpd_restr*.c) */
 struct smtpd_checks;
 struct smtpd_checks *smtpd_checks_new(const struct cfg *cfg, const char *listener, struct buf *err);
 void smtpd_checks_free(struct smtpd_checks *c);
+const struct restr_conf *smtpd_checks_restr(const struct smtpd_checks *c);
 
 /* ---- the config snapshot (smtpd_conf.c) */
 enum smtpd_bare_nl { SMTPD_BARE_NO, SMTPD_BARE_NORMALIZE, SMTPD_BARE_NOTE, SMTPD_BARE_REJECT };
@@ -51,6 +59,10 @@ struct smtpd_conf {
 	char *listener;
 	char *myhostname, *mail_name, *banner, *myorigin, *mydomain, *dns_servers;
 	char *rcpt_delim;
+	char *compat_level, *mail_version; /* sent to policy services */
+	char *always_bcc;
+	struct table **sender_bcc, **rcpt_bcc; /* sender_bcc_maps, recipient_bcc_maps */
+	size_t nsender_bcc, nrcpt_bcc;
 	long long size_limit, line_limit, rcpt_limit, soft_limit, hard_limit, junk_limit;
 	long long data_memory_limit; /* smtpd_data_memory_limit: all sessions */
 	long long timeout_ms, err_sleep_ms, hopcount_limit;
@@ -71,6 +83,7 @@ enum smtpd_state {
 	SMTPD_ST_DATA,
 	SMTPD_ST_BDAT,
 	SMTPD_ST_QUEUE, /* waiting for queue_submit()'s callback */
+	SMTPD_ST_CHECK, /* waiting for an access check (DNS, policy service) */
 	SMTPD_ST_CLOSE, /* flushing the last reply */
 };
 
@@ -97,8 +110,10 @@ struct smtpd_client {
 	char *name; /* verified host name or "unknown" */
 	char *addr; /* printable address, "192.0.2.1" / "2001:db8::1" */
 	char *port;
-	char *rfc_addr; /* for Received: "192.0.2.1" / "IPv6:2001:db8::1" */
-	char *namaddr;	/* "name[addr]" (":port" with smtpd_client_port_logging) */
+	char *rfc_addr;		     /* for Received: "192.0.2.1" / "IPv6:2001:db8::1" */
+	char *namaddr;		     /* "name[addr]" (":port" with smtpd_client_port_logging) */
+	char *rev_name;		     /* unverified PTR name or "unknown" */
+	int name_status, rev_status; /* 0 known, 4 temporary failure, 5 permanent */
 	struct inet_addr ip;
 };
 
@@ -138,6 +153,26 @@ struct smtpd_session {
 	int ok[SMTPD_C_COUNT], total[SMTPD_C_COUNT];
 	int bare_lf_noted;
 	int xclient_done;
+	int ill_pipelining; /* sent ahead of our reply where RFC 2920 forbids it */
+	char *server_addr, *server_port; /* our end of the connection */
+
+	/* access checks */
+	struct smtpd_check_req *check; /* in progress (SMTPD_ST_CHECK when waiting) */
+	enum smtpd_cmd_id check_cmd;   /* the command waiting for it */
+	int check_disconnect;	       /* a 421/521 access reply: close after it */
+	struct buf *check_trace;       /* "tern explain": the evaluation, step by step */
+	char *access_denied;	       /* client rejected at CONNECT (smtpd_delay_reject=no) */
+	struct restr_defer dip;	       /* defer_if_permit reason of earlier stages */
+	int dip_client, dip_helo, dip_sender;
+	unsigned txn_seq;			  /* transactions so far: the policy "instance" */
+	char *pend_raw, *pend_canon, *pend_orcpt; /* the command waiting for its checks */
+	int pend_notify;
+	size_t pend_size;  /* BDAT waiting for smtpd_data_restrictions */
+	char *bdat_denied; /* their refusal: every chunk gets it */
+	/* effects of access actions on the transaction */
+	int txn_hold, txn_discard;
+	char *txn_redirect;
+	struct buf txn_bcc, txn_prepend; /* '\n'-separated */
 
 	/* transaction */
 	int in_mail;
@@ -170,18 +205,25 @@ void smtpd_reply(struct smtpd_session *s, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 void smtpd_session_close(struct smtpd_session *s); /* after the last reply is out */
 int smtpd_session_pending_input(struct smtpd_session *s);
+void smtpd_session_peek_input(struct smtpd_session *s, struct buf *out, size_t max);
 void smtpd_session_resume(struct smtpd_session *s);
 int smtpd_client_trusted(struct smtpd_session *s, const struct matchlist *l);
 void smtpd_client_set(struct smtpd_client *c, const char *name, const char *addr, const char *port,
 		      int port_logging);
 void smtpd_client_free(struct smtpd_client *c);
 void smtpd_greet(struct smtpd_session *s);
+/* XCLIENT: greet the new client, after the connect checks when check. */
+void smtpd_session_connect_check(struct smtpd_session *s, int check);
+struct resolver *smtpd_resolver(struct smtpd_session *s); /* this loop's */
 
 /* smtpd_cmd.c */
 void smtpd_cmd_run(struct smtpd_session *s, char *line, int bare_lf);
 void smtpd_txn_reset(struct smtpd_session *s);
 void smtpd_log_reject(struct smtpd_session *s, const char *stage, const char *reply,
 		      const char *rcpt);
+/* A command whose checks were awaited is done: count it (rc 0 ok, -1 error). */
+void smtpd_cmd_done(struct smtpd_session *s, int rc);
+#define SMTPD_CMD_PENDING 1 /* command handler result: the answer comes later */
 
 /* smtpd_data.c */
 void smtpd_data_begin(struct smtpd_session *s);
@@ -190,12 +232,30 @@ void smtpd_bdat_input(struct smtpd_session *s); /* BDAT: consumes input */
 void smtpd_bdat_begin(struct smtpd_session *s, size_t size, int last);
 void smtpd_data_free(struct smtpd_session *s);
 
-/* smtpd_check.c: 0 accept, else reply set (4xx/5xx text without CRLF). */
-int smtpd_check_rcpt(struct smtpd_session *s, const char *raw, const struct addr *rcpt,
-		     struct buf *reply);
+/* smtpd_check.c: run the checks of a stage. cb gets rc 0 (accept) or -1
+ * with the reply (4xx/5xx text without CRLF); it runs before the return
+ * when no answer had to be awaited (return 0), else later (return 1)
+ * with the session in SMTPD_ST_CHECK meanwhile. */
+typedef void (*smtpd_check_cb)(struct smtpd_session *s, int rc, const char *reply);
+int smtpd_check_start(struct smtpd_session *s, enum smtpd_stage stage, const char *raw,
+		      const char *canon, smtpd_check_cb cb);
+/* Does this stage have anything to check (else skip the round trip)? */
+int smtpd_check_has(const struct smtpd_conf *conf, enum smtpd_stage stage);
+int smtpd_check_delay_reject(const struct smtpd_conf *conf);
+/* For the engine: domain in mydestination/virtual_mailbox_domains (1),
+ * not (0), lookup error (-1); the recipient may be relayed to (1), not
+ * (0), lookup error (-1, reply set); implicit address validation. */
+int smtpd_check_domain_final(struct smtpd_session *s, const char *domain, struct buf *err);
+int smtpd_check_domain_local(struct smtpd_session *s, const char *domain, struct buf *err);
+int smtpd_check_rcpt_authorized(struct restr_eval *ev);
+int smtpd_check_rcpt_maps(struct restr_eval *ev);
+int smtpd_check_sender_maps(struct restr_eval *ev);
 /* Qualify an address as Postfix's trivial-rewrite (append_at_myorigin,
  * append_dot_mydomain) and format it plain into out. */
 void smtpd_check_canon(const struct smtpd_conf *conf, const struct addr *a, struct buf *out);
+
+/* smtpd_bcc.c: REDIRECT, automatic BCC and BCC actions, before queueing */
+int smtpd_bcc_apply(struct smtpd_session *s); /* -1: a map failed (451, not queued) */
 
 /* smtpd_received.c */
 void smtpd_received_format(struct smtpd_session *s, time_t when, struct buf *out);

@@ -126,7 +126,7 @@ struct smtpd_dns {
 };
 static struct smtpd_dns *dns_list;
 
-static struct resolver *smtpd_resolver(struct smtpd_session *s)
+struct resolver *smtpd_resolver(struct smtpd_session *s)
 {
 	struct smtpd_dns *d;
 	struct buf err = BUF_INIT;
@@ -158,6 +158,8 @@ void smtpd_client_set(struct smtpd_client *c, const char *name, const char *addr
 
 	smtpd_client_free(c);
 	c->name = xstrdup(name);
+	c->rev_name = xstrdup(name);
+	c->name_status = c->rev_status = strcmp(name, "unknown") == 0 ? 5 : 0;
 	c->addr = xstrdup(addr);
 	c->port = xstrdup(port);
 	if (inet_addr_parse(addr, &c->ip) < 0)
@@ -177,7 +179,8 @@ void smtpd_client_free(struct smtpd_client *c)
 	free(c->port);
 	free(c->rfc_addr);
 	free(c->namaddr);
-	c->name = c->addr = c->port = c->rfc_addr = c->namaddr = NULL;
+	free(c->rev_name);
+	c->name = c->addr = c->port = c->rfc_addr = c->namaddr = c->rev_name = NULL;
 }
 
 static void client_from_sockaddr(struct smtpd_session *s, const struct sockaddr *sa)
@@ -202,6 +205,31 @@ static void client_from_sockaddr(struct smtpd_session *s, const struct sockaddr 
 	}
 	buf_free(&text);
 	smtpd_client_set(&s->client, "unknown", host, port, s->conf->port_logging);
+}
+
+/* Our end of the connection, for policy requests (server_address/port). */
+static void session_server_addr(struct smtpd_session *s, const struct sockaddr *sa)
+{
+	char host[INET6_ADDRSTRLEN] = "", port[16] = "";
+	struct inet_addr ip;
+	struct buf text = BUF_INIT;
+
+	if (sa && sa->sa_family == AF_INET) {
+		const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+		inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
+		snprintf(port, sizeof(port), "%u", ntohs(in->sin_port));
+	} else if (sa && sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+		inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
+		snprintf(port, sizeof(port), "%u", ntohs(in6->sin6_port));
+	}
+	if (inet_addr_parse(host, &ip) == 0 && inet_addr_unmap(&ip)) {
+		inet_addr_format(&ip, &text);
+		snprintf(host, sizeof(host), "%s", buf_str(&text));
+	}
+	buf_free(&text);
+	s->server_addr = xstrdup(host);
+	s->server_port = xstrdup(port);
 }
 
 int smtpd_client_trusted(struct smtpd_session *s, const struct matchlist *l)
@@ -368,6 +396,13 @@ static void session_free(struct smtpd_session *s)
 	buf_free(&s->line);
 	buf_free(&s->delayed);
 	buf_free(&stats);
+	buf_free(&s->dip.reason);
+	buf_free(&s->txn_bcc);
+	buf_free(&s->txn_prepend);
+	free(s->txn_redirect);
+	free(s->access_denied);
+	free(s->server_addr);
+	free(s->server_port);
 	free(s->helo);
 	free(s);
 }
@@ -375,7 +410,7 @@ static void session_free(struct smtpd_session *s)
 /* Free now, or when the in-flight queue commit reports back. */
 static void session_end(struct smtpd_session *s)
 {
-	if (s->state == SMTPD_ST_QUEUE) {
+	if (s->state == SMTPD_ST_QUEUE || s->state == SMTPD_ST_CHECK) {
 		s->dead = 1;
 		if (s->bev)
 			bufferevent_disable(s->bev, EV_READ | EV_WRITE);
@@ -402,9 +437,35 @@ int smtpd_session_pending_input(struct smtpd_session *s)
 {
 	char c;
 
+	if (s->bev == NULL) /* "tern explain": no client */
+		return 0;
 	if (evbuffer_get_length(bufferevent_get_input(s->bev)) > 0)
 		return 1;
 	return recv(bufferevent_getfd(s->bev), &c, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
+}
+
+/* Up to max bytes of the input not yet read as commands (for logs). */
+void smtpd_session_peek_input(struct smtpd_session *s, struct buf *out, size_t max)
+{
+	struct evbuffer *in;
+	size_t n;
+	char *raw;
+
+	if (s->bev == NULL)
+		return;
+	in = bufferevent_get_input(s->bev);
+	n = evbuffer_get_length(in) < max ? evbuffer_get_length(in) : max;
+	raw = xcalloc(n + 1, 1);
+	n = (size_t)evbuffer_copyout(in, raw, n);
+	/* As Postfix logs it: CR and LF escaped, other controls '?'. */
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)raw[i];
+		if (c == '\r' || c == '\n')
+			buf_puts(out, c == '\r' ? "\\r" : "\\n");
+		else
+			buf_putc(out, c < 0x20 || c == 0x7f ? '?' : c);
+	}
+	free(raw);
 }
 
 /* One command line into s->line: 1 when complete, 0 when more is needed.
@@ -479,7 +540,7 @@ static void session_eof_finish(struct smtpd_session *s)
 {
 	struct buf after = BUF_INIT;
 
-	if (!s->peer_eof || s->paused || s->state == SMTPD_ST_QUEUE)
+	if (!s->peer_eof || s->paused || s->state == SMTPD_ST_QUEUE || s->state == SMTPD_ST_CHECK)
 		return; /* more to answer: the sleep, write or commit brings us back */
 	if (s->state != SMTPD_ST_CLOSE)
 		msg_qid(s->have_qid ? s->qid : NULL, "lost connection after %s from %s",
@@ -554,8 +615,10 @@ static void session_event_cb(struct bufferevent *bev, short what, void *arg)
 	struct smtpd_session *s = arg;
 	struct buf after = BUF_INIT;
 
-	if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_READING) && s->state == SMTPD_ST_QUEUE) {
-		/* waiting for the disk, not for the client: keep reading */
+	if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_READING) &&
+	    (s->state == SMTPD_ST_QUEUE || s->state == SMTPD_ST_CHECK)) {
+		/* waiting for the disk or a check (each has its own deadline),
+		 * not for the client: keep reading */
 		bufferevent_enable(s->bev, EV_READ);
 	} else if (what & BEV_EVENT_TIMEOUT) {
 		msg_qid(s->have_qid ? s->qid : NULL, "timeout after %s from %s",
@@ -588,6 +651,44 @@ static void session_event_cb(struct bufferevent *bev, short what, void *arg)
 
 /* Input before the greeting is a client that does not wait for the
  * server (RFC 5321 §4.3.1, smtpd_forbid_unauth_pipelining). */
+/* smtpd_delay_reject = no: the client restrictions answer instead of the
+ * greeting; every later command but QUIT then gets "503 5.7.0" (Postfix
+ * smtpd_proto(), access_denied). */
+static void session_connect_reply(struct smtpd_session *s, int rc, const char *reply)
+{
+	if (rc == 0) {
+		smtpd_reply(s, "220 %s", s->conf->banner);
+		return;
+	}
+	free(s->access_denied);
+	s->access_denied = xstrdup(reply);
+	smtpd_reply(s, "%s", reply);
+}
+
+static void session_connect_checked(struct smtpd_session *s, int rc, const char *reply)
+{
+	session_connect_reply(s, rc, reply);
+	if (rc < 0)
+		s->error_count++;
+	if (s->check_disconnect)
+		smtpd_session_close(s);
+}
+
+/* After XCLIENT: the same checks, then the command is done. */
+static void session_xclient_checked(struct smtpd_session *s, int rc, const char *reply)
+{
+	session_connect_reply(s, rc, reply);
+	smtpd_cmd_done(s, 0);
+}
+
+void smtpd_session_connect_check(struct smtpd_session *s, int check)
+{
+	if (check)
+		smtpd_check_start(s, SMTPD_STAGE_CONNECT, NULL, NULL, session_xclient_checked);
+	else
+		smtpd_reply(s, "220 %s", s->conf->banner);
+}
+
 void smtpd_greet(struct smtpd_session *s)
 {
 	s->state = SMTPD_ST_CMD;
@@ -597,7 +698,10 @@ void smtpd_greet(struct smtpd_session *s)
 		smtpd_session_close(s);
 		return;
 	}
-	smtpd_reply(s, "220 %s", s->conf->banner);
+	if (smtpd_check_has(s->conf, SMTPD_STAGE_CONNECT))
+		smtpd_check_start(s, SMTPD_STAGE_CONNECT, NULL, NULL, session_connect_checked);
+	else
+		smtpd_reply(s, "220 %s", s->conf->banner);
 }
 
 /* The anvil limits (Postfix smtpd_state/anvil): refuse before the greeting. */
@@ -638,11 +742,17 @@ struct smtpd_lookup {
 	char *name;
 };
 
-static void lookup_done(struct smtpd_session *s, const char *name)
+/* rev: the PTR name (or NULL); status/rev_status as struct smtpd_client. */
+static void lookup_done(struct smtpd_session *s, const char *name, const char *rev, int status,
+			int rev_status)
 {
 	char *addr = xstrdup(s->client.addr), *port = xstrdup(s->client.port);
 
 	smtpd_client_set(&s->client, name ? name : "unknown", addr, port, s->conf->port_logging);
+	free(s->client.rev_name);
+	s->client.rev_name = xstrdup(rev ? rev : "unknown");
+	s->client.name_status = name ? 0 : status;
+	s->client.rev_status = rev ? 0 : rev_status;
 	free(addr);
 	free(port);
 	if (s->dead) {
@@ -663,7 +773,7 @@ static void lookup_fwd_cb(void *arg, const struct resolver_result *res)
 		    memcmp(res->rr[i].addr, s->client.ip.bytes,
 			   s->client.ip.family == AF_INET ? 4 : 16) == 0)
 			ok = l->name;
-	lookup_done(s, ok);
+	lookup_done(s, ok, l->name, res->status == RESOLVER_TEMPFAIL ? 4 : 5, 0);
 	free(l->name);
 	free(l);
 }
@@ -676,18 +786,25 @@ static void lookup_ptr_cb(void *arg, const struct resolver_result *res)
 	struct buf err = BUF_INIT;
 	int qtype = s->client.ip.family == AF_INET ? RESOLVER_T_A : RESOLVER_T_AAAA;
 
+	int status = res->status == RESOLVER_TEMPFAIL ? 4 : 5;
+
 	if (res->status != RESOLVER_FOUND || res->count == 0 || s->dead)
 		goto unknown;
 	l->name = xstrdup(res->rr[0].text);
-	if (resolver_query(r, l->name, qtype, lookup_fwd_cb, l, &err) < 0)
-		goto unknown;
+	if (resolver_query(r, l->name, qtype, lookup_fwd_cb, l, &err) < 0) {
+		lookup_done(s, NULL, l->name, 4, 0);
+		free(l->name);
+		free(l);
+		buf_free(&err);
+		return;
+	}
 	buf_free(&err);
 	return;
 unknown:
 	free(l->name);
 	free(l);
 	buf_free(&err);
-	lookup_done(s, NULL);
+	lookup_done(s, NULL, NULL, status, status);
 }
 
 static void session_lookup(struct smtpd_session *s)
@@ -738,7 +855,11 @@ void smtpd_session_start(struct event_base *base, int fd, const struct sockaddr 
 	s->state = SMTPD_ST_LOOKUP;
 	s->last_cmd = "CONNECT";
 	queue_env_init(&s->env);
+	buf_init(&s->dip.reason);
+	buf_init(&s->txn_bcc);
+	buf_init(&s->txn_prepend);
 	client_from_sockaddr(s, peer);
+	session_server_addr(s, local);
 	s->sleep_ev = evtimer_new(base, session_sleep_done, s);
 	s->flush_ev = event_new(base, -1, 0, session_flush, s);
 	s->bev = bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE);

@@ -15,8 +15,9 @@
 #include <string.h>
 
 struct xclient_attrs {
-	char *name, *addr, *port, *proto, *helo;
-	int set_name, set_addr, set_port, set_proto, set_helo;
+	char *name, *addr, *port, *proto, *helo, *rev_name;
+	int set_name, set_addr, set_port, set_proto, set_helo, set_rev;
+	int name_status, rev_status; /* as struct smtpd_client */
 };
 
 /* RFC 3461 xtext: "+HH" is the byte 0xHH. */
@@ -39,6 +40,14 @@ static char *xclient_decode(const char *v)
 static int xclient_unavailable(const char *v)
 {
 	return strcasecmp(v, "[UNAVAILABLE]") == 0 || strcasecmp(v, "[TEMPUNAVAIL]") == 0;
+}
+
+/* [TEMPUNAVAIL]: a temporary lookup failure (4), [UNAVAILABLE]: none (5). */
+static int xclient_status(const char *v)
+{
+	if (strcasecmp(v, "[TEMPUNAVAIL]") == 0)
+		return 4;
+	return strcasecmp(v, "[UNAVAILABLE]") == 0 ? 5 : 0;
 }
 
 static int xclient_addr(const char *v, char **out)
@@ -86,9 +95,10 @@ static int xclient_attr(struct smtpd_session *s, struct xclient_attrs *a, const 
 			smtpd_reply(s, "501 5.5.4 Bad %s syntax: %s", name, val);
 		else if (strcasecmp(name, "NAME") == 0)
 			rc = 0, free(a->name), a->name = xstrdup(unav ? "unknown" : val),
-			a->set_name = 1;
+			a->set_name = 1, a->name_status = xclient_status(val);
 		else
-			rc = 0;
+			rc = 0, free(a->rev_name), a->rev_name = xstrdup(unav ? "unknown" : val),
+			a->set_rev = 1, a->rev_status = xclient_status(val);
 	} else if (strcasecmp(name, "ADDR") == 0) {
 		free(a->addr), a->addr = NULL;
 		if (unav || xclient_addr(val, &a->addr) < 0)
@@ -129,7 +139,16 @@ static void xclient_apply(struct smtpd_session *s, struct xclient_attrs *a)
 	char *addr = xstrdup(a->set_addr ? a->addr : s->client.addr);
 	char *port = xstrdup(a->set_port ? a->port : s->client.port);
 
+	/* NAME leaves the reverse name alone (Postfix xclient_cmd()). */
+	char *rev = xstrdup(a->set_rev ? a->rev_name : s->client.rev_name);
+	int status = a->set_name ? a->name_status : s->client.name_status;
+	int rev_status = a->set_rev ? a->rev_status : s->client.rev_status;
+
 	smtpd_client_set(&s->client, name, addr, port, s->conf->port_logging);
+	free(s->client.rev_name);
+	s->client.rev_name = rev;
+	s->client.name_status = status;
+	s->client.rev_status = rev_status;
 	free(name);
 	free(addr);
 	free(port);
@@ -166,12 +185,19 @@ int smtpd_xclient_cmd(struct smtpd_session *s, int argc, char **argv)
 		rc = xclient_attr(s, &a, argv[i]);
 	if (rc == 0) {
 		xclient_apply(s, &a);
-		smtpd_reply(s, "220 %s", s->conf->banner);
+		/* A new client: smtpd_delay_reject = no checks it now. */
+		free(s->access_denied);
+		s->access_denied = NULL;
+		s->check_cmd = SMTPD_C_XCLIENT;
+		if (smtpd_check_has(s->conf, SMTPD_STAGE_CONNECT))
+			rc = SMTPD_CMD_PENDING;
+		smtpd_session_connect_check(s, rc == SMTPD_CMD_PENDING);
 	}
 	free(a.name);
 	free(a.addr);
 	free(a.port);
 	free(a.proto);
 	free(a.helo);
+	free(a.rev_name);
 	return rc;
 }
