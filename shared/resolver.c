@@ -50,7 +50,8 @@ static const struct {
 	const char *name;
 	int code;
 } resolver_types[] = {
-    {"A", RESOLVER_T_A},     {"PTR", RESOLVER_T_PTR},	{"MX", RESOLVER_T_MX},
+    {"A", RESOLVER_T_A},     {"NS", RESOLVER_T_NS},	{"PTR", RESOLVER_T_PTR},
+    {"MX", RESOLVER_T_MX},
     {"TXT", RESOLVER_T_TXT}, {"AAAA", RESOLVER_T_AAAA},
 };
 
@@ -249,6 +250,7 @@ int resolver_rdata_parse(int qtype, const unsigned char *rdata, size_t len, stru
 	case RESOLVER_T_AAAA:
 		return resolver_rdata_addr(AF_INET6, rdata, len, rr, err);
 	case RESOLVER_T_PTR:
+	case RESOLVER_T_NS:
 		return resolver_rdata_name(rdata, len, rr, err);
 	case RESOLVER_T_TXT:
 		return resolver_rdata_txt(rdata, len, rr, err);

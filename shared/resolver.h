@@ -20,6 +20,7 @@ struct ub_result;
 
 /* RR types we parse (RFC 1035, RFC 3596). */
 #define RESOLVER_T_A 1
+#define RESOLVER_T_NS 2
 #define RESOLVER_T_PTR 12
 #define RESOLVER_T_MX 15
 #define RESOLVER_T_TXT 16
@@ -39,7 +40,8 @@ enum resolver_status {
 
 /* One record. MX: pref + text (exchange). A/AAAA: text, family (AF_INET/
  * AF_INET6) and addr (4 or 16 bytes). PTR: text (name). TXT: text, the
- * character-strings of one record concatenated (RFC 7208 §3.3). Names
+ * character-strings of one record concatenated (RFC 7208 §3.3). NS: text
+ * (the name server's name). Names
  * are dotted text without the trailing dot; the root is ".". */
 struct resolver_rr {
 	int pref;

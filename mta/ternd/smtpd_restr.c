@@ -350,7 +350,7 @@ static void restr_dns_cb(void *arg, const struct resolver_result *res)
 
 	for (size_t i = 0; res->status == RESOLVER_FOUND && i < res->count; i++) {
 		buf_reset(&t);
-		if (res->qtype == RESOLVER_T_MX)
+		if (res->qtype == RESOLVER_T_MX || res->qtype == RESOLVER_T_NS)
 			buf_puts(&t, res->rr[i].text);
 		else
 			resolver_rr_format(res->qtype, &res->rr[i], &t);
@@ -754,9 +754,33 @@ static int restr_host_addrs(struct restr_eval *ev, struct table *t, const char *
 	return RESTR_DUNNO;
 }
 
-/* Postfix check_server_access() for MX (mx=1) and check_*_a_access. */
-static int restr_server_access(struct restr_eval *ev, struct table *t, const char *name, int mx,
-			       const char *reply_name, const char *reply_class,
+/* Which servers check_*_{a,mx,ns}_access looks at. */
+static int restr_server_qtype(enum restr_op op)
+{
+	switch (op) {
+	case RO_CLIENT_MX_ACCESS:
+	case RO_REVERSE_MX_ACCESS:
+	case RO_HELO_MX_ACCESS:
+	case RO_SENDER_MX_ACCESS:
+	case RO_RECIPIENT_MX_ACCESS:
+		return RESOLVER_T_MX;
+	case RO_CLIENT_NS_ACCESS:
+	case RO_REVERSE_NS_ACCESS:
+	case RO_HELO_NS_ACCESS:
+	case RO_SENDER_NS_ACCESS:
+	case RO_RECIPIENT_NS_ACCESS:
+		return RESOLVER_T_NS;
+	default:
+		return 0;
+	}
+}
+
+/* Postfix check_server_access(): the servers of a domain — its MX hosts
+ * (qtype RESOLVER_T_MX), its name servers (RESOLVER_T_NS: of the nearest
+ * parent domain that has some), or the host itself (check_*_a_access,
+ * qtype 0) — by name, then by address. */
+static int restr_server_access(struct restr_eval *ev, struct table *t, const char *name,
+			       int qtype, const char *reply_name, const char *reply_class,
 			       enum restr_op def_acl)
 {
 	const char *domain = strrchr(name, '@') ? strrchr(name, '@') + 1 : name;
@@ -774,19 +798,29 @@ static int restr_server_access(struct restr_eval *ev, struct table *t, const cha
 		buf_free(&lit);
 		return rc;
 	}
-	if (!mx)
+	if (qtype == 0)
 		return restr_host_addrs(ev, t, domain, reply_name, reply_class, def_acl, &found);
-	if ((rc = restr_dns(ev, domain, RESOLVER_T_MX, &a)) == RESTR_PENDING)
+	if ((rc = restr_dns(ev, domain, qtype, &a)) == RESTR_PENDING)
 		return rc;
-	if (a->status == RESOLVER_NODATA) { /* the domain is its own MX */
+	/* NS: no records here, ask the parent (example.com for a.example.com) */
+	while (qtype == RESOLVER_T_NS &&
+	       (a->status == RESOLVER_NODATA || a->status == RESOLVER_NXDOMAIN) &&
+	       (domain = strchr(domain, '.')) != NULL && domain[1] != 0) {
+		domain++;
+		if ((rc = restr_dns(ev, domain, qtype, &a)) == RESTR_PENDING)
+			return rc;
+	}
+	if (qtype == RESOLVER_T_MX && a->status == RESOLVER_NODATA) { /* its own MX */
 		rc = restr_domain_access(ev, t, domain, reply_name, reply_class, def_acl, &found);
 		if (rc != RESTR_DUNNO || found)
 			return rc;
 		return restr_host_addrs(ev, t, domain, reply_name, reply_class, def_acl, &found);
 	}
 	if (a->status != RESOLVER_FOUND) {
-		msg_warn("Unable to look up MX host for %s: %s", domain,
-			 resolver_status_str((enum resolver_status)a->status));
+		if (qtype == RESOLVER_T_MX || a->status != RESOLVER_NXDOMAIN)
+			msg_warn("Unable to look up %s host for %s: %s",
+				 qtype == RESOLVER_T_MX ? "MX" : "NS", domain,
+				 resolver_status_str((enum resolver_status)a->status));
 		return RESTR_DUNNO;
 	}
 	for (size_t i = 0; i < a->n; i++) {
@@ -1516,17 +1550,19 @@ static int restr_access(struct restr_eval *ev, enum restr_op op, struct table *t
 	case RO_CLIENT_A_ACCESS:
 	case RO_REVERSE_A_ACCESS:
 	case RO_CLIENT_MX_ACCESS:
-	case RO_REVERSE_MX_ACCESS: {
-		const char *n = op == RO_CLIENT_A_ACCESS || op == RO_CLIENT_MX_ACCESS
+	case RO_REVERSE_MX_ACCESS:
+	case RO_CLIENT_NS_ACCESS:
+	case RO_REVERSE_NS_ACCESS: {
+		const char *n = op == RO_CLIENT_A_ACCESS || op == RO_CLIENT_MX_ACCESS ||
+					op == RO_CLIENT_NS_ACCESS
 				    ? s->client.name
 				    : s->client.rev_name;
 		if (n && strcmp(n, "unknown") != 0)
-			rc = restr_forbid_ok(
-			    ev, name,
-			    restr_server_access(
-				ev, t, n, op == RO_CLIENT_MX_ACCESS || op == RO_REVERSE_MX_ACCESS,
-				s->client.namaddr, RESTR_NAME_CLIENT, def_acl),
-			    s->client.namaddr);
+			rc = restr_forbid_ok(ev, name,
+					     restr_server_access(ev, t, n, restr_server_qtype(op),
+								 s->client.namaddr,
+								 RESTR_NAME_CLIENT, def_acl),
+					     s->client.namaddr);
 		break;
 	}
 	case RO_HELO_ACCESS:
@@ -1536,10 +1572,11 @@ static int restr_access(struct restr_eval *ev, enum restr_op op, struct table *t
 		break;
 	case RO_HELO_A_ACCESS:
 	case RO_HELO_MX_ACCESS:
+	case RO_HELO_NS_ACCESS:
 		if (ev->helo)
 			rc = restr_forbid_ok(ev, name,
 					     restr_server_access(ev, t, ev->helo,
-								 op == RO_HELO_MX_ACCESS, ev->helo,
+								 restr_server_qtype(op), ev->helo,
 								 RESTR_NAME_HELO, def_acl),
 					     ev->helo);
 		break;
@@ -1552,10 +1589,11 @@ static int restr_access(struct restr_eval *ev, enum restr_op op, struct table *t
 		break;
 	case RO_SENDER_A_ACCESS:
 	case RO_SENDER_MX_ACCESS:
+	case RO_SENDER_NS_ACCESS:
 		if (ev->sender && *ev->sender)
 			rc = restr_forbid_ok(
 			    ev, name,
-			    restr_server_access(ev, t, ev->sender_canon, op == RO_SENDER_MX_ACCESS,
+			    restr_server_access(ev, t, ev->sender_canon, restr_server_qtype(op),
 						ev->sender, RESTR_NAME_SENDER, def_acl),
 			    ev->sender);
 		break;
@@ -1566,10 +1604,11 @@ static int restr_access(struct restr_eval *ev, enum restr_op op, struct table *t
 		break;
 	case RO_RECIPIENT_A_ACCESS:
 	case RO_RECIPIENT_MX_ACCESS:
+	case RO_RECIPIENT_NS_ACCESS:
 		if (ev->recipient && *ev->recipient)
 			rc = restr_forbid_ok(
 			    ev, name,
-			    restr_server_access(ev, t, ev->rcpt_canon, op == RO_RECIPIENT_MX_ACCESS,
+			    restr_server_access(ev, t, ev->rcpt_canon, restr_server_qtype(op),
 						ev->recipient, RESTR_NAME_RECIPIENT, def_acl),
 			    ev->recipient);
 		break;

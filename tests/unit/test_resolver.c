@@ -102,6 +102,9 @@ static void test_rdata(void **state)
 	assert_int_equal(resolver_rdata_parse(RESOLVER_T_PTR, RD("\4host\0"), &rr, &err), 0);
 	assert_string_equal(rr.text, "host");
 	free(rr.text);
+	assert_int_equal(resolver_rdata_parse(RESOLVER_T_NS, RD("\3ns1\7example\0"), &rr, &err), 0);
+	assert_string_equal(rr.text, "ns1.example");
+	free(rr.text);
 	buf_free(&err);
 }
 
@@ -225,6 +228,7 @@ static void test_reverse_and_types(void **state)
 	assert_int_equal(resolver_reverse_name("host.example", &out), -1);
 	assert_int_equal(resolver_type_code("mx"), RESOLVER_T_MX);
 	assert_int_equal(resolver_type_code("AAAA"), RESOLVER_T_AAAA);
+	assert_int_equal(resolver_type_code("ns"), RESOLVER_T_NS);
 	assert_int_equal(resolver_type_code("SOA"), 0);
 	assert_string_equal(resolver_type_name(RESOLVER_T_TXT), "TXT");
 	assert_string_equal(resolver_status_str(RESOLVER_NULLMX), "NULLMX");
