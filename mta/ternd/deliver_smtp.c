@@ -82,6 +82,100 @@ static int smtp_conf_proto(const struct cfg *cfg, const char *p, struct smtp_pro
 	return rc;
 }
 
+/* smtp_bind_address(6): "" or a literal address of that family. */
+static int smtp_conf_bind(const struct cfg *cfg, const char *param, int family,
+			  struct sockaddr_storage *ss, struct buf *err)
+{
+	struct buf v = BUF_INIT;
+	int rc = 0;
+
+	memset(ss, 0, sizeof(*ss));
+	if (cfg_get_str(cfg, NULL, param, &v, err) < 0)
+		return -1;
+	buf_trim(&v);
+	if (v.len > 0) {
+		void *dst = family == AF_INET ? (void *)&((struct sockaddr_in *)ss)->sin_addr
+					      : (void *)&((struct sockaddr_in6 *)ss)->sin6_addr;
+		if (inet_pton(family, buf_str(&v), dst) != 1) {
+			buf_printf(err, "%s: \"%s\" is not an IPv%d address", param, buf_str(&v),
+				   family == AF_INET ? 4 : 6);
+			rc = -1;
+		} else {
+			ss->ss_family = (sa_family_t)family;
+		}
+	}
+	buf_free(&v);
+	return rc;
+}
+
+/* The settings beyond timeouts and limits: binding, address preference,
+ * caching policy, line length; and the ones only some values of which
+ * Tern implements (refused with the reason, never silently ignored). */
+static int smtp_conf_more(struct deliver_smtp_conf *sc, const struct cfg *cfg, struct buf *err)
+{
+	struct buf v = BUF_INIT;
+	struct cfg_list l = {NULL, 0};
+	int rc = -1, dns = 0;
+
+	if (smtp_conf_bind(cfg, "smtp_bind_address", AF_INET, &sc->bind4, err) < 0 ||
+	    smtp_conf_bind(cfg, "smtp_bind_address6", AF_INET6, &sc->bind6, err) < 0 ||
+	    cfg_get_bool(cfg, NULL, "smtp_connection_cache_on_demand", &sc->cache_on_demand,
+			 err) < 0 ||
+	    cfg_get_int(cfg, NULL, "smtp_line_length_limit", &sc->line_limit, err) < 0 ||
+	    cfg_get_str(cfg, NULL, "smtp_address_preference", &v, err) < 0)
+		goto out;
+	buf_trim(&v);
+	if (strcasecmp(buf_str(&v), "ipv4") == 0)
+		sc->addr_pref = 4;
+	else if (strcasecmp(buf_str(&v), "ipv6") == 0)
+		sc->addr_pref = 6;
+	else if (strcasecmp(buf_str(&v), "any") != 0) {
+		buf_printf(err, "smtp_address_preference: \"%s\" is not ipv4, ipv6 or any",
+			   buf_str(&v));
+		goto out;
+	}
+	if (cfg_get_list(cfg, NULL, "smtp_connection_cache_destinations", &l, err) < 0)
+		goto out;
+	sc->cache_dests = xcalloc(l.count + 1, sizeof(*sc->cache_dests));
+	for (size_t i = 0; i < l.count; i++)
+		sc->cache_dests[sc->ncache_dests++] = xstrdup(l.items[i]);
+	cfg_list_free(&l);
+	if (cfg_get_list(cfg, NULL, "smtp_host_lookup", &l, err) < 0)
+		goto out;
+	for (size_t i = 0; i < l.count; i++)
+		dns |= strcasecmp(l.items[i], "dns") == 0;
+	if (!dns) {
+		buf_puts(err, "smtp_host_lookup: Tern looks hosts up in the DNS only (\"dns\")");
+		goto out;
+	}
+	if (cfg_get_str(cfg, NULL, "smtp_dns_support_level", &v, err) < 0)
+		goto out;
+	buf_trim(&v);
+	if (v.len && strcasecmp(buf_str(&v), "enabled") != 0) {
+		buf_printf(err, "smtp_dns_support_level: \"%s\" is not supported (only \"enabled\": "
+				"no DNSSEC validation in Tern yet)", buf_str(&v));
+		goto out;
+	}
+	rc = 0;
+out:
+	cfg_list_free(&l);
+	buf_free(&v);
+	return rc;
+}
+
+/* Is this destination's connection kept for the next delivery? Tern keeps
+ * every clean session briefly (on demand: a backlog is usually there);
+ * smtp_connection_cache_on_demand = no keeps only those listed. */
+static int smtp_cache_wanted(const struct deliver_smtp_conf *sc, const char *nexthop)
+{
+	if (sc->cache_on_demand)
+		return 1;
+	for (size_t i = 0; i < sc->ncache_dests; i++)
+		if (strcasecmp(sc->cache_dests[i], nexthop) == 0)
+			return 1;
+	return 0;
+}
+
 struct deliver_smtp_conf *deliver_smtp_conf_new(const struct cfg *cfg, struct buf *err)
 {
 	struct deliver_smtp_conf *sc = xcalloc(1, sizeof(*sc));
@@ -133,6 +227,8 @@ struct deliver_smtp_conf *deliver_smtp_conf_new(const struct cfg *cfg, struct bu
 		ok = 0;
 	if (ok && smtp_tls_conf_init(sc, cfg, err) < 0)
 		ok = 0;
+	if (ok && smtp_conf_more(sc, cfg, err) < 0)
+		ok = 0;
 	if (ok) { /* what a wildcard listener (*:25) answers on: inet_addr_local() */
 		struct ifaddrs *ifa = NULL;
 		if (getifaddrs(&ifa) == 0) {
@@ -167,6 +263,9 @@ void deliver_smtp_conf_free(struct deliver_smtp_conf *sc)
 		resolver_free(sc->resolver);
 	listener_set_close(&sc->self);
 	smtp_tls_conf_free(sc);
+	for (size_t i = 0; i < sc->ncache_dests; i++)
+		free(sc->cache_dests[i]);
+	free(sc->cache_dests);
 	free(sc->ifaddrs);
 	free(sc->helo_name);
 	free(sc->myhostname);
@@ -518,7 +617,9 @@ static void chunk_req(struct deliver_smtp_job *job, struct smtp_conn_req *req, s
 				      .xs = job->xs,
 				      .n = job->cn,
 				      .relay = relay,
-				      .cache_key = job->cache_key,
+				      .cache_key = smtp_cache_wanted(job->sc, job->nexthop)
+						       ? job->cache_key
+						       : NULL,
 				      .nexthop = job->nexthop,
 				      .agent = smtp_agent(job->transport),
 				      .tls = &job->tls,

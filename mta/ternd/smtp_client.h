@@ -44,6 +44,12 @@ struct deliver_smtp_conf {
 	int skip_5xx_greeting;
 	int want_v4, want_v6;
 	long long cache_time, reuse_time; /* smtp_connection_cache/reuse_time_limit */
+	int cache_on_demand;		  /* smtp_connection_cache_on_demand */
+	char **cache_dests;		  /* smtp_connection_cache_destinations (next hops) */
+	size_t ncache_dests;
+	struct sockaddr_storage bind4, bind6; /* smtp_bind_address(6); family 0: none */
+	int addr_pref;			      /* smtp_address_preference: 0 any, 4, 6 */
+	long long line_limit;		      /* smtp_line_length_limit, 0: none */
 	long long dead_time;		  /* a destination nobody answers at: skipped this long */
 	struct resolver *resolver; /* only to check dns_servers; lookups use smtp_resolver() */
 	unsigned long generation;  /* which settings a thread's resolver belongs to */
@@ -56,6 +62,9 @@ struct deliver_smtp_conf {
 	int tls_level; /* SMTP_TLS_*: smtp_tls_security_level */
 	char *tls_verify_match, *tls_secure_match;
 	int tls_wrapper; /* smtp_tls_wrappermode */
+	int tls_loglevel; /* smtp_tls_loglevel: >= 1 logs "TLS connection established" */
+	int tls_mandatory_min; /* smtp_tls_mandatory_protocols: lowest version at encrypt+ */
+	int tls_note_offer;    /* smtp_tls_note_starttls_offer */
 	long long starttls_timeout;
 	struct deliver_maps tls_policy; /* smtp_tls_policy_maps */
 	int sasl_enable, sasl_by_sender, sasl_soft_bounce;
@@ -86,7 +95,8 @@ int smtp_tls_policy_find(const struct deliver_smtp_conf *sc, const char *nexthop
  * 0 none (or SASL off), -1 table error. */
 int smtp_sasl_find(const struct deliver_smtp_conf *sc, const char *sender, const char *nexthop,
 		   struct buf *user, struct buf *pass, struct buf *err);
-struct ssl_st *smtp_tls_ssl_new(const struct deliver_smtp_conf *sc, const char *servername);
+struct ssl_st *smtp_tls_ssl_new(const struct deliver_smtp_conf *sc, const char *servername,
+				int level);
 /* After the handshake: is the certificate good enough for the level?
  * *trust gets "Verified", "Trusted" or "Untrusted"; -1 with why if not. */
 int smtp_tls_check(struct ssl_st *ssl, const struct deliver_smtp_conf *sc,

@@ -51,7 +51,7 @@
 #define SMTP_LINE_MAX 4096	 /* a reply line longer than this is cut */
 #define SMTP_REPLY_LINES 100	 /* a reply with more lines is broken */
 #define SMTP_IN_MAX (64 * 1024) /* unread input without a line end: broken */
-#define SMTP_QUIT_WAIT 2	 /* seconds for the QUIT reply; nothing waits on it */
+#define SMTP_QUIT_WAIT 2 /* at most this for the QUIT reply: nothing waits on it */
 
 enum conn_state {
 	C_CONNECT,
@@ -233,7 +233,10 @@ static void conn_send(struct smtp_conn *c, const char *fmt, ...)
  * SMTP_QUIT_WAIT) ends the connection later. */
 static int conn_quit(struct smtp_conn *c)
 {
-	struct timeval tv = {SMTP_QUIT_WAIT, 0};
+	/* smtp_quit_timeout, but never long: nothing waits for the reply */
+	long long secs = c->req.pc->quit > 0 && c->req.pc->quit < SMTP_QUIT_WAIT ? c->req.pc->quit
+										 : SMTP_QUIT_WAIT;
+	struct timeval tv = {(time_t)secs, 0};
 
 	conn_finish(c);
 	c->st = C_QUIT;
@@ -426,12 +429,22 @@ static void conn_send_content(struct smtp_conn *c)
 	const char *p = m->content;
 	size_t i = 0, len = m->len;
 
+	size_t limit = c->req.sc->line_limit > 1 ? (size_t)c->req.sc->line_limit : 0;
+
 	while (i < len) {
 		const char *nl = memchr(p + i, '\n', len - i);
-		size_t l = nl ? (size_t)(nl - (p + i)) : len - i;
+		size_t l = nl ? (size_t)(nl - (p + i)) : len - i, off = 0;
 		if (l > 0 && p[i] == '.')
 			evbuffer_add(out, ".", 1);
-		evbuffer_add(out, p + i, l);
+		/* smtp_line_length_limit: a longer line is broken with CR LF
+		 * SPACE (Postfix's way, the least harm to MIME) */
+		while (limit && l - off > (off ? limit - 1 : limit)) {
+			size_t n = off ? limit - 1 : limit;
+			evbuffer_add(out, p + i + off, n);
+			evbuffer_add(out, "\r\n ", 3);
+			off += n;
+		}
+		evbuffer_add(out, p + i + off, l - off);
 		evbuffer_add(out, "\r\n", 2);
 		i += l + (nl ? 1 : 0);
 	}
@@ -496,6 +509,12 @@ static int conn_tls_or_on(struct smtp_conn *c)
 	const struct smtp_tls_policy *p = c->req.tls;
 	struct buf ha = BUF_INIT;
 
+	if (c->ssl == NULL && c->starttls && c->req.sc->tls_note_offer &&
+	    (p == NULL || p->level == SMTP_TLS_NONE)) { /* smtp_tls_note_starttls_offer */
+		const char *prev = log_swap_service(c->req.agent);
+		msg_info("Host offered STARTTLS: [%s]", c->sv.name);
+		log_thread_service(prev);
+	}
 	if (c->ssl != NULL || p == NULL || p->level == SMTP_TLS_NONE || c->req.sc->tls_ctx == NULL)
 		return conn_auth_or_transaction(c);
 	if (c->starttls) {
@@ -519,7 +538,7 @@ static int conn_handshake_start(struct smtp_conn *c)
 							     : 1,
 			     0};
 
-	if ((c->ssl = smtp_tls_ssl_new(c->req.sc, c->sv.name)) == NULL) {
+	if ((c->ssl = smtp_tls_ssl_new(c->req.sc, c->sv.name, c->req.tls->level)) == NULL) {
 		buf_set(c->req.why, "Cannot start TLS: out of memory");
 		return conn_give_up(c, "4.7.5", 0);
 	}
@@ -576,7 +595,8 @@ static int conn_handshake_done(struct smtp_conn *c)
 	if (smtp_tls_check(c->ssl, c->req.sc, c->req.tls, c->sv.name, c->req.nexthop, &trust,
 			   c->req.why) < 0)
 		return conn_give_up(c, "4.7.5", 1);
-	smtp_tls_log(c->ssl, c->req.agent, trust, &c->sv);
+	if (c->req.sc->tls_loglevel >= 1) /* Postfix: smtp_tls_loglevel 1 and up */
+		smtp_tls_log(c->ssl, c->req.agent, trust, &c->sv);
 	if (c->rep.code == 0 && c->req.sc->tls_wrapper) { /* wrapper mode: now the greeting */
 		conn_expect(c, C_GREET, c->req.pc->helo, "receiving the initial server greeting");
 		return 0;
@@ -1205,6 +1225,22 @@ void smtp_conn_start(const struct smtp_conn_req *req, const struct smtp_server *
 	}
 	if (sv->ss.ss_family != AF_UNIX)
 		setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	{ /* smtp_bind_address(6) */
+		const struct sockaddr_storage *b = sv->ss.ss_family == AF_INET	  ? &req->sc->bind4
+						   : sv->ss.ss_family == AF_INET6 ? &req->sc->bind6
+										  : NULL;
+		if (b != NULL && b->ss_family != 0 &&
+		    bind(c->fd, (const struct sockaddr *)b,
+			 b->ss_family == AF_INET ? sizeof(struct sockaddr_in)
+						 : sizeof(struct sockaddr_in6)) < 0) {
+			buf_reset(&c->why);
+			buf_printf(&c->why, "connect to %s[%s]:%d: bind to smtp_bind_address%s: %s",
+				   sv->name, sv->addr, sv->port, b->ss_family == AF_INET6 ? "6" : "",
+				   strerror(errno));
+			conn_broken(c);
+			return;
+		}
+	}
 	conn_attach(c, -1);
 	evtimer_add(c->timer, &tv);
 	if (bufferevent_socket_connect(c->bev, (const struct sockaddr *)&sv->ss, (int)sv->sslen) <

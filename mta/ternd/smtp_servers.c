@@ -222,6 +222,10 @@ static int smtp_host_addrs(struct smtp_lookup *lk, const char *host, int port, i
 		types[nt++] = RESOLVER_T_A;
 	if (sc->want_v6)
 		types[nt++] = RESOLVER_T_AAAA;
+	if (nt == 2 && sc->addr_pref == 6) { /* smtp_address_preference: IPv6 first */
+		types[0] = RESOLVER_T_AAAA;
+		types[1] = RESOLVER_T_A;
+	}
 	for (int t = 0; t < nt; t++) {
 		struct resolver_result res;
 		resolver_result_init(&res);

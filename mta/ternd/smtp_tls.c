@@ -88,6 +88,39 @@ static int smtp_tls_min_version(const struct cfg *cfg, const char *param, int *m
 	return rc;
 }
 
+/* smtp_tls_ciphers: Postfix's grades as OpenSSL cipher lists (TLS 1.2
+ * and older; TLS 1.3 suites are all strong). */
+static int smtp_tls_cipher_grade(const struct cfg *cfg, SSL_CTX *ctx, struct buf *err)
+{
+	static const struct {
+		const char *grade, *list;
+	} grades[] = {
+	    {"high", "aNULL:-aNULL:HIGH:@STRENGTH"},
+	    {"medium", "aNULL:-aNULL:HIGH:MEDIUM:+RC4:@STRENGTH"},
+	    {"low", "aNULL:-aNULL:HIGH:MEDIUM:+RC4:LOW:@STRENGTH"},
+	    {"export", "aNULL:-aNULL:HIGH:MEDIUM:+RC4:LOW:EXP:@STRENGTH"},
+	    {"null", "eNULL:!aNULL"},
+	};
+	struct buf v = BUF_INIT;
+	int rc = -1;
+
+	if (cfg_get_str(cfg, NULL, "smtp_tls_ciphers", &v, err) < 0)
+		return -1;
+	buf_trim(&v);
+	for (size_t i = 0; i < sizeof(grades) / sizeof(grades[0]); i++)
+		if (strcasecmp(buf_str(&v), grades[i].grade) == 0) {
+			/* OpenSSL 3 may lack the weaker names: keep what it has */
+			(void)SSL_CTX_set_cipher_list(ctx, grades[i].list);
+			ERR_clear_error();
+			rc = 0;
+		}
+	if (rc < 0)
+		buf_printf(err, "smtp_tls_ciphers: unknown grade \"%s\" (high, medium, low, export, "
+				"null)", buf_str(&v));
+	buf_free(&v);
+	return rc;
+}
+
 static int smtp_tls_ctx_new(struct deliver_smtp_conf *sc, const struct cfg *cfg, struct buf *err)
 {
 	struct buf ca = BUF_INIT, capath = BUF_INIT, cert = BUF_INIT, key = BUF_INIT;
@@ -105,6 +138,8 @@ static int smtp_tls_ctx_new(struct deliver_smtp_conf *sc, const struct cfg *cfg,
 		goto out;
 	}
 	SSL_CTX_set_min_proto_version(sc->tls_ctx, min);
+	if (smtp_tls_cipher_grade(cfg, sc->tls_ctx, err) < 0)
+		goto out;
 	/* verification is judged after the handshake, per level */
 	SSL_CTX_set_verify(sc->tls_ctx, SSL_VERIFY_NONE, NULL);
 	if ((ca.len || capath.len) &&
@@ -136,6 +171,7 @@ int smtp_tls_conf_init(struct deliver_smtp_conf *sc, const struct cfg *cfg, stru
 {
 	struct buf v = BUF_INIT;
 	struct cfg_list l = {NULL, 0};
+	long long loglevel = 0;
 	int rc = -1;
 
 	if (cfg_get_str(cfg, NULL, "smtp_tls_security_level", &v, err) < 0)
@@ -152,10 +188,15 @@ int smtp_tls_conf_init(struct deliver_smtp_conf *sc, const struct cfg *cfg, stru
 		goto out;
 	sc->tls_secure_match = buf_detach(&v);
 	if (cfg_get_bool(cfg, NULL, "smtp_tls_wrappermode", &sc->tls_wrapper, err) < 0 ||
+	    cfg_get_int(cfg, NULL, "smtp_tls_loglevel", &loglevel, err) < 0 ||
+	    cfg_get_bool(cfg, NULL, "smtp_tls_note_starttls_offer", &sc->tls_note_offer, err) < 0 ||
+	    smtp_tls_min_version(cfg, "smtp_tls_mandatory_protocols", &sc->tls_mandatory_min,
+				 err) < 0 ||
 	    cfg_get_time(cfg, NULL, "smtp_starttls_timeout", &sc->starttls_timeout, err) < 0 ||
 	    deliver_maps_open(cfg, "smtp_tls_policy_maps", &sc->tls_policy, err) < 0 ||
 	    smtp_tls_ctx_new(sc, cfg, err) < 0)
 		goto out;
+	sc->tls_loglevel = (int)loglevel;
 	/* SASL */
 	if (cfg_get_bool(cfg, NULL, "smtp_sasl_auth_enable", &sc->sasl_enable, err) < 0 ||
 	    cfg_get_bool(cfg, NULL, "smtp_sender_dependent_authentication", &sc->sasl_by_sender,
@@ -287,9 +328,13 @@ int smtp_sasl_find(const struct deliver_smtp_conf *sc, const char *sender, const
 
 /* --- per connection ------------------------------------------------------ */
 
-SSL *smtp_tls_ssl_new(const struct deliver_smtp_conf *sc, const char *servername)
+SSL *smtp_tls_ssl_new(const struct deliver_smtp_conf *sc, const char *servername, int level)
 {
 	SSL *ssl = SSL_new(sc->tls_ctx);
+
+	/* smtp_tls_mandatory_protocols where TLS is required */
+	if (ssl != NULL && level >= SMTP_TLS_ENCRYPT)
+		SSL_set_min_proto_version(ssl, sc->tls_mandatory_min);
 
 	if (ssl != NULL && servername != NULL && *servername && strchr(servername, ':') == NULL &&
 	    strspn(servername, "0123456789.") != strlen(servername))

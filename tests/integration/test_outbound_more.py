@@ -10,6 +10,8 @@ import email
 import re
 import time
 
+import pytest
+
 import harness
 from test_outbound import (MX1, SENDER, delivery_re, hostport, outbound,  # noqa: F401
                            parse_report, rfc822)
@@ -242,3 +244,44 @@ def test_refusals_at_mail_data_and_end_of_data(outbound):
     assert "ok@remote.test" in mx1.delivered()
     # the refused MAIL did not leave the session out of step
     assert len(mx1.connections) <= 2, mx1.describe()
+
+
+def test_bind_address_line_length_and_cache_policy(outbound):
+    """smtp_bind_address picks the source address; smtp_line_length_limit
+    breaks longer lines with CR LF SPACE; smtp_connection_cache_on_demand
+    = no keeps no connection for unlisted destinations."""
+    mx1 = outbound.fake(MX1)
+    outbound.start(smtp_bind_address="127.0.0.9", smtp_line_length_limit="100",
+                   smtp_connection_cache_on_demand="no")
+    long_line = "x" * 250
+    msg = ("From: s@example.test\r\nTo: u@remote.test\r\nSubject: long\r\n\r\n"
+           "%s\r\nshort\r\n" % long_line)
+    outbound.send(["u@remote.test"], msg=msg)
+    outbound.wait_fake(mx1, 1)
+    outbound.send(["v@remote.test"])
+    outbound.wait_fake(mx1, 2)
+    assert all(c["peer"][0] == "127.0.0.9" for c in mx1.connections), mx1.describe()
+    assert len(mx1.connections) == 2, "no reuse with on-demand caching off:\n" + mx1.describe()
+    data = mx1.messages[0]["data"].decode()
+    lines = data.split("\r\n")
+    assert max(len(x) for x in lines) <= 100, [len(x) for x in lines]
+    i = lines.index("x" * 100)
+    assert lines[i + 1] == " " + "x" * 99 and lines[i + 2] == " " + "x" * 51, lines[i:i + 3]
+
+
+@pytest.mark.parametrize("setting,value,words", [
+    ("smtp_host_lookup", "native", "DNS only"),
+    ("smtp_dns_support_level", "dnssec", "not supported"),
+    ("smtp_address_preference", "ipv5", "not ipv4, ipv6 or any"),
+    ("smtp_bind_address", "::1", "not an IPv4 address"),
+    ("smtp_tls_security_level", "fingerprint", "unknown level"),
+    ("smtp_tls_ciphers", "strong", "unknown grade"),
+])
+def test_unsupported_client_settings_are_refused(config_dir, setting, value, words):
+    """ternd refuses to start (with the reason) rather than run with a
+    setting it would not honour."""
+    import subprocess
+    config_dir.set(**{setting: value})
+    p = subprocess.run([str(harness.tern_bin("ternd")), "-f", "-c", str(config_dir)],
+                       capture_output=True, text=True, timeout=20)
+    assert p.returncode != 0 and words in p.stdout + p.stderr, p.stdout + p.stderr

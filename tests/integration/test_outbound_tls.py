@@ -69,7 +69,7 @@ def ehlos(conn):
 
 def test_opportunistic_tls_by_default(outbound, pki):
     mx1 = outbound.fake(MX1, tls=server_ctx(pki))
-    outbound.start()
+    outbound.start(smtp_tls_loglevel="1")
     outbound.send(["u@remote.test"])
     outbound.wait_fake(mx1, 1)
     conn = mx1.connections[0]
@@ -90,7 +90,8 @@ def test_may_without_starttls_or_refused_goes_on_in_plaintext(outbound, pki):
 
 def test_verify_level_with_ca_and_matching_name(outbound, pki):
     mx1 = outbound.fake(MX1, tls=server_ctx(pki))
-    outbound.start(smtp_tls_security_level="verify", smtp_tls_CAfile=str(pki / "ca.pem"))
+    outbound.start(smtp_tls_security_level="verify", smtp_tls_CAfile=str(pki / "ca.pem"),
+                   smtp_tls_loglevel="1")
     outbound.send(["u@remote.test"])
     outbound.wait_fake(mx1, 1)
     outbound.wait_log(tls_line("Verified", outbound.port).pattern)
@@ -98,7 +99,7 @@ def test_verify_level_with_ca_and_matching_name(outbound, pki):
 
 def test_may_with_ca_is_trusted_not_verified(outbound, pki):
     mx1 = outbound.fake(MX1, tls=server_ctx(pki, "wrong"))
-    outbound.start(smtp_tls_CAfile=str(pki / "ca.pem"))
+    outbound.start(smtp_tls_CAfile=str(pki / "ca.pem"), smtp_tls_loglevel="1")
     outbound.send(["u@remote.test"])
     outbound.wait_fake(mx1, 1)
     outbound.wait_log(tls_line("Trusted", outbound.port).pattern)
@@ -261,7 +262,7 @@ def test_relay_to_postfix_over_tls(outbound, pki, tmp_path):
         outbound.start(transport={"pf.test": "smtp:[127.0.0.1]:%d" % pf.port},
                        smtp_tls_security_level="verify",
                        smtp_tls_CAfile=str(pki / "ca.pem"),
-                       smtp_tls_verify_cert_match=MX1_NAME)
+                       smtp_tls_verify_cert_match=MX1_NAME, smtp_tls_loglevel="1")
         outbound.send(["someone@pf.test"])
         outbound.wait_log(r"tern/smtp\[\d+\]: Verified TLS connection established to "
                           r"127\.0\.0\.1\[127\.0\.0\.1\]:%d: TLSv1\.3" % pf.port)
@@ -270,3 +271,23 @@ def test_relay_to_postfix_over_tls(outbound, pki, tmp_path):
         pf.wait_log(r"TLS connection established from", timeout=10)
     finally:
         pf.stop()
+
+
+def test_tls_log_line_only_from_loglevel_1_and_starttls_offer_noted(outbound, pki):
+    """Postfix's defaults: smtp_tls_loglevel 0 logs no TLS line; with
+    TLS off, smtp_tls_note_starttls_offer logs the servers that offer it."""
+    mx1 = outbound.fake(MX1, tls=server_ctx(pki))
+    other_port = harness.free_port()
+    mx2 = outbound.fake("127.0.0.3", port=other_port, tls=server_ctx(pki))
+    policy = outbound.cfg.write_table("tls_policy", "[127.0.0.3]:%d none\n" % other_port)
+    outbound.start(transport={"remote.test": "smtp:remote.test:%d" % outbound.port,
+                              "noted.test": "smtp:[127.0.0.3]:%d" % other_port},
+                   smtp_tls_policy_maps="texthash:%s" % policy,
+                   smtp_tls_note_starttls_offer="yes")
+    outbound.send(["u@remote.test"])
+    outbound.send(["n@noted.test"])
+    outbound.wait_fake(mx1, 1)
+    outbound.wait_fake(mx2, 1)
+    assert mx1.connections[0]["tls"] is not None and mx2.connections[0]["tls"] is None
+    outbound.wait_log(r"tern/smtp\[\d+\]: Host offered STARTTLS: \[127\.0\.0\.3\]")
+    assert "TLS connection established" not in outbound.log()
