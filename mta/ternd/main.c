@@ -586,6 +586,8 @@ static int ternd_reload(struct ternd *d, struct buf *err)
 	ternd_confs_free(d->confs, d->nconfs);
 	d->confs = confs;
 	d->nconfs = nconfs;
+	if (d->pickup && pickup_reload(d->pickup, cfg, err) < 0) /* as valid as confs */
+		msg_warn("pickup: %s", buf_str(err));
 	ternd_retire(d, d->cfg);
 	d->cfg = cfg;
 	buf_reset(err);

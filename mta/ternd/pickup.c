@@ -10,6 +10,7 @@
  * duplicates, never loses. Bad files are moved to corrupt/ with a warning.
  */
 #include "pickup.h"
+#include "smtpd.h"
 #include "addr.h"
 #include "log.h"
 #include "maildate.h"
@@ -44,6 +45,7 @@ struct pickup {
 	char *dir, *corrupt_dir;
 	struct buf hostname, origin, mail_name;
 	size_t size_limit;
+	struct smtpd_conf *bcc; /* automatic BCC settings (global; replaced on reload) */
 	void (*queued)(void *arg, const char *qid);
 	void *arg;
 	int inotify_fd;
@@ -368,6 +370,14 @@ static int pickup_file(struct pickup *p, const char *name)
 	if (rc > 0) {
 		queue_id_new(p->q, p->qid);
 		pickup_build(p, &data, body);
+		/* Automatic BCC, as for SMTP mail (Postfix: cleanup, all mail);
+		 * a map that fails leaves the file for the next scan. */
+		if (p->bcc != NULL && smtpd_bcc_auto(p->bcc, &p->env, p->qid) < 0) {
+			msg_warn("%s: automatic BCC lookup failed -- will try again", p->path.data);
+			rc = 0;
+		}
+	}
+	if (rc > 0) {
 		p->busy = 1;
 		queue_submit(p->q, p->qid, &p->env, p->content.data, p->content.len, p->base,
 			     pickup_commit_done, p);
@@ -421,9 +431,24 @@ static int pickup_config(struct pickup *p, struct cfg *cfg, struct buf *err)
 	if (cfg_get_str(cfg, NULL, "myhostname", &p->hostname, err) < 0 ||
 	    cfg_get_str(cfg, NULL, "myorigin", &p->origin, err) < 0 ||
 	    cfg_get_str(cfg, NULL, "mail_name", &p->mail_name, err) < 0 ||
-	    cfg_get_size(cfg, NULL, "message_size_limit", &limit, err) < 0)
+	    cfg_get_size(cfg, NULL, "message_size_limit", &limit, err) < 0 ||
+	    (p->bcc = smtpd_conf_new(cfg, NULL, err)) == NULL)
 		return -1;
 	p->size_limit = (size_t)limit;
+	return 0;
+}
+
+int pickup_reload(struct pickup *p, struct cfg *cfg, struct buf *err)
+{
+	struct smtpd_conf *c = smtpd_conf_new(cfg, NULL, err), *old;
+
+	if (c == NULL)
+		return -1;
+	pthread_mutex_lock(&p->lock);
+	old = p->bcc;
+	p->bcc = c;
+	pthread_mutex_unlock(&p->lock);
+	smtpd_conf_unref(old);
 	return 0;
 }
 
@@ -516,6 +541,7 @@ static void pickup_free(struct pickup *p)
 	buf_free(&p->mail_name);
 	free(p->dir);
 	free(p->corrupt_dir);
+	smtpd_conf_unref(p->bcc);
 	pthread_mutex_destroy(&p->lock);
 	free(p);
 }

@@ -21,6 +21,8 @@ struct pickup *pickup_start(struct event_base *base, struct queue *q, struct cfg
 			    const char *maildrop_dir, void (*queued)(void *arg, const char *qid),
 			    void *arg, struct buf *err);
 void pickup_stop(struct pickup *p);
+/* tern reload: the new automatic BCC settings for what is picked up next. */
+int pickup_reload(struct pickup *p, struct cfg *cfg, struct buf *err);
 
 #define PICKUP_MAILDROP_DIR "maildrop" /* under queue_directory */
 /* First line of every maildrop file (docs/queue.md "Maildrop files"). */

@@ -31,6 +31,12 @@ struct smtpd_conf;
 struct smtpd_conf *smtpd_conf_new(struct cfg *cfg, const char *listener, struct buf *err);
 void smtpd_conf_ref(struct smtpd_conf *conf);
 void smtpd_conf_unref(struct smtpd_conf *conf);
+/* Automatic BCC (always_bcc, sender_bcc_maps, recipient_bcc_maps) for a
+ * message about to be queued, as Postfix's cleanup does for all mail:
+ * copies added with NOTIFY=NEVER. -1 when a map failed: do not queue now
+ * (the copy must not be lost), try again later. */
+struct queue_env;
+int smtpd_bcc_auto(const struct smtpd_conf *c, struct queue_env *env, const char *qid);
 
 /* Callbacks the engine gives the SMTP server (all optional). */
 struct smtpd_hooks {

@@ -29,32 +29,37 @@ static int bcc_is_rcpt(const struct queue_env *env, const char *addr)
 
 /* Add one BCC recipient (as given in a table or action: qualified as an
  * SMTP address would be). */
-static void bcc_add(struct smtpd_session *s, const char *text, const char *why)
+static void bcc_add_env(const struct smtpd_conf *c, struct queue_env *env, const char *qid,
+			const char *text, const char *why)
 {
 	struct addr a;
 	struct buf err = BUF_INIT, canon = BUF_INIT;
 
 	addr_init(&a);
 	if (addr_parse_mailbox(&a, text, 0, &err) != ADDR_OK) {
-		msg_warn("%s: %s: bad BCC address \"%s\": %s", s->qid, why, text, buf_str(&err));
+		msg_warn("%s: %s: bad BCC address \"%s\": %s", qid, why, text, buf_str(&err));
 	} else {
-		smtpd_check_canon(s->conf, &a, &canon);
-		if (!bcc_is_rcpt(&s->env, buf_str(&canon)))
-			queue_env_add_rcpt(&s->env, buf_str(&canon), NULL, QUEUE_NOTIFY_NEVER);
+		smtpd_check_canon(c, &a, &canon);
+		if (!bcc_is_rcpt(env, buf_str(&canon)))
+			queue_env_add_rcpt(env, buf_str(&canon), NULL, QUEUE_NOTIFY_NEVER);
 	}
 	addr_free(&a);
 	buf_free(&err);
 	buf_free(&canon);
 }
 
-static void bcc_keys(struct smtpd_session *s, const char *addr, struct table_keys *k)
+static void bcc_add(struct smtpd_session *s, const char *text, const char *why)
+{
+	bcc_add_env(s->conf, &s->env, s->qid, text, why);
+}
+
+static void bcc_keys(const struct smtpd_conf *c, const char *addr, struct table_keys *k)
 {
 	const char *at = strrchr(addr, '@');
 	struct buf user = BUF_INIT, ext = BUF_INIT, key = BUF_INIT;
 	const char *domain = at ? at + 1 : "";
 	char *local = xstrndup(addr, at ? (size_t)(at - addr) : strlen(addr));
-	int split = s->conf->rcpt_delim && *s->conf->rcpt_delim &&
-		    addr_split_ext(local, s->conf->rcpt_delim, &user, &ext);
+	int split = c->rcpt_delim && *c->rcpt_delim && addr_split_ext(local, c->rcpt_delim, &user, &ext);
 	struct buf err = BUF_INIT;
 
 	table_keys_add(k, addr, strlen(addr), 1);
@@ -62,7 +67,7 @@ static void bcc_keys(struct smtpd_session *s, const char *addr, struct table_key
 		buf_printf(&key, "%s@%s", buf_str(&user), domain);
 		table_keys_add(k, key.data, key.len, 0);
 	}
-	if (*domain && smtpd_check_domain_local(s, domain, &err) > 0) {
+	if (*domain && smtpd_conf_domain_local(c, domain, &err) > 0) {
 		table_keys_add(k, local, strlen(local), 0);
 		if (split)
 			table_keys_add(k, user.data, user.len, 0);
@@ -79,8 +84,8 @@ static void bcc_keys(struct smtpd_session *s, const char *addr, struct table_key
 	buf_free(&err);
 }
 
-static int bcc_lookup(struct smtpd_session *s, struct table **maps, size_t n, const char *param,
-		      const char *addr)
+static int bcc_lookup(const struct smtpd_conf *c, struct queue_env *env, const char *qid,
+		      struct table **maps, size_t n, const char *param, const char *addr)
 {
 	struct table_keys k = TABLE_KEYS_INIT;
 	struct buf value = BUF_INIT, err = BUF_INIT, low = BUF_INIT;
@@ -90,13 +95,13 @@ static int bcc_lookup(struct smtpd_session *s, struct table **maps, size_t n, co
 		return 0;
 	buf_set(&low, addr);
 	buf_lower(&low);
-	bcc_keys(s, buf_str(&low), &k);
+	bcc_keys(c, buf_str(&low), &k);
 	for (size_t i = 0; i < n && rc == TABLE_NOTFOUND; i++)
 		rc = table_lookup_keys(maps[i], &k, &value, NULL, &err);
 	if (rc == TABLE_ERROR)
-		msg_warn("%s: %s lookup error for %s: %s", s->qid, param, addr, buf_str(&err));
+		msg_warn("%s: %s lookup error for %s: %s", qid, param, addr, buf_str(&err));
 	else if (rc == TABLE_FOUND && value.len)
-		bcc_add(s, buf_str(&value), param);
+		bcc_add_env(c, env, qid, buf_str(&value), param);
 	table_keys_free(&k);
 	buf_free(&value);
 	buf_free(&err);
@@ -104,12 +109,27 @@ static int bcc_lookup(struct smtpd_session *s, struct table **maps, size_t n, co
 	return rc == TABLE_ERROR ? -1 : 0;
 }
 
-int smtpd_bcc_apply(struct smtpd_session *s)
+int smtpd_bcc_auto(const struct smtpd_conf *c, struct queue_env *env, const char *qid)
 {
-	const struct smtpd_conf *c = s->conf;
-	size_t nrcpt;
+	size_t nrcpt = env->nrcpt; /* BCCs of BCCs: no */
 	int rc = 0;
 
+	if (bcc_lookup(c, env, qid, c->sender_bcc, c->nsender_bcc, "sender_bcc_maps",
+		       env->sender) < 0)
+		rc = -1;
+	for (size_t i = 0; i < nrcpt && rc == 0; i++) {
+		char *r = xstrdup(env->rcpt[i].addr); /* the array may move */
+		if (bcc_lookup(c, env, qid, c->rcpt_bcc, c->nrcpt_bcc, "recipient_bcc_maps", r) < 0)
+			rc = -1;
+		free(r);
+	}
+	if (rc == 0 && c->always_bcc && *c->always_bcc && nrcpt > 0)
+		bcc_add_env(c, env, qid, c->always_bcc, "always_bcc");
+	return rc;
+}
+
+int smtpd_bcc_apply(struct smtpd_session *s)
+{
 	if (s->txn_redirect) { /* REDIRECT: the only recipient from now on */
 		struct queue_env *env = &s->env;
 		for (size_t i = 0; i < env->nrcpt; i++) {
@@ -121,16 +141,7 @@ int smtpd_bcc_apply(struct smtpd_session *s)
 		if (env->nrcpt)
 			env->rcpt[0].notify = 0;
 	}
-	nrcpt = s->env.nrcpt; /* BCCs of BCCs: no */
-	if (bcc_lookup(s, c->sender_bcc, c->nsender_bcc, "sender_bcc_maps", s->env.sender) < 0)
-		rc = -1;
-	for (size_t i = 0; i < nrcpt && rc == 0; i++) {
-		char *r = xstrdup(s->env.rcpt[i].addr); /* the array may move */
-		if (bcc_lookup(s, c->rcpt_bcc, c->nrcpt_bcc, "recipient_bcc_maps", r) < 0)
-			rc = -1;
-		free(r);
-	}
-	if (rc < 0)
+	if (smtpd_bcc_auto(s->conf, &s->env, s->qid) < 0)
 		return -1;
 	for (const char *p = buf_str(&s->txn_bcc), *nl; (nl = strchr(p, '\n')) != NULL;
 	     p = nl + 1) {
@@ -138,7 +149,5 @@ int smtpd_bcc_apply(struct smtpd_session *s)
 		bcc_add(s, one, "BCC action");
 		free(one);
 	}
-	if (c->always_bcc && *c->always_bcc && nrcpt > 0)
-		bcc_add(s, c->always_bcc, "always_bcc");
 	return 0;
 }

@@ -211,11 +211,16 @@ int smtpd_check_domain_final(struct smtpd_session *s, const char *domain, struct
 	return cls == CLASS_LOCAL || cls == CLASS_VIRTUAL;
 }
 
+int smtpd_conf_domain_local(const struct smtpd_conf *c, const char *domain, struct buf *err)
+{
+	if (strcasecmp(domain, c->myorigin) == 0)
+		return 1;
+	return matchlist_domain(c->checks->mydestination, domain, err);
+}
+
 int smtpd_check_domain_local(struct smtpd_session *s, const char *domain, struct buf *err)
 {
-	if (strcasecmp(domain, s->conf->myorigin) == 0)
-		return 1;
-	return matchlist_domain(s->conf->checks->mydestination, domain, err);
+	return smtpd_conf_domain_local(s->conf, domain, err);
 }
 
 int smtpd_check_rcpt_authorized(struct restr_eval *ev)

@@ -247,6 +247,7 @@ int smtpd_check_delay_reject(const struct smtpd_conf *conf);
  * (0), lookup error (-1, reply set); implicit address validation. */
 int smtpd_check_domain_final(struct smtpd_session *s, const char *domain, struct buf *err);
 int smtpd_check_domain_local(struct smtpd_session *s, const char *domain, struct buf *err);
+int smtpd_conf_domain_local(const struct smtpd_conf *c, const char *domain, struct buf *err);
 int smtpd_check_rcpt_authorized(struct restr_eval *ev);
 int smtpd_check_rcpt_maps(struct restr_eval *ev);
 int smtpd_check_sender_maps(struct restr_eval *ev);

@@ -106,3 +106,18 @@ def test_bcc_map_failure_refuses_the_message_for_now(config_dir, start_program, 
     wait_log(config_dir, r"sender_bcc_maps lookup error for alice@example\.test")
     assert harness.run_tern("queue", "list", config_dir=config_dir,
                             check=True)[1].count("alice@example.test") == 0
+
+
+def test_automatic_bcc_for_locally_submitted_mail(config_dir, start_program):
+    """Postfix's cleanup makes the copies for all mail: sendmail too."""
+    import os
+    import subprocess
+    table = config_dir.write_table("sbcc", "alice@example.test archive@example.test\n")
+    start_ternd(config_dir, start_program, sender_bcc_maps="texthash:%s" % table)
+    p = subprocess.run([str(harness.tern_bin("sendmail")), "-f", "alice@example.test",
+                        "joe@example.test"],
+                       input=b"Subject: local\n\nbody\n", capture_output=True, timeout=20,
+                       env=dict(os.environ, TERN_CONFIG_DIR=str(config_dir.path)))
+    assert p.returncode == 0, p.stderr
+    assert subjects(mailbox(config_dir, "joe", 1)) == ["local"]
+    assert subjects(mailbox(config_dir, "archive", 1)) == ["local"]
