@@ -209,6 +209,7 @@ const struct cfg_param tern_params[] = {
 	SIZE("bounce_size_limit", "50000", "most of the original message returned in a bounce, in bytes"),
 
 	/* BCC and content checks. */
+	STR("content_filter", "", "transport:destination every message received is sent to first (an after-queue filter)"),
 	STR("always_bcc", "", "address that receives a copy of every message"),
 	MAPS("sender_bcc_maps", "", "copy addresses by sender"),
 	MAPS("recipient_bcc_maps", "", "copy addresses by recipient"),

@@ -245,6 +245,21 @@ static void deliver_will_block(struct deliver_msg *m, const char *transport, int
 	m->on_slow(m->slow_arg);
 }
 
+/* A content filter (FILTER action, content_filter) takes every queue
+ * recipient: "transport:destination"; an empty destination keeps the
+ * recipient's own next hop. */
+static void deliver_filter_route(const char *filter, struct route *rt)
+{
+	const char *colon = strchr(filter, ':');
+
+	if (colon == NULL)
+		return;
+	buf_set(&rt->transport, "");
+	buf_append(&rt->transport, filter, (size_t)(colon - filter));
+	if (colon[1] != 0)
+		buf_set(&rt->nexthop, colon + 1);
+}
+
 /* deliver_rcpts_route - route each recipient and run every transport
  * but the SMTP family now; prepare one SMTP job per destination into
  * jobs (*nj). */
@@ -265,7 +280,11 @@ static void deliver_rcpts_route(struct deliver_rcpt **rs, size_t n, struct deliv
 		if (route_resolve(rs[i]->msg->conf->route, rs[i]->addr, &rt[i], &err) < 0) {
 			deliver_report(rs[i], "none", "4.3.0", "%s", buf_str(&err));
 			done[i] = 1;
-		} else if (!deliver_is_smtp(buf_str(&rt[i].transport))) {
+			continue;
+		}
+		if (rs[i]->depth == 0 && rs[i]->msg->env->filter != NULL)
+			deliver_filter_route(rs[i]->msg->env->filter, &rt[i]);
+		if (!deliver_is_smtp(buf_str(&rt[i].transport))) {
 			deliver_will_block(rs[i]->msg, buf_str(&rt[i].transport), &slow);
 			deliver_transport_run(rs[i], &rt[i]);
 			done[i] = 1;

@@ -372,6 +372,8 @@ static int pickup_file(struct pickup *p, const char *name)
 		pickup_build(p, &data, body);
 		/* Automatic BCC, as for SMTP mail (Postfix: cleanup, all mail);
 		 * a map that fails leaves the file for the next scan. */
+		if (p->bcc != NULL)
+			smtpd_filter_set(p->bcc, NULL, &p->env); /* content_filter */
 		if (p->bcc != NULL && smtpd_bcc_auto(p->bcc, &p->env, p->qid) < 0) {
 			msg_warn("%s: automatic BCC lookup failed -- will try again", p->path.data);
 			rc = 0;

@@ -41,6 +41,7 @@ void queue_env_free(struct queue_env *env)
 	free(env->sender), free(env->ret), free(env->envid);
 	free(env->client_name), free(env->client_addr), free(env->helo), free(env->protocol);
 	free(env->sasl_username);
+	free(env->filter);
 	queue_env_init(env);
 }
 

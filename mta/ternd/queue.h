@@ -86,6 +86,7 @@ struct queue_env {
 	size_t size;					   /* content bytes */
 	int delay_warned; /* queue_load(): a delay warning was sent already */
 	int hold;	  /* queue_submit(): commit it straight into the hold queue */
+	char *filter;	  /* content filter "transport:destination" (FILTER), or NULL */
 };
 
 void queue_env_init(struct queue_env *env);

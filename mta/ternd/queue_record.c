@@ -34,6 +34,7 @@ enum {
 	QENV_NEXT = 'N',  /* i64 next attempt */
 	QENV_REASON = 'W',
 	QENV_WARNED = 'd', /* u8 1: a delay warning was sent; absent: none */
+	QENV_FILTER = 'x', /* content filter transport:destination; absent: none */
 };
 
 void qrec_put_u32(unsigned char *p, uint32_t v)
@@ -159,6 +160,7 @@ static void qenv_encode(struct buf *b, const struct queue_env *env, const struct
 	qenv_put_str(b, QENV_HELO, env->helo);
 	qenv_put_str(b, QENV_PROTOCOL, env->protocol);
 	qenv_put_str(b, QENV_SASL_USER, env->sasl_username);
+	qenv_put_str(b, QENV_FILTER, env->filter);
 	qenv_put_i64(b, QENV_SIZE, (int64_t)clen);
 	flags = (unsigned char)st->state;
 	qenv_put(b, QENV_STATE, &flags, 1);
@@ -309,6 +311,9 @@ static int qenv_decode_str(struct queue_env *env, struct buf *reason, int tag,
 		break;
 	case QENV_SASL_USER:
 		dst = &env->sasl_username;
+		break;
+	case QENV_FILTER:
+		dst = &env->filter;
 		break;
 	case QENV_REASON:
 		break;

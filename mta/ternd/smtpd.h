@@ -37,6 +37,9 @@ void smtpd_conf_unref(struct smtpd_conf *conf);
  * (the copy must not be lost), try again later. */
 struct queue_env;
 int smtpd_bcc_auto(const struct smtpd_conf *c, struct queue_env *env, const char *qid);
+/* The content filter of a message: the FILTER action's (filter, may be
+ * NULL), else content_filter; recorded in the envelope (env->filter). */
+void smtpd_filter_set(const struct smtpd_conf *c, const char *filter, struct queue_env *env);
 
 /* Callbacks the engine gives the SMTP server (all optional). */
 struct smtpd_hooks {

@@ -128,6 +128,14 @@ int smtpd_bcc_auto(const struct smtpd_conf *c, struct queue_env *env, const char
 	return rc;
 }
 
+void smtpd_filter_set(const struct smtpd_conf *c, const char *filter, struct queue_env *env)
+{
+	const char *f = filter && *filter ? filter : c->content_filter;
+
+	free(env->filter);
+	env->filter = f && *f ? xstrdup(f) : NULL;
+}
+
 int smtpd_bcc_apply(struct smtpd_session *s)
 {
 	if (s->txn_redirect) { /* REDIRECT: the only recipient from now on */

@@ -607,6 +607,10 @@ static void check_finish(struct smtpd_check_req *r, int st)
 		free(s->txn_redirect);
 		s->txn_redirect = xstrdup(ev->redirect);
 	}
+	if (ev->filter) {
+		free(s->txn_filter);
+		s->txn_filter = xstrdup(ev->filter);
+	}
 	for (line = ev->bcc.len ? strtok_r(ev->bcc.data, "\n", &save) : NULL; line;
 	     line = strtok_r(NULL, "\n", &save))
 		check_add_line(&s->txn_bcc, line, 1);

@@ -51,6 +51,7 @@ void smtpd_txn_reset(struct smtpd_session *s)
 	s->bdat_err = 0;
 	s->txn_hold = s->txn_discard = 0;
 	cmd_free_str(&s->txn_redirect);
+	cmd_free_str(&s->txn_filter);
 	buf_reset(&s->txn_bcc);
 	buf_reset(&s->txn_prepend);
 	cmd_free_str(&s->pend_raw);

@@ -192,7 +192,8 @@ static int conf_strings(struct cfg *cfg, const char *l, struct smtpd_conf *c, st
 	    conf_str(cfg, l, "recipient_delimiter", &c->rcpt_delim, err) < 0 ||
 	    conf_str(cfg, l, "compatibility_level", &c->compat_level, err) < 0 ||
 	    conf_str(cfg, l, "mail_version", &c->mail_version, err) < 0 ||
-	    conf_str(cfg, l, "always_bcc", &c->always_bcc, err) < 0)
+	    conf_str(cfg, l, "always_bcc", &c->always_bcc, err) < 0 ||
+	    conf_str(cfg, l, "content_filter", &c->content_filter, err) < 0)
 		return -1;
 	return 0;
 }
@@ -301,6 +302,7 @@ void smtpd_conf_unref(struct smtpd_conf *c)
 	free(c->compat_level);
 	free(c->mail_version);
 	free(c->always_bcc);
+	free(c->content_filter);
 	conf_maps_free(c->sender_bcc, c->nsender_bcc);
 	conf_maps_free(c->rcpt_bcc, c->nrcpt_bcc);
 	matchlist_free(c->mynetworks);

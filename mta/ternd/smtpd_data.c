@@ -229,6 +229,7 @@ static void data_submit(struct smtpd_session *s)
 	/* Reading stays on (arming and disarming it costs two epoll_ctl per
 	 * message); session_input() leaves what arrives until the commit. */
 	s->env.hold = s->txn_hold; /* HOLD: committed into the hold queue */
+	smtpd_filter_set(s->conf, s->txn_filter, &s->env);
 	queue_submit(s->q, s->qid, &s->env, msg.data, msg.len, s->base, data_queued, s);
 	buf_free(&msg);
 }

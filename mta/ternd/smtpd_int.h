@@ -61,6 +61,7 @@ struct smtpd_conf {
 	char *rcpt_delim;
 	char *compat_level, *mail_version; /* sent to policy services */
 	char *always_bcc;
+	char *content_filter; /* content_filter: transport:destination, "" = none */
 	struct table **sender_bcc, **rcpt_bcc; /* sender_bcc_maps, recipient_bcc_maps */
 	size_t nsender_bcc, nrcpt_bcc;
 	long long size_limit, line_limit, rcpt_limit, soft_limit, hard_limit, junk_limit;
@@ -172,6 +173,7 @@ struct smtpd_session {
 	/* effects of access actions on the transaction */
 	int txn_hold, txn_discard;
 	char *txn_redirect;
+	char *txn_filter; /* FILTER transport:destination (access action) */
 	struct buf txn_bcc, txn_prepend; /* '\n'-separated */
 
 	/* transaction */

@@ -522,11 +522,13 @@ static int restr_table_result(struct restr_eval *ev, const char *table, const ch
 				 table, datum);
 			return RESTR_DUNNO;
 		}
-		/* The queue has no per-message content filter route: say so
-		 * instead of pretending (the message is delivered normally). */
-		msg_warn("access table %s entry \"%s\": action FILTER %s is not supported by Tern "
-			 "and is ignored",
-			 table, datum, text);
+		/* The message goes to transport:destination instead of its
+		 * recipients' routes (queued with it); the last FILTER wins. */
+		buf_printf(&t, "<%s>: %s triggers FILTER %s", reply_name, reply_class, text);
+		restr_log_whatsup(ev, "filter", buf_str(&t));
+		buf_free(&t);
+		free(ev->filter);
+		ev->filter = xstrdup(text);
 		return RESTR_DUNNO;
 	}
 	if (restr_word_is(value, len, "HOLD")) {

@@ -400,6 +400,7 @@ static void session_free(struct smtpd_session *s)
 	buf_free(&s->txn_bcc);
 	buf_free(&s->txn_prepend);
 	free(s->txn_redirect);
+	free(s->txn_filter);
 	free(s->access_denied);
 	free(s->server_addr);
 	free(s->server_port);
