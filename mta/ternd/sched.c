@@ -15,8 +15,10 @@
  *
  * SMTP and LMTP deliveries run on the engine loops: the worker hands them
  * over and takes the next message; when their last recipient is reported
- * the message comes back (sched.finished) and a worker journals it. At
- * most qmgr_message_active_limit messages are out like that.
+ * the loop finishes the message itself if nothing can block (every
+ * recipient done, no notice: only non-waiting journal records), else it
+ * comes back (sched.finished) and a worker journals it. At most
+ * qmgr_message_active_limit messages are out like that.
  * Pitfalls: a claim must always end (journal or queue_unclaim), except at
  * shutdown, when claims simply die with the process; bounce notices are
  * queued before recipients are marked bounced.
@@ -354,12 +356,39 @@ static void sched_slow(void *arg)
 	pthread_mutex_unlock(&s->lock);
 }
 
-/* deliver_rcpts_start()'s done: on an event loop; a worker journals it. */
+/* Can the loop that reported the last recipient finish the message
+ * itself? Yes when nothing can block: no notice to queue (a commit wait)
+ * and no deferral to journal (queue_defer waits for the disk) — then
+ * only non-waiting "recipient done" records remain, and the hop back to
+ * a worker (two thread switches per message) is saved. */
+static int sched_msg_quick(const struct sched_msg *sm)
+{
+	if (sm->m.nfailed > 0)
+		return 0;
+	for (size_t j = 0; j < sm->k; j++)
+		if (sm->rs[j].ndeferred > 0 || sm->rs[j].nsent + sm->rs[j].nbounced == 0)
+			return 0;
+	return 1;
+}
+
+/* deliver_rcpts_start()'s done: on an event loop; a worker journals it
+ * unless it can be finished here (sched_msg_quick). */
 static void sched_msg_done(void *arg)
 {
 	struct sched_msg *sm = arg;
 	struct sched *s = sm->s;
 
+	if (sched_msg_quick(sm)) {
+		sched_message_finish(sm);
+		pthread_mutex_lock(&s->lock);
+		if (s->inflight-- == s->active_limit) { /* workers stopped claiming: go on */
+			s->kicked = 1;
+			if (sched_need_worker(s))
+				sched_signal(s);
+		}
+		pthread_mutex_unlock(&s->lock);
+		return;
+	}
 	pthread_mutex_lock(&s->lock);
 	sm->next = NULL;
 	if (s->finished_tail)
