@@ -35,7 +35,8 @@ HARDEN  := -fstack-protector-strong -D_FORTIFY_SOURCE=2 -fPIE
 CFLAGS  ?=
 CFLAGS  += -std=gnu11 $(WARN) $(OPT) -g $(HARDEN) $(SANFLAGS) -Ishared $(PKG_CFLAGS) -MMD -MP
 LDFLAGS += -pie -Wl,-z,relro -Wl,-z,now $(SANFLAGS)
-LDLIBS  := $(PKG_LIBS) -lcdb -lpthread
+# -lcrypt: crypt(3) for SMTP AUTH password files (smtpd_sasl.c, tern passwd)
+LDLIBS  := $(PKG_LIBS) -lcdb -lpthread -lcrypt
 
 # libtern: every .c in shared/ except test doubles.
 LIB_SRC := $(wildcard shared/*.c)
@@ -61,7 +62,7 @@ TOOL_BIN  := $(TOOL_SRC:tests/tools/%.c=$(BUILD)/tests/%)
 # (no sanitizers: they are preloaded into sanitized programs too).
 TOOL_BIN  += $(patsubst tests/tools/preload/%.c,$(BUILD)/tests/%.so,$(wildcard tests/tools/preload/*.c))
 
-.PHONY: all deps check tests unit integration install clean format run bench bench-policyd
+.PHONY: all deps check tests unit integration install clean format run run-tls bench bench-policyd
 all: $(LIBTERN) $(PROGRAMS)
 
 $(BUILD)/%.o: %.c
@@ -117,6 +118,8 @@ $(BUILD)/fuzz/fuzz_policyd: tests/fuzz/fuzz_policyd.c $(filter-out policyd/main.
 $(BUILD)/bin/tern: $(patsubst %.c,$(BUILD)/%.o,$(wildcard mta/ternd/queue*.c))
 # "tern explain" runs ternd's access-check engine (smtpd_*.c).
 $(BUILD)/bin/tern: $(patsubst %.c,$(BUILD)/%.o,$(wildcard mta/ternd/smtpd_*.c))
+# ... and the milter client in it resolves routes ({rcpt_mailer} macros).
+$(BUILD)/bin/tern: $(BUILD)/mta/ternd/route.o
 
 # ternd's own modules are unit-tested too: test_ternd_<x>.c links every
 # ternd object but main.o.
@@ -143,10 +146,10 @@ DEPS_BUILD := build-essential pkg-config clang libevent-dev libssl-dev \
 	libcdb-dev liblmdb-dev libhiredis-dev libsqlite3-dev libcmocka-dev libicu-dev
 DEPS_TEST  := python3 python3-pytest python3-milter python3-dkim sqlite3 \
 	postfix postfix-pcre postfix-cdb swaks dnsmasq opendkim opendkim-tools \
-	postgrey postfix-policyd-spf-python pflogsumm redis-server
+	postgrey postfix-policyd-spf-python pflogsumm redis-server dovecot-core
 # Daemons the test peers bring along: installed, never left running or enabled.
 # As root, deps also creates the system user "tern" (mail_owner's default).
-DEPS_DAEMONS := postfix opendkim postgrey dnsmasq redis-server
+DEPS_DAEMONS := postfix opendkim postgrey dnsmasq redis-server dovecot
 
 deps:
 	@missing=$$(dpkg-query -W -f='$${Package} $${db:Status-Status}\n' $(DEPS_BUILD) $(DEPS_TEST) 2>/dev/null \
@@ -211,6 +214,7 @@ run:
 	@$(MAKE) --no-print-directory all
 	@mkdir -p run/mail
 	@[ run/tern.conf -nt conf/run/tern.conf ] || cp conf/run/tern.conf run/tern.conf
+	@$(MAKE) --no-print-directory run-tls RUNDIR=run
 	@# As root, ternd drops to the unprivileged "tern" user (made by deps);
 	@# otherwise it runs as whoever started it.
 	@if [ "$$(id -u)" = 0 ]; then $(BUILD)/bin/tern conf -c run -e mail_owner=tern >/dev/null; \
@@ -231,7 +235,26 @@ run:
 	@echo "  ."
 	@echo "  quit"
 	@echo "It lands in $(CURDIR)/run/mail/example.test/joe/new/ (alice@example.test: run/mail/example.test/alice/new/)."
+	@echo "STARTTLS (seed 001): openssl s_client -connect 127.0.0.1:2525 -starttls smtp"
+	@echo "Submission with AUTH PLAIN: openssl s_client -connect 127.0.0.1:2587 -starttls smtp"
+	@echo "  ehlo me"
+	@echo "  AUTH PLAIN $$(printf '\0alice@example.test\0alice-secret' | base64)"
+	@echo "  (or: swaks --server 127.0.0.1:2587 --tls --auth PLAIN --auth-user alice@example.test --auth-password alice-secret --to joe@example.test)"
 	exec $(BUILD)/bin/ternd -f -c run
+
+# TLS and AUTH for the sandbox in $(RUNDIR) (docs/tls.md): a self-signed
+# certificate for localhost and the demo login alice@example.test /
+# alice-secret, each made once (tests/integration/test_smtpd_tls.py runs it).
+RUNDIR ?= run
+run-tls: $(BUILD)/bin/tern
+	@mkdir -p $(RUNDIR)/tls; [ -s $(RUNDIR)/tls/localhost.pem ] || { \
+		openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj /CN=localhost \
+			-addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+			-keyout $(RUNDIR)/tls/key.tmp -out $(RUNDIR)/tls/cert.tmp 2>/dev/null && \
+		cat $(RUNDIR)/tls/key.tmp $(RUNDIR)/tls/cert.tmp > $(RUNDIR)/tls/localhost.pem && \
+		chmod 600 $(RUNDIR)/tls/localhost.pem && rm -f $(RUNDIR)/tls/key.tmp $(RUNDIR)/tls/cert.tmp; }
+	@[ -s $(RUNDIR)/sasl_passwd ] || echo alice-secret | \
+		$(BUILD)/bin/tern passwd $(RUNDIR)/sasl_passwd alice@example.test
 
 # make bench: Tern vs a private Postfix instance on this machine (root;
 # see tests/bench/README.md). Table to stdout, JSON to $(BUILD)/bench.json.

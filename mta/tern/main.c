@@ -37,6 +37,8 @@ static const struct tern_command tern_commands[] = {
      "[-c DIR] [--listener NAME] --client ADDR [--name HOST] [--reverse-name HOST] "
      "[--helo NAME] --from ADDR --to ADDR [--to ADDR...]",
      "dry-run the access restrictions for one SMTP session, step by step"},
+    {"passwd", cmd_passwd, "[-m yescrypt|sha512] [-d] FILE USER",
+     "set USER's SMTP AUTH password (read from stdin) in FILE; -d deletes USER"},
     {"help", cmd_help, "[COMMAND]", "show commands, or one command's usage"},
 };
 #define TERN_NCOMMANDS (sizeof(tern_commands) / sizeof(tern_commands[0]))

@@ -28,6 +28,7 @@ int cmd_queue(int argc, char **argv);
 int cmd_delivery(int argc, char **argv);
 int cmd_log(int argc, char **argv);
 int cmd_explain(int argc, char **argv);
+int cmd_passwd(int argc, char **argv);
 
 void tern_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int tern_usage(const char *cmd);

@@ -7,6 +7,7 @@
  * Pitfall: a command returns -1 only for a 4xx/5xx reply (it counts).
  */
 #include "smtpd_int.h"
+#include "smtpd_milter.h"
 
 #include "log.h"
 
@@ -36,6 +37,7 @@ static void cmd_free_str(char **p)
 
 void smtpd_txn_reset(struct smtpd_session *s)
 {
+	smtpd_milter_abort(s); /* milters in the middle of this message */
 	queue_env_free(&s->env);
 	queue_env_init(&s->env);
 	cmd_free_str(&s->sender_raw);
@@ -58,6 +60,7 @@ void smtpd_txn_reset(struct smtpd_session *s)
 	cmd_free_str(&s->pend_canon);
 	cmd_free_str(&s->pend_orcpt);
 	cmd_free_str(&s->bdat_denied);
+	cmd_free_str(&s->sasl_sender);
 	smtpd_data_release(s);
 }
 
@@ -115,6 +118,20 @@ static void cmd_helo_apply(struct smtpd_session *s, const char *helo, int esmtp)
 
 static void cmd_ehlo_reply(struct smtpd_session *s);
 
+/* The milters saw HELO: only their 421 refuses it (smtpd_milter.c). */
+static void cmd_helo_milter(struct smtpd_session *s, int rc, const char *reply)
+{
+	if (rc < 0) {
+		s->check_disconnect = 1;
+		smtpd_reply(s, "%s", reply);
+	} else if (s->check_cmd == SMTPD_C_EHLO) {
+		cmd_ehlo_reply(s);
+	} else {
+		smtpd_reply(s, "250 %s", s->conf->myhostname);
+	}
+	smtpd_cmd_done(s, rc);
+}
+
 /* smtpd_delay_reject = no: smtpd_helo_restrictions decide now. */
 static void cmd_helo_checked(struct smtpd_session *s, int rc, const char *reply)
 {
@@ -126,6 +143,11 @@ static void cmd_helo_checked(struct smtpd_session *s, int rc, const char *reply)
 		smtpd_reply(s, "%s", reply);
 	} else {
 		cmd_helo_apply(s, helo, esmtp);
+		if (smtpd_milter_on(s)) {
+			free(helo);
+			smtpd_milter_helo(s, cmd_helo_milter);
+			return;
+		}
 		if (esmtp)
 			cmd_ehlo_reply(s);
 		else
@@ -157,6 +179,11 @@ static int cmd_helo_common(struct smtpd_session *s, int argc, char **argv, int e
 	}
 	cmd_helo_apply(s, buf_str(&helo), esmtp);
 	buf_free(&helo);
+	if (smtpd_milter_on(s)) {
+		s->check_cmd = esmtp ? SMTPD_C_EHLO : SMTPD_C_HELO;
+		smtpd_milter_helo(s, cmd_helo_milter);
+		return SMTPD_CMD_PENDING;
+	}
 	return 0;
 }
 
@@ -183,7 +210,8 @@ static int cmd_ehlo(struct smtpd_session *s, int argc, char **argv, const char *
 static void cmd_ehlo_reply(struct smtpd_session *s)
 {
 	const struct smtpd_conf *c = s->conf;
-	int d = c->ehlo_discard;
+	int d = c->ehlo_discard, broken = 0;
+	const char *auth;
 	struct buf r = BUF_INIT;
 
 	/* Postfix's order (smtpd.c ehlo_cmd()); ETRN is not offered: no flush. */
@@ -198,6 +226,13 @@ static void cmd_ehlo_reply(struct smtpd_session *s)
 	}
 	if (!(d & SMTPD_EHLO_VRFY) && !c->disable_vrfy)
 		buf_puts(&r, "\r\n250-VRFY");
+	if (smtpd_tls_offer(s))
+		buf_puts(&r, "\r\n250-STARTTLS");
+	if ((auth = smtpd_sasl_offer(s, &broken)) != NULL) {
+		buf_printf(&r, "\r\n250-AUTH %s", auth);
+		if (broken) /* RFC 2554 drafts: "AUTH=" for old Outlook */
+			buf_printf(&r, "\r\n250-AUTH=%s", auth);
+	}
 	if (!(d & SMTPD_EHLO_XCLIENT) && smtpd_client_trusted(s, c->xclient_hosts))
 		buf_puts(&r, "\r\n250-XCLIENT NAME ADDR PROTO HELO REVERSE_NAME PORT LOGIN");
 	if (!(d & SMTPD_EHLO_ENHANCED))
@@ -255,6 +290,9 @@ static int mail_param(struct smtpd_session *s, void *ctx, char *p)
 			return -1;
 		}
 		s->env.ret = xstrdup(v);
+	} else if (nl == 4 && strncasecmp(p, "AUTH", 4) == 0 && v) {
+		if (smtpd_sasl_mail_param(s, v) < 0)
+			return -1;
 	} else if (nl == 5 && strncasecmp(p, "ENVID", 5) == 0 && v) {
 		if (s->env.envid || !*v || strlen(v) > 100 || !cmd_xtext_ok(v)) {
 			smtpd_reply(s, "501 5.5.4 Bad ENVID parameter syntax");
@@ -371,9 +409,27 @@ static void cmd_mail_accept(struct smtpd_session *s)
 	smtpd_reply(s, "250 2.1.0 Ok");
 }
 
+/* The milters saw MAIL (after our own checks). */
+static void cmd_mail_milter(struct smtpd_session *s, int rc, const char *reply)
+{
+	if (rc < 0) {
+		smtpd_txn_reset(s);
+		smtpd_reply(s, "%s", reply);
+		if (strncmp(reply, "421", 3) == 0)
+			s->check_disconnect = 1;
+	} else {
+		cmd_mail_accept(s);
+	}
+	smtpd_cmd_done(s, rc);
+}
+
 /* smtpd_delay_reject = no: smtpd_sender_restrictions decide now. */
 static void cmd_mail_checked(struct smtpd_session *s, int rc, const char *reply)
 {
+	if (rc == 0 && smtpd_milter_on(s)) {
+		smtpd_milter_mail(s, cmd_mail_milter);
+		return;
+	}
 	if (rc < 0) {
 		smtpd_txn_reset(s);
 		smtpd_reply(s, "%s", reply);
@@ -400,14 +456,22 @@ static int cmd_mail(struct smtpd_session *s, int argc, char **argv, const char *
 		return -1;
 	}
 	smtpd_txn_reset(s);
+	if (s->sasl_username) /* queued with the message; milters' {auth_authen} */
+		s->env.sasl_username = xstrdup(s->sasl_username);
 	if (mail_sender(s, arg, &params) < 0 || cmd_params(s, params, mail_param, NULL) < 0) {
 		smtpd_txn_reset(s);
 		return -1;
 	}
+	smtpd_milter_args(s, arg);
 	if (smtpd_check_has(s->conf, SMTPD_STAGE_MAIL)) {
 		s->check_cmd = SMTPD_C_MAIL;
 		smtpd_check_start(s, SMTPD_STAGE_MAIL, s->sender_raw, s->env.sender,
 				  cmd_mail_checked);
+		return SMTPD_CMD_PENDING;
+	}
+	if (smtpd_milter_on(s)) {
+		s->check_cmd = SMTPD_C_MAIL;
+		smtpd_milter_mail(s, cmd_mail_milter);
 		return SMTPD_CMD_PENDING;
 	}
 	cmd_mail_accept(s);
@@ -482,7 +546,13 @@ static void rcpt_accept(struct smtpd_session *s)
 	if (!s->have_qid) { /* Postfix: the queue file exists from the first RCPT */
 		queue_id_new(s->q, s->qid);
 		s->have_qid = 1;
-		msg_qid(s->qid, "client=%s", s->client.namaddr);
+		if (s->sasl_username) /* Postfix: ", sasl_method=..., sasl_username=..." */
+			msg_qid(s->qid, "client=%s, sasl_method=%s, sasl_username=%s%s%s",
+				s->client.namaddr, s->sasl_method, s->sasl_username,
+				s->sasl_sender ? ", sasl_sender=" : "",
+				s->sasl_sender ? s->sasl_sender : "");
+		else
+			msg_qid(s->qid, "client=%s", s->client.namaddr);
 	}
 	if (s->first_rcpt == NULL)
 		s->first_rcpt = xstrdup(s->pend_raw);
@@ -490,8 +560,27 @@ static void rcpt_accept(struct smtpd_session *s)
 	smtpd_reply(s, "250 2.1.5 Ok");
 }
 
+static void rcpt_checked(struct smtpd_session *s, int rc, const char *reply);
+
+/* The milters saw the accepted RCPT: a refusal is for this one only. */
+static void rcpt_milter(struct smtpd_session *s, int rc, const char *reply)
+{
+	if (rc < 0 && strncmp(reply, "421", 3) == 0)
+		s->check_disconnect = 1;
+	rcpt_checked(s, rc < 0 ? -2 : 1, reply); /* -2, 1: the milters had it */
+}
+
 static void rcpt_checked(struct smtpd_session *s, int rc, const char *reply)
 {
+	if (rc == 0 && smtpd_milter_on(s)) {
+		smtpd_milter_rcpt(s, rcpt_milter);
+		return;
+	}
+	if (rc == -1 && smtpd_milter_on(s)) { /* for milters with SMFIP_RCPT_REJ */
+		smtpd_milter_rcpt_rej(s, reply, rcpt_milter);
+		return;
+	}
+	rc = rc < 0 ? -1 : 0;
 	if (rc < 0)
 		smtpd_reply(s, "%s", reply);
 	else
@@ -557,6 +646,7 @@ static int cmd_rcpt(struct smtpd_session *s, int argc, char **argv, const char *
 		return -1;
 	}
 	s->rcpt_total++;
+	smtpd_milter_args(s, arg);
 	rc = rcpt_addr(s, arg, &rp);
 	free(rp.orcpt);
 	return rc;
@@ -580,8 +670,22 @@ static int data_ready(struct smtpd_session *s)
 
 /* smtpd_data_restrictions decided: 354, or the refusal (the transaction
  * stays, as Postfix's). */
+static void cmd_data_checked(struct smtpd_session *s, int rc, const char *reply);
+
+static void cmd_data_milter(struct smtpd_session *s, int rc, const char *reply)
+{
+	if (rc < 0 && strncmp(reply, "421", 3) == 0)
+		s->check_disconnect = 1;
+	cmd_data_checked(s, rc < 0 ? rc : 1, reply);
+}
+
 static void cmd_data_checked(struct smtpd_session *s, int rc, const char *reply)
 {
+	if (rc == 0 && smtpd_milter_on(s)) { /* rc 1: the milters said yes */
+		smtpd_milter_data(s, cmd_data_milter);
+		return;
+	}
+	rc = rc > 0 ? 0 : rc;
 	if (rc < 0) {
 		smtpd_reply(s, "%s", reply);
 		smtpd_cmd_done(s, rc);
@@ -616,6 +720,11 @@ static int cmd_data(struct smtpd_session *s, int argc, char **argv, const char *
 	if (smtpd_check_has(s->conf, SMTPD_STAGE_DATA)) {
 		s->check_cmd = SMTPD_C_DATA;
 		smtpd_check_start(s, SMTPD_STAGE_DATA, NULL, NULL, cmd_data_checked);
+		return SMTPD_CMD_PENDING;
+	}
+	if (smtpd_milter_on(s)) {
+		s->check_cmd = SMTPD_C_DATA;
+		smtpd_milter_data(s, cmd_data_milter);
 		return SMTPD_CMD_PENDING;
 	}
 	smtpd_data_begin(s);
@@ -779,10 +888,22 @@ static int cmd_xclient(struct smtpd_session *s, int argc, char **argv, const cha
 	return smtpd_xclient_cmd(s, argc, argv);
 }
 
+static int cmd_starttls(struct smtpd_session *s, int argc, char **argv, const char *rest)
+{
+	return smtpd_tls_cmd(s, argc, argv);
+}
+
+static int cmd_auth(struct smtpd_session *s, int argc, char **argv, const char *rest)
+{
+	return smtpd_sasl_cmd(s, argc, argv);
+}
+
 static const struct smtpd_cmd smtpd_cmds[] = {
     {"HELO", SMTPD_C_HELO, cmd_helo, 0},
     {"EHLO", SMTPD_C_EHLO, cmd_ehlo, 0},
     {"XCLIENT", SMTPD_C_XCLIENT, cmd_xclient, 0},
+    {"STARTTLS", SMTPD_C_STARTTLS, cmd_starttls, 0},
+    {"AUTH", SMTPD_C_AUTH, cmd_auth, 0},
     {"MAIL", SMTPD_C_MAIL, cmd_mail, 0},
     {"RCPT", SMTPD_C_RCPT, cmd_rcpt, 0},
     {"DATA", SMTPD_C_DATA, cmd_data, 0},
@@ -872,14 +993,32 @@ static int cmd_hard_limit(struct smtpd_session *s)
 	return -1;
 }
 
+/* The milters saw an unknown command: their refusal, else ours. */
+static void cmd_unknown_milter(struct smtpd_session *s, int rc, const char *reply)
+{
+	smtpd_reply(s, "%s", rc < 0 ? reply : "500 5.5.2 Error: command not recognized");
+	if (rc < 0 && strncmp(reply, "421", 3) == 0) {
+		smtpd_session_close(s);
+		return;
+	}
+	if (s->state == SMTPD_ST_CMD)
+		cmd_hard_limit(s);
+}
+
 void smtpd_cmd_run(struct smtpd_session *s, char *line, int bare_lf)
 {
 	char *argv[CMD_MAXARGS];
 	char *copy = xstrdup(line);
 	const char *rest;
 	const struct smtpd_cmd *cmd;
-	int argc = cmd_split(copy, argv), rc;
+	int argc, rc;
 
+	if (smtpd_sasl_busy(s)) { /* the line answers our 334 (RFC 4954 §4) */
+		free(copy);
+		smtpd_sasl_input(s, line);
+		return;
+	}
+	argc = cmd_split(copy, argv);
 	if (argc == 0) {
 		s->error_count++;
 		smtpd_reply(s, "500 5.5.2 Error: bad syntax");
@@ -893,6 +1032,10 @@ void smtpd_cmd_run(struct smtpd_session *s, char *line, int bare_lf)
 		s->total[SMTPD_C_UNKNOWN]++;
 		s->error_count++;
 		s->last_cmd = "UNKNOWN";
+		if (smtpd_milter_on(s)) { /* a milter may answer it (Postfix) */
+			smtpd_milter_unknown(s, line, cmd_unknown_milter);
+			goto done;
+		}
 		smtpd_reply(s, "500 5.5.2 Error: command not recognized");
 		goto out;
 	}
@@ -909,6 +1052,10 @@ void smtpd_cmd_run(struct smtpd_session *s, char *line, int bare_lf)
 	}
 	cmd_pipelining(s, cmd);
 	if (cmd_bare_lf(s, bare_lf) < 0) {
+		s->error_count++;
+		goto out;
+	}
+	if (smtpd_tls_required(s, cmd->name)) {
 		s->error_count++;
 		goto out;
 	}

@@ -7,6 +7,7 @@
  * the style is (Tern's mynetworks default is loopback, not "host").
  */
 #include "smtpd_int.h"
+#include "smtpd_milter.h"
 
 #include "log.h"
 
@@ -55,6 +56,8 @@ static int conf_ehlo_discard(const struct cfg *cfg, const char *l, int *mask, st
 	    {"smtputf8", SMTPD_EHLO_SMTPUTF8},
 	    {"chunking", SMTPD_EHLO_CHUNKING},
 	    {"xclient", SMTPD_EHLO_XCLIENT},
+	    {"starttls", SMTPD_EHLO_STARTTLS},
+	    {"auth", SMTPD_EHLO_AUTH},
 	    {"silent-discard", SMTPD_EHLO_SILENT},
 	};
 	struct cfg_list items = {NULL, 0};
@@ -178,7 +181,14 @@ static int conf_lists(struct cfg *cfg, const char *l, struct smtpd_conf *c, stru
 	    conf_maps(cfg, l, "recipient_bcc_maps", &c->rcpt_bcc, &c->nrcpt_bcc, err) < 0)
 		return -1;
 	c->checks = smtpd_checks_new(cfg, l, err);
-	return c->checks ? 0 : -1;
+	if (c->checks == NULL)
+		return -1;
+	/* certificates are read here: a reload re-reads them */
+	if ((c->tls = smtpd_tls_conf_new(cfg, l, err)) == NULL ||
+	    (c->sasl = smtpd_sasl_conf_new(cfg, l, err)) == NULL)
+		return -1;
+	c->milters = smtpd_milter_conf_new(cfg, l, "smtpd_milters", err);
+	return c->milters ? 0 : -1;
 }
 
 static int conf_strings(struct cfg *cfg, const char *l, struct smtpd_conf *c, struct buf *err)
@@ -310,5 +320,8 @@ void smtpd_conf_unref(struct smtpd_conf *c)
 	matchlist_free(c->xclient_hosts);
 	matchlist_free(c->event_exceptions);
 	smtpd_checks_free(c->checks);
+	smtpd_tls_conf_free(c->tls);
+	smtpd_sasl_conf_free(c->sasl);
+	smtpd_milter_conf_free(c->milters);
 	free(c);
 }

@@ -8,6 +8,7 @@
  * "<CR>.<CR>"... are content, never the end; memory is bounded per read.
  */
 #include "smtpd_int.h"
+#include "smtpd_milter.h"
 
 #include "log.h"
 
@@ -193,10 +194,30 @@ static void data_discard(struct smtpd_session *s)
 	smtpd_txn_reset(s);
 }
 
+static void data_commit(struct smtpd_session *s, const struct buf *msg, time_t now);
+
+/* The milters decided, their edits are in s->content and s->env. */
+static void data_milter_done(struct smtpd_session *s, int rc, const char *reply)
+{
+	if (rc < 0) {
+		smtpd_reply(s, "%s", reply);
+		s->error_count++;
+		if (strncmp(reply, "421", 3) == 0)
+			smtpd_session_close(s);
+		else
+			smtpd_txn_reset(s);
+	} else if (s->txn_discard) {
+		data_discard(s);
+	} else {
+		data_commit(s, &s->content, time(NULL));
+	}
+}
+
 static void data_submit(struct smtpd_session *s)
 {
 	struct buf msg = BUF_INIT;
 	time_t now = time(NULL);
+	size_t nprepend = 0;
 
 	if (s->txn_discard) {
 		data_discard(s);
@@ -210,10 +231,25 @@ static void data_submit(struct smtpd_session *s)
 	}
 	/* PREPEND headers (access/policy action) go above our Received:. */
 	for (const char *p = buf_str(&s->txn_prepend), *nl; (nl = strchr(p, '\n')) != NULL;
-	     p = nl + 1)
+	     p = nl + 1) {
 		buf_append(&msg, p, (size_t)(nl - p + 1));
+		nprepend += *p != ' ' && *p != '\t';
+	}
 	smtpd_received_format(s, now, &msg);
 	buf_append(&msg, s->content.data ? s->content.data : "", s->content.len);
+	if (smtpd_milter_on(s)) { /* they see all but our Received: and edit it */
+		struct buf old = s->content;
+		s->content = msg;
+		buf_free(&old);
+		smtpd_milter_content(s, &s->content, nprepend, data_milter_done);
+		return;
+	}
+	data_commit(s, &msg, now);
+	buf_free(&msg);
+}
+
+static void data_commit(struct smtpd_session *s, const struct buf *msg, time_t now)
+{
 	free(s->env.client_name);
 	free(s->env.client_addr);
 	free(s->env.helo);
@@ -221,8 +257,8 @@ static void data_submit(struct smtpd_session *s)
 	s->env.client_name = xstrdup(s->client.name);
 	s->env.client_addr = xstrdup(s->client.addr);
 	s->env.helo = s->helo ? xstrdup(s->helo) : NULL;
-	s->env.protocol = xstrdup(s->esmtp ? "ESMTP" : "SMTP");
-	s->env.size = msg.len;
+	s->env.protocol = xstrdup(smtpd_proto_name(s)); /* ESMTPSA... (RFC 3848) */
+	s->env.size = msg->len;
 	if (s->env.arrival == 0)
 		s->env.arrival = now;
 	s->state = SMTPD_ST_QUEUE;
@@ -230,8 +266,7 @@ static void data_submit(struct smtpd_session *s)
 	 * message); session_input() leaves what arrives until the commit. */
 	s->env.hold = s->txn_hold; /* HOLD: committed into the hold queue */
 	smtpd_filter_set(s->conf, s->txn_filter, &s->env);
-	queue_submit(s->q, s->qid, &s->env, msg.data, msg.len, s->base, data_queued, s);
-	buf_free(&msg);
+	queue_submit(s->q, s->qid, &s->env, msg->data, msg->len, s->base, data_queued, s);
 }
 
 /* Refusals at the end of the content; 0 when the message may be queued. */

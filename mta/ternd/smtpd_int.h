@@ -22,6 +22,7 @@
 #include "queue.h"
 #include "smtpd.h"
 #include "smtpd_restr.h"
+#include "smtpd_tls.h"
 #include "table.h"
 
 #include <stddef.h>
@@ -53,6 +54,8 @@ enum smtpd_bare_nl { SMTPD_BARE_NO, SMTPD_BARE_NORMALIZE, SMTPD_BARE_NOTE, SMTPD
 #define SMTPD_EHLO_CHUNKING 0x080
 #define SMTPD_EHLO_XCLIENT 0x100
 #define SMTPD_EHLO_SILENT 0x200 /* "silent-discard": don't log discards */
+#define SMTPD_EHLO_STARTTLS 0x400
+#define SMTPD_EHLO_AUTH 0x800
 
 struct smtpd_conf {
 	int refs;
@@ -75,6 +78,10 @@ struct smtpd_conf {
 	int bare_nl_code;
 	struct matchlist *mynetworks, *bare_nl_exclusions, *xclient_hosts, *event_exceptions;
 	struct smtpd_checks *checks;
+	struct smtpd_tls_conf *tls;   /* smtpd_tls.c: NULL without TLS */
+	struct smtpd_sasl_conf *sasl; /* smtpd_sasl.c: NULL without AUTH */
+	/* smtpd_milters (smtpd_milter_conf.c) */
+	struct smtpd_milter_conf *milters;
 };
 
 /* ---- the session (smtpd_session.c) */
@@ -86,6 +93,7 @@ enum smtpd_state {
 	SMTPD_ST_QUEUE, /* waiting for queue_submit()'s callback */
 	SMTPD_ST_CHECK, /* waiting for an access check (DNS, policy service) */
 	SMTPD_ST_CLOSE, /* flushing the last reply */
+	SMTPD_ST_TLS,	/* TLS handshake (STARTTLS or wrapper mode) */
 };
 
 /* Command statistics, in Postfix's smtpd_cmd_table order for the
@@ -94,6 +102,8 @@ enum smtpd_cmd_id {
 	SMTPD_C_HELO,
 	SMTPD_C_EHLO,
 	SMTPD_C_XCLIENT,
+	SMTPD_C_STARTTLS,
+	SMTPD_C_AUTH,
 	SMTPD_C_MAIL,
 	SMTPD_C_RCPT,
 	SMTPD_C_DATA,
@@ -200,6 +210,14 @@ struct smtpd_session {
 	int bdat_last, bdat_err;
 	size_t bdat_left, bdat_total;
 	const char *bdat_reply; /* sticky error for the remaining chunks */
+
+	struct smtpd_milters *milters; /* milter connections (smtpd_milter.c) */
+
+	/* TLS and AUTH (smtpd_tls.c, smtpd_sasl.c) */
+	struct ssl_st *tls;		   /* established TLS (owned by bev), else NULL */
+	char *sasl_method, *sasl_username; /* after a successful AUTH */
+	char *sasl_sender;		   /* MAIL FROM AUTH=, of this transaction */
+	struct smtpd_sasl_xchg *sasl_xchg; /* AUTH exchange in progress */
 };
 
 /* smtpd_session.c */
@@ -217,6 +235,14 @@ void smtpd_greet(struct smtpd_session *s);
 /* XCLIENT: greet the new client, after the connect checks when check. */
 void smtpd_session_connect_check(struct smtpd_session *s, int check);
 struct resolver *smtpd_resolver(struct smtpd_session *s); /* this loop's */
+/* Put ssl under the session: replies so far leave in plaintext, unread
+ * plaintext input is dropped (CVE-2011-0411), the handshake runs on the
+ * loop (SMTPD_ST_TLS) with timeout_ms; reply (no CRLF) is sent first, in
+ * plaintext. 0, or -1 when it could not start (ssl is freed). */
+int smtpd_session_tls_start(struct smtpd_session *s, struct ssl_st *ssl, long long timeout_ms,
+			    const char *reply);
+/* After the handshake: back to commands (greet first in wrapper mode). */
+void smtpd_session_tls_ready(struct smtpd_session *s, int greet);
 
 /* smtpd_cmd.c */
 void smtpd_cmd_run(struct smtpd_session *s, char *line, int bare_lf);

@@ -897,6 +897,20 @@ static long long restr_act_size(const struct smtpd_session *s)
 	return n;
 }
 
+/* name=xtext(value) (RFC 3461: '+', '=', controls and non-ASCII as +HH). */
+static void restr_attr_xtext(struct buf *b, const char *name, const char *value)
+{
+	struct buf x = BUF_INIT;
+
+	for (const unsigned char *p = (const unsigned char *)value; *p; p++)
+		if (*p < '!' || *p > '~' || *p == '+' || *p == '=')
+			buf_printf(&x, "+%02X", *p);
+		else
+			buf_putc(&x, *p);
+	restr_attr(b, name, buf_str(&x));
+	buf_free(&x);
+}
+
 /* The request, every attribute in Postfix's order (postfix.md §1.2),
  * empty when unknown. */
 static void restr_policy_request(struct restr_eval *ev, const struct policy_service *p,
@@ -931,16 +945,25 @@ static void restr_policy_request(struct restr_eval *ev, const struct policy_serv
 	restr_attr(b, "size", buf_str(&t));
 	restr_attr(b, "etrn_domain", ev->etrn);
 	restr_attr(b, "stress", "");
-	restr_attr(b, "sasl_method", "");
-	restr_attr(b, "sasl_username", "");
-	restr_attr(b, "sasl_sender", "");
-	restr_attr(b, "ccert_subject", "");
-	restr_attr(b, "ccert_issuer", "");
-	restr_attr(b, "ccert_fingerprint", "");
-	restr_attr(b, "ccert_pubkey_fingerprint", "");
-	restr_attr(b, "encryption_protocol", "");
-	restr_attr(b, "encryption_cipher", "");
-	restr_attr(b, "encryption_keysize", "0");
+	restr_attr(b, "sasl_method", s->sasl_method ? s->sasl_method : "");
+	restr_attr(b, "sasl_username", s->sasl_username ? s->sasl_username : "");
+	restr_attr(b, "sasl_sender", s->sasl_sender ? s->sasl_sender : "");
+	{ /* subject and issuer only when trusted; xtext (Postfix 2.2.11+) */
+		struct buf subj = BUF_INIT, iss = BUF_INIT, fp = BUF_INIT, pk = BUF_INIT;
+		if (smtpd_tls_ccert_status(s) == SMTPD_CCERT_TRUSTED)
+			smtpd_tls_ccert_names(s, &subj, &iss);
+		smtpd_tls_ccert_fingerprints(s, &fp, &pk);
+		restr_attr_xtext(b, "ccert_subject", buf_str(&subj));
+		restr_attr_xtext(b, "ccert_issuer", buf_str(&iss));
+		restr_attr(b, "ccert_fingerprint", buf_str(&fp));
+		restr_attr(b, "ccert_pubkey_fingerprint", buf_str(&pk));
+		buf_free(&subj), buf_free(&iss), buf_free(&fp), buf_free(&pk);
+	}
+	restr_attr(b, "encryption_protocol", s->tls ? smtpd_tls_protocol(s) : "");
+	restr_attr(b, "encryption_cipher", s->tls ? smtpd_tls_cipher(s) : "");
+	buf_reset(&t);
+	buf_printf(&t, "%d", smtpd_tls_bits(s, NULL));
+	restr_attr(b, "encryption_keysize", buf_str(&t));
 	restr_attr(b, "policy_context", p->policy_context);
 	restr_attr(b, "compatibility_level", s->conf->compat_level);
 	restr_attr(b, "mail_version", s->conf->mail_version);
@@ -1619,7 +1642,27 @@ static int restr_access(struct restr_eval *ev, enum restr_op op, struct table *t
 			rc = restr_domain_access(ev, t, ev->etrn, ev->etrn, RESTR_NAME_ETRN,
 						 def_acl, &found);
 		break;
-	default: /* check_ccert_access, check_sasl_access: no TLS certificate, no login */
+	case RO_SASL_ACCESS: /* the login name, as a whole */
+		if (s->sasl_username) {
+			table_keys_add(&k, s->sasl_username, strlen(s->sasl_username), 1);
+			rc = restr_access_keys(ev, t, &k, s->sasl_username, s->sasl_username,
+					       "SASL login name", def_acl, &found);
+		}
+		break;
+	case RO_CCERT_ACCESS: { /* certificate, then public key fingerprint */
+		struct buf fp = BUF_INIT, pk = BUF_INIT;
+		smtpd_tls_ccert_fingerprints(s, &fp, &pk);
+		if (fp.len) {
+			table_keys_add(&k, buf_str(&fp), fp.len, 1);
+			table_keys_add(&k, buf_str(&pk), pk.len, 1);
+			rc = restr_access_keys(ev, t, &k, buf_str(&fp), s->client.namaddr,
+					       RESTR_NAME_CLIENT, def_acl, &found);
+		}
+		buf_free(&fp);
+		buf_free(&pk);
+		break;
+	}
+	default:
 		break;
 	}
 	table_keys_free(&k);
@@ -1638,6 +1681,37 @@ static int restr_unauth_dest(struct restr_eval *ev, int defer)
 	 * temporary code (Postfix 3.x). */
 	return restr_reject(ev, 0, defer ? 454 : ev->rc->relay_code, defer ? "4.7.1" : "5.7.1",
 			    "<%s>: Relay access denied", ev->recipient);
+}
+
+/* reject_sender_login_mismatch and its _authenticated_, _unauthenticated_
+ * and _known_ forms (Postfix reject_auth_sender_login_mismatch() and
+ * reject_unauth_sender_login_mismatch()), smtpd_sender_login_maps. */
+static int restr_login_mismatch(struct restr_eval *ev, const struct restr_item *it)
+{
+	struct smtpd_session *s = ev->s;
+	const char *n = it->name;
+	int auth_part = strcmp(n, "reject_unauthenticated_sender_login_mismatch") != 0;
+	int unauth_part = strcmp(n, "reject_authenticated_sender_login_mismatch") != 0;
+	int known_only = strcmp(n, "reject_known_sender_login_mismatch") == 0;
+	struct buf owners = BUF_INIT, err = BUF_INIT;
+	int found, rc = RESTR_DUNNO;
+
+	if (ev->sender == NULL || *ev->sender == 0 || ev->sender_canon == NULL)
+		return RESTR_DUNNO;
+	found = smtpd_sasl_sender_owners(s, ev->sender_canon, &owners, &err);
+	if (found < 0)
+		rc = restr_lookup_error(ev, ev->sender, buf_str(&err));
+	else if (s->sasl_username && auth_part && (found || !known_only) &&
+		 !(found && smtpd_sasl_owner_match(buf_str(&owners), s->sasl_username)))
+		rc = restr_reject(ev, 0, 553, "5.7.1",
+				  "<%s>: Sender address rejected: not owned by user %s", ev->sender,
+				  s->sasl_username);
+	else if (!s->sasl_username && unauth_part && found)
+		rc = restr_reject(ev, 0, 553, "5.7.1",
+				  "<%s>: Sender address rejected: not logged in", ev->sender);
+	buf_free(&owners);
+	buf_free(&err);
+	return rc;
 }
 
 static int restr_builtin(struct restr_eval *ev, const struct restr_item *it, const char *reply_name,
@@ -1676,7 +1750,9 @@ static int restr_builtin(struct restr_eval *ev, const struct restr_item *it, con
 			    "<%s>: %s rejected: Improper use of SMTP command pipelining",
 			    reply_name, reply_class);
 		return RESTR_DUNNO;
-	case RO_PLAINTEXT: /* no TLS in this release: every session is plaintext */
+	case RO_PLAINTEXT:
+		if (s->tls)
+			return RESTR_DUNNO;
 		return restr_reject(ev, 0, rc->plaintext_code, "4.7.1",
 				    "Session encryption is required");
 	case RO_MULTI_RCPT_BOUNCE:
@@ -1702,12 +1778,26 @@ static int restr_builtin(struct restr_eval *ev, const struct restr_item *it, con
 			   ? restr_permit(ev, it->name, reply_class, reply_name, NULL)
 			   : RESTR_DUNNO;
 	case RO_PERMIT_SASL:
-	case RO_PERMIT_TLS_ALL:
-	case RO_PERMIT_TLS:
-	case RO_SENDER_LOGIN_MISMATCH:
-		/* No AUTH and no TLS client certificates in this release: the
-		 * client is never authenticated nor certified. */
+		if (s->sasl_username)
+			return restr_permit(ev, it->name, reply_class, reply_name, NULL);
 		return RESTR_DUNNO;
+	case RO_SENDER_LOGIN_MISMATCH:
+		return restr_login_mismatch(ev, it);
+	case RO_PERMIT_TLS_ALL: /* any certificate with a chain to smtpd_tls_CAfile */
+		if (smtpd_tls_ccert_status(s) == SMTPD_CCERT_TRUSTED)
+			return restr_permit(ev, it->name, reply_class, reply_name, NULL);
+		return RESTR_DUNNO;
+	case RO_PERMIT_TLS: { /* ... whose fingerprint is in relay_clientcerts */
+		struct buf err = BUF_INIT;
+		st = smtpd_tls_ccert_relay(s, &err);
+		if (st < 0)
+			st = restr_lookup_error(ev, s->client.namaddr, buf_str(&err));
+		else
+			st = st ? restr_permit(ev, it->name, reply_class, reply_name, NULL)
+				: RESTR_DUNNO;
+		buf_free(&err);
+		return st;
+	}
 	case RO_UNKNOWN_CLIENT:
 		if (s->client.name_status == 0)
 			return RESTR_DUNNO;

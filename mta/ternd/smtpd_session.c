@@ -10,16 +10,20 @@
  * session may outlive its peer (dead) until the callback arrives.
  */
 #include "smtpd_int.h"
+#include "smtpd_milter.h"
 
 #include "log.h"
 #include "resolver.h"
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
+#include <openssl/ssl.h>
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -276,7 +280,8 @@ static void session_flush(evutil_socket_t fd, short what, void *arg)
 
 	if (s->out.len == 0 || s->dead)
 		return;
-	if (evbuffer_get_length(bufferevent_get_output(s->bev)) == 0) {
+	if (evbuffer_get_length(bufferevent_get_output(s->bev)) == 0 &&
+	    bufferevent_openssl_get_ssl(s->bev) == NULL) { /* TLS: the bufferevent encrypts */
 		n = send(bufferevent_getfd(s->bev), s->out.data, s->out.len,
 			 MSG_NOSIGNAL | MSG_DONTWAIT);
 		if (n < 0)
@@ -338,8 +343,8 @@ static void session_sleep_done(evutil_socket_t fd, short what, void *arg)
 static void session_format_stats(struct smtpd_session *s, struct buf *out)
 {
 	static const char *const names[SMTPD_C_COUNT] = {
-	    "helo", "ehlo", "xclient", "mail", "rcpt", "data",	  "bdat",
-	    "rset", "noop", "vrfy",    "etrn", "quit", "unknown",
+	    "helo", "ehlo", "xclient", "starttls", "auth", "mail", "rcpt",    "data",
+	    "bdat", "rset", "noop",    "vrfy",	   "etrn", "quit", "unknown",
 	};
 	int ok = 0, total = 0;
 
@@ -388,6 +393,7 @@ static void session_free(struct smtpd_session *s)
 	if (s->flush_ev)
 		event_free(s->flush_ev);
 	buf_free(&s->out);
+	smtpd_milter_end(s); /* QUIT to the milters */
 	smtpd_txn_reset(s);
 	smtpd_data_free(s);
 	queue_env_free(&s->env);
@@ -399,6 +405,7 @@ static void session_free(struct smtpd_session *s)
 	buf_free(&s->dip.reason);
 	buf_free(&s->txn_bcc);
 	buf_free(&s->txn_prepend);
+	smtpd_sasl_reset(s);
 	free(s->txn_redirect);
 	free(s->txn_filter);
 	free(s->access_denied);
@@ -442,6 +449,8 @@ int smtpd_session_pending_input(struct smtpd_session *s)
 		return 0;
 	if (evbuffer_get_length(bufferevent_get_input(s->bev)) > 0)
 		return 1;
+	if (bufferevent_openssl_get_ssl(s->bev)) /* decrypted, not yet read */
+		return SSL_pending(bufferevent_openssl_get_ssl(s->bev)) > 0;
 	return recv(bufferevent_getfd(s->bev), &c, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
 }
 
@@ -616,6 +625,15 @@ static void session_event_cb(struct bufferevent *bev, short what, void *arg)
 	struct smtpd_session *s = arg;
 	struct buf after = BUF_INIT;
 
+	if (s->state == SMTPD_ST_TLS) { /* the handshake ended, one way or the other */
+		if (what & BEV_EVENT_CONNECTED) {
+			smtpd_tls_established(s);
+		} else {
+			smtpd_tls_failed(s, what);
+			session_end(s);
+		}
+		return;
+	}
 	if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_READING) &&
 	    (s->state == SMTPD_ST_QUEUE || s->state == SMTPD_ST_CHECK)) {
 		/* waiting for the disk or a check (each has its own deadline),
@@ -666,8 +684,22 @@ static void session_connect_reply(struct smtpd_session *s, int rc, const char *r
 	smtpd_reply(s, "%s", reply);
 }
 
+/* The milters' CONNECT event decided (smtpd_milter.c maps the reply). */
+static void session_connect_milter(struct smtpd_session *s, int rc, const char *reply)
+{
+	session_connect_reply(s, rc, reply);
+	if (rc < 0)
+		s->error_count++;
+	if (rc < 0 && strncmp(reply, "421", 3) == 0)
+		smtpd_session_close(s);
+}
+
 static void session_connect_checked(struct smtpd_session *s, int rc, const char *reply)
 {
+	if (rc == 0 && !s->check_disconnect && smtpd_milter_conf_count(s->conf->milters) > 0) {
+		smtpd_milter_connect(s, session_connect_milter);
+		return;
+	}
 	session_connect_reply(s, rc, reply);
 	if (rc < 0)
 		s->error_count++;
@@ -675,17 +707,34 @@ static void session_connect_checked(struct smtpd_session *s, int rc, const char 
 		smtpd_session_close(s);
 }
 
+/* After XCLIENT: the milters' CONNECT for the new client. */
+static void session_xclient_milter(struct smtpd_session *s, int rc, const char *reply)
+{
+	session_connect_reply(s, rc, reply);
+	if (rc < 0 && strncmp(reply, "421", 3) == 0)
+		s->check_disconnect = 1;
+	smtpd_cmd_done(s, 0);
+}
+
 /* After XCLIENT: the same checks, then the command is done. */
 static void session_xclient_checked(struct smtpd_session *s, int rc, const char *reply)
 {
+	if (rc == 0 && smtpd_milter_conf_count(s->conf->milters) > 0) {
+		smtpd_milter_connect(s, session_xclient_milter);
+		return;
+	}
 	session_connect_reply(s, rc, reply);
 	smtpd_cmd_done(s, 0);
 }
 
 void smtpd_session_connect_check(struct smtpd_session *s, int check)
 {
-	if (check)
+	/* Postfix: the milters see the XCLIENT client as a new connection. */
+	smtpd_milter_end(s);
+	if (smtpd_check_has(s->conf, SMTPD_STAGE_CONNECT))
 		smtpd_check_start(s, SMTPD_STAGE_CONNECT, NULL, NULL, session_xclient_checked);
+	else if (check) /* milters, and no client restrictions */
+		session_xclient_checked(s, 0, "");
 	else
 		smtpd_reply(s, "220 %s", s->conf->banner);
 }
@@ -701,6 +750,8 @@ void smtpd_greet(struct smtpd_session *s)
 	}
 	if (smtpd_check_has(s->conf, SMTPD_STAGE_CONNECT))
 		smtpd_check_start(s, SMTPD_STAGE_CONNECT, NULL, NULL, session_connect_checked);
+	else if (smtpd_milter_conf_count(s->conf->milters) > 0)
+		smtpd_milter_connect(s, session_connect_milter);
 	else
 		smtpd_reply(s, "220 %s", s->conf->banner);
 }
@@ -731,6 +782,10 @@ static void session_ready(struct smtpd_session *s)
 	s->connect_logged = 1;
 	if (session_limits(s) < 0)
 		return;
+	if (smtpd_tls_wrapper(s->conf)) { /* smtps: the greeting follows the handshake */
+		smtpd_tls_wrap(s);
+		return;
+	}
 	bufferevent_enable(s->bev, EV_READ);
 	smtpd_greet(s);
 	session_input(s);
@@ -863,6 +918,14 @@ void smtpd_session_start(struct event_base *base, int fd, const struct sockaddr 
 	session_server_addr(s, local);
 	s->sleep_ev = evtimer_new(base, session_sleep_done, s);
 	s->flush_ev = event_new(base, -1, 0, session_flush, s);
+	if (peer->sa_family == AF_INET || peer->sa_family == AF_INET6) {
+		/* Replies are whole (one write per callback), but TLS adds its
+		 * own records (session tickets after the handshake): without
+		 * this, Nagle holds the next reply for the client's delayed
+		 * ACK, 40 ms per session. */
+		int one = 1;
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	}
 	s->bev = bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE);
 	bufferevent_setcb(s->bev, session_read_cb, session_write_cb, session_event_cb, s);
 	bufferevent_setwatermark(s->bev, EV_READ, 0, SMTPD_IN_HIGH);
@@ -880,6 +943,60 @@ void smtpd_session_start(struct event_base *base, int fd, const struct sockaddr 
 		session_lookup(s);
 	else
 		session_ready(s);
+}
+
+/* ------------------------------------------------------------------ */
+/* TLS (smtpd_tls.c decides, this swaps the transport)                 */
+
+int smtpd_session_tls_start(struct smtpd_session *s, SSL *ssl, long long timeout_ms,
+			    const char *reply)
+{
+	struct bufferevent *old = s->bev, *bev;
+	evutil_socket_t fd = bufferevent_getfd(old);
+	struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+
+	/* "220 2.0.0 Ready to start TLS" (and all before it) in plaintext,
+	 * now (never held by the error sleep: TLS must follow it); a client
+	 * that has not read its earlier replies is not one that waits for
+	 * this one either. */
+	if (reply) {
+		session_write(s, reply, strlen(reply));
+		session_write(s, "\r\n", 2);
+	}
+	session_flush(-1, 0, s);
+	if (evbuffer_get_length(bufferevent_get_output(old)) > 0)
+		goto fail;
+	/* CVE-2011-0411: plaintext read but not executed must never be
+	 * executed as if it came over TLS (smtpd_tls.c refused or logged it). */
+	evbuffer_drain(bufferevent_get_input(old), evbuffer_get_length(bufferevent_get_input(old)));
+	bev = bufferevent_openssl_socket_new(s->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
+					     BEV_OPT_CLOSE_ON_FREE);
+	if (bev == NULL)
+		goto fail;
+	bufferevent_setfd(old, -1); /* the socket now belongs to bev */
+	bufferevent_free(old);
+	s->bev = bev;
+	s->state = SMTPD_ST_TLS;
+	bufferevent_setcb(bev, session_read_cb, session_write_cb, session_event_cb, s);
+	bufferevent_setwatermark(bev, EV_READ, 0, SMTPD_IN_HIGH);
+	bufferevent_set_timeouts(bev, &tv, &tv);
+	bufferevent_enable(bev, EV_READ | EV_WRITE);
+	return 0;
+fail:
+	SSL_free(ssl);
+	return -1;
+}
+
+void smtpd_session_tls_ready(struct smtpd_session *s, int greet)
+{
+	struct timeval tv = {s->conf->timeout_ms / 1000, (s->conf->timeout_ms % 1000) * 1000};
+
+	bufferevent_set_timeouts(s->bev, &tv, &tv);
+	s->state = SMTPD_ST_CMD;
+	if (greet)
+		smtpd_greet(s);
+	if (s->state == SMTPD_ST_CMD || s->state == SMTPD_ST_CHECK)
+		session_input(s);
 }
 
 int smtpd_sessions_active(void)

@@ -7,6 +7,7 @@
  * unless every attribute of the command is valid.
  */
 #include "smtpd_int.h"
+#include "smtpd_milter.h"
 
 #include "log.h"
 
@@ -15,8 +16,8 @@
 #include <string.h>
 
 struct xclient_attrs {
-	char *name, *addr, *port, *proto, *helo, *rev_name;
-	int set_name, set_addr, set_port, set_proto, set_helo, set_rev;
+	char *name, *addr, *port, *proto, *helo, *rev_name, *login;
+	int set_name, set_addr, set_port, set_proto, set_helo, set_rev, set_login;
 	int name_status, rev_status; /* as struct smtpd_client */
 };
 
@@ -122,9 +123,10 @@ static int xclient_attr(struct smtpd_session *s, struct xclient_attrs *a, const 
 		else
 			rc = 0, free(a->helo), a->helo = unav ? NULL : xstrdup(val),
 			a->set_helo = 1;
-	} else if (strcasecmp(name, "LOGIN") == 0 || strcasecmp(name, "DESTADDR") == 0 ||
-		   strcasecmp(name, "DESTPORT") == 0) {
-		rc = 0; /* accepted; no SASL in this release, the server side is unchanged */
+	} else if (strcasecmp(name, "LOGIN") == 0) { /* the SASL login (sasl_method XCLIENT) */
+		rc = 0, free(a->login), a->login = unav ? NULL : xstrdup(val), a->set_login = 1;
+	} else if (strcasecmp(name, "DESTADDR") == 0 || strcasecmp(name, "DESTPORT") == 0) {
+		rc = 0; /* accepted; the server side is unchanged */
 	} else {
 		smtpd_reply(s, "501 5.5.4 Bad XCLIENT attribute name: %s", name);
 	}
@@ -160,6 +162,14 @@ static void xclient_apply(struct smtpd_session *s, struct xclient_attrs *a)
 		s->helo = xstrdup(a->helo);
 	if (a->set_proto)
 		s->esmtp = strcasecmp(a->proto, "ESMTP") == 0;
+	if (a->set_login) {
+		smtpd_sasl_reset(s);
+		if (a->login) {
+			s->sasl_method = xstrdup("XCLIENT");
+			s->sasl_username = xstrdup(a->login);
+			smtpd_printable(s->sasl_username);
+		}
+	}
 	s->xclient_done = 1;
 }
 
@@ -189,7 +199,8 @@ int smtpd_xclient_cmd(struct smtpd_session *s, int argc, char **argv)
 		free(s->access_denied);
 		s->access_denied = NULL;
 		s->check_cmd = SMTPD_C_XCLIENT;
-		if (smtpd_check_has(s->conf, SMTPD_STAGE_CONNECT))
+		if (smtpd_check_has(s->conf, SMTPD_STAGE_CONNECT) ||
+		    smtpd_milter_conf_count(s->conf->milters) > 0) /* milters: CONNECT again */
 			rc = SMTPD_CMD_PENDING;
 		smtpd_session_connect_check(s, rc == SMTPD_CMD_PENDING);
 	}
@@ -199,5 +210,6 @@ int smtpd_xclient_cmd(struct smtpd_session *s, int argc, char **argv)
 	free(a.proto);
 	free(a.helo);
 	free(a.rev_name);
+	free(a.login);
 	return rc;
 }

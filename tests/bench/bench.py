@@ -708,6 +708,120 @@ def idle_rss(build, workdir, nsessions):
     return res
 
 
+# ---- TLS: STARTTLS handshakes, messages over TLS, idle TLS sessions ----------
+
+TLS_IDLE_TARGET_KIB = 64  # issue 7: memory per idle TLS session
+
+
+def tls_cert(workdir):
+    """A self-signed RSA-2048 certificate for both servers (readable by their users)."""
+    d = os.path.join(workdir, "tls")
+    os.makedirs(d, exist_ok=True)
+    os.chmod(d, 0o755)
+    cert, key = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-subj", "/CN=bench.local", "-keyout", key, "-out", cert],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for f in (cert, key):
+        os.chmod(f, 0o644)
+    return cert, key
+
+
+def run_tlsload(build, port, conc, sessions, messages, length, timeout):
+    argv = [os.path.join(build, "tests", "tlsload"), "-c", str(conc), "-s", str(sessions),
+            "-m", str(messages), "-b", str(length), "127.0.0.1", str(port)]
+    try:
+        p = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"exit": None, "error": "tlsload timed out after %d s" % timeout}
+    lines = p.stdout.decode("utf-8", "replace").strip().splitlines()
+    try:
+        res = json.loads(lines[-1])
+    except (IndexError, ValueError):
+        res = {"error": p.stderr.decode("utf-8", "replace").strip()[:300]}
+    res["exit"] = p.returncode
+    return res
+
+
+def tls_idle(build, workdir, over, nsessions):
+    """A fresh ternd; RSS with nsessions idle sessions that did STARTTLS."""
+    tern = Tern(build, workdir, sub="tern-tls-idle", overrides=over)
+    res = {"sessions": nsessions}
+    proc = None
+    try:
+        tern.start()
+        time.sleep(1)
+        res["baseline_kib"] = proc_status(tern.pid, "VmRSS")
+        proc = subprocess.Popen([os.path.join(build, "tests", "tlsload"), "-i", "-s",
+                                 str(nsessions), "127.0.0.1", str(tern.port)],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+        line = proc.stdout.readline().decode().split()
+        res["up"] = int(line[1]) if len(line) == 2 and line[0] == "ready" else 0
+        time.sleep(1)
+        res["with_sessions_kib"] = proc_status(tern.pid, "VmRSS")
+        if res["up"] and res["baseline_kib"] is not None and res["with_sessions_kib"] is not None:
+            res["per_session_kib"] = round((res["with_sessions_kib"] - res["baseline_kib"])
+                                           / res["up"], 2)
+        if res["up"] != nsessions:
+            problem("TLS idle: only %d of %d sessions got through STARTTLS" % (res["up"], nsessions))
+    except RuntimeError as e:
+        problem("TLS idle: %s" % str(e).splitlines()[0])
+    finally:
+        if proc is not None:
+            proc.stdin.close()
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        tern.stop()
+    return res
+
+
+def tls_phase(build, workdir, reps, idle_sessions):
+    """STARTTLS on both servers with the same certificate: handshakes/s
+    (20 concurrent sessions that only do STARTTLS and QUIT), messages/s
+    over TLS (20 sessions x 50 x 5 KiB), and Tern's memory per idle TLS
+    session."""
+    cert, key = tls_cert(workdir)
+    over = {"smtpd_tls_security_level": "may", "smtpd_tls_cert_file": cert,
+            "smtpd_tls_key_file": key}
+    servers = [Tern(build, workdir, sub="tern-tls", overrides=over),
+               Postfix(workdir, sub="postfix-tls", overrides=over)]
+    res = {"handshakes": {}, "messages": {}, "ok": True}
+    up = []
+    for srv in servers:
+        _cleanup.append(srv.stop)
+        try:
+            srv.start()
+            up.append(srv)
+        except RuntimeError as e:
+            problem("TLS: %s does not start: %s" % (srv.name, str(e).splitlines()[0]))
+            res["ok"] = False
+    for rep in range(reps):
+        for srv in (up if rep % 2 == 0 else list(reversed(up))):
+            hs = run_tlsload(build, srv.port, 20, 400, 0, 5120, 300)
+            ms = run_tlsload(build, srv.port, 20, 20, 50, 5120, 300)
+            for kind, r, n in (("handshakes", hs, "handshakes"), ("messages", ms, "messages")):
+                rate = r[n] / r["seconds"] if r.get("seconds") else None
+                res[kind].setdefault(srv.name, []).append(rate)
+                if r.get("exit") != 0:
+                    problem("TLS %s on %s: %s" % (kind, srv.name,
+                                                  r.get("first_error") or r.get("error")))
+                    res["ok"] = False
+            note("TLS %-8s run %d: %s handshakes/s, %s msg/s over TLS"
+                 % (srv.name, rep + 1, fmt_rate(res["handshakes"][srv.name][-1]),
+                    fmt_rate(res["messages"][srv.name][-1])))
+    for srv in servers:
+        srv.stop()
+    for kind in ("handshakes", "messages"):
+        for name, rates in list(res[kind].items()):
+            res[kind][name + "_median"] = median([r for r in rates if r]) if any(rates) else None
+    if idle_sessions > 0 and any(s.name == "tern" for s in up):
+        res["idle"] = tls_idle(build, workdir, over, idle_sessions)
+    return res
+
+
 # ---- relay: smtp-source -> server -> sink ------------------------------------
 
 
@@ -1447,6 +1561,22 @@ def table(report):
         out.append("Tern's queue grows at steady state on the accept-all sink: %s"
                    % ("YES (%s sessions)" % " and ".join(str(x) for x in t["tern_queue_grows_at_sessions"])
                       if t["tern_queue_grows"] else "no"))
+    tls = report.get("tls")
+    if tls:
+        out.append("")
+        out.append("STARTTLS, 20 concurrent sessions, self-signed RSA-2048 (median of %d)"
+                   % report["reps"])
+        out.append("  %-36s %9s %9s %9s" % ("", "Tern", "Postfix", "Tern/Pfx"))
+        for kind, label in (("handshakes", "handshakes/s (STARTTLS, QUIT)"),
+                            ("messages", "messages/s over TLS (50 x 5 KiB each)")):
+            t, pf = tls[kind].get("tern_median"), tls[kind].get("postfix_median")
+            out.append("  %-36s %9s %9s %9s" % (label, fmt_rate(t), fmt_rate(pf),
+                                                 fmt_ratio(t / pf if t and pf else None)))
+        idle = tls.get("idle")
+        if idle:
+            out.append("  ternd memory per idle TLS session (%d sessions): %s KiB (target <= %d KiB)"
+                       % (idle.get("up", 0), idle.get("per_session_kib", "?"), TLS_IDLE_TARGET_KIB))
+        out.append("")
     if "all_accepted" in report:
         out.append("All ingest smtp-source runs got 250 for every message: %s"
                    % ("yes" if report["all_accepted"] else "NO"))
@@ -1484,7 +1614,7 @@ def on_signal(signum, frame):
     sys.exit(128 + signum)
 
 
-PHASES = ("ingest", "relay", "tempfail")
+PHASES = ("ingest", "relay", "tempfail", "tls")
 
 
 def main():
@@ -1500,7 +1630,7 @@ def main():
     ap.add_argument("--idle-sessions", type=int, default=1000)
     ap.add_argument("--only", default=",".join(PHASES),
                     help="comma-separated parts to run: ingest (with the durable-write limit "
-                         "and idle RSS), relay, tempfail (default: all)")
+                         "and idle RSS), relay, tempfail, tls (default: all)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = ap.parse_args()
     only = [x.strip() for x in args.only.split(",") if x.strip()]
@@ -1622,7 +1752,13 @@ def main():
         if not report["tempfail"]["ok"]:
             failed.append("tempfail")
 
-    # 5. Memory per idle session, on a fresh ternd.
+    # 5. STARTTLS: handshakes, messages over TLS, idle TLS sessions.
+    if "tls" in only:
+        report["tls"] = tls_phase(build, workdir, args.reps, args.idle_sessions)
+        if not report["tls"]["ok"]:
+            failed.append("tls")
+
+    # 6. Memory per idle session, on a fresh ternd.
     if "ingest" in only and args.idle_sessions > 0:
         note("idle-RSS: %d sessions to a fresh ternd" % args.idle_sessions)
         report["idle_rss"] = idle_rss(build, workdir, args.idle_sessions)
