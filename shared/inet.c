@@ -10,7 +10,9 @@
 #include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netdb.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 
 static const unsigned char inet_v4mapped_prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
 
@@ -170,4 +172,46 @@ int inet_addr_text_truncate(struct buf *addr)
 		return 0;
 	buf_truncate(addr, (size_t)(cut - addr->data));
 	return 1;
+}
+
+int inet_endpoint_sockaddr(const char *ep, struct sockaddr_storage *ss, socklen_t *len,
+			   struct buf *why)
+{
+	struct addrinfo hints, *res = NULL;
+	char *host, *port;
+	int rc;
+
+	memset(ss, 0, sizeof(*ss));
+	if (strncmp(ep, "unix:", 5) == 0 || strncmp(ep, "local:", 6) == 0) {
+		struct sockaddr_un *un = (struct sockaddr_un *)ss;
+		const char *path = strchr(ep, ':') + 1;
+		if (strlen(path) >= sizeof(un->sun_path)) {
+			buf_printf(why, "socket path too long: %s", path);
+			return -1;
+		}
+		un->sun_family = AF_UNIX;
+		strcpy(un->sun_path, path);
+		*len = sizeof(*un);
+		return 0;
+	}
+	host = xstrdup(ep + 5);
+	port = strrchr(host, ':');
+	*port++ = 0;
+	if (host[0] == '[' && host[strlen(host) - 1] == ']') {
+		memmove(host, host + 1, strlen(host));
+		host[strlen(host) - 1] = 0;
+	}
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_NUMERICSERV;
+	if ((rc = getaddrinfo(host, port, &hints, &res)) != 0 || res == NULL) {
+		buf_printf(why, "%s: %s", ep, gai_strerror(rc));
+		free(host);
+		return -1;
+	}
+	memcpy(ss, res->ai_addr, res->ai_addrlen);
+	*len = res->ai_addrlen;
+	freeaddrinfo(res);
+	free(host);
+	return 0;
 }

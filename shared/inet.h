@@ -43,4 +43,12 @@ int inet_prefix_match(const struct inet_addr *net, int len, const struct inet_ad
  * "2001:db8::1" -> "2001:db8:"). Returns 1 if something was cut. */
 int inet_addr_text_truncate(struct buf *addr);
 
+/* "inet:host:port" (host may be [bracketed]) or "unix:/path" ("local:"
+ * too) -> a socket address; -1 with why. The host should be an address
+ * or a name in /etc/hosts: a DNS lookup here would block the caller. */
+struct sockaddr_storage;
+#include <sys/socket.h>
+int inet_endpoint_sockaddr(const char *ep, struct sockaddr_storage *ss, socklen_t *len,
+			   struct buf *why);
+
 #endif

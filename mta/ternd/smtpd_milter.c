@@ -12,6 +12,7 @@
  */
 #include "smtpd_milter_int.h"
 
+#include "inet.h"
 #include "log.h"
 #include "route.h"
 
@@ -356,48 +357,6 @@ static int conn_event(struct milter_conn *mc, int cmd, const void *data, size_t 
 /* ------------------------------------------------------------------ */
 /* connecting                                                          */
 
-static int conn_sockaddr(const char *ep, struct sockaddr_storage *ss, socklen_t *len,
-			 struct buf *why)
-{
-	struct addrinfo hints, *res = NULL;
-	char *host, *port;
-	int rc;
-
-	memset(ss, 0, sizeof(*ss));
-	if (strncmp(ep, "unix:", 5) == 0 || strncmp(ep, "local:", 6) == 0) {
-		struct sockaddr_un *un = (struct sockaddr_un *)ss;
-		const char *path = strchr(ep, ':') + 1;
-		if (strlen(path) >= sizeof(un->sun_path)) {
-			buf_printf(why, "socket path too long: %s", path);
-			return -1;
-		}
-		un->sun_family = AF_UNIX;
-		memcpy(un->sun_path, path, strlen(path) + 1);
-		*len = sizeof(*un);
-		return 0;
-	}
-	host = xstrdup(ep + 5);
-	port = strrchr(host, ':');
-	*port++ = 0;
-	if (host[0] == '[' && host[strlen(host) - 1] == ']') {
-		memmove(host, host + 1, strlen(host));
-		host[strlen(host) - 1] = 0;
-	}
-	memset(&hints, 0, sizeof(hints));
-	hints.ai_socktype = SOCK_STREAM;
-	hints.ai_flags = AI_NUMERICSERV;
-	if ((rc = getaddrinfo(host, port, &hints, &res)) != 0 || res == NULL) {
-		buf_printf(why, "%s: %s", ep, gai_strerror(rc));
-		free(host);
-		return -1;
-	}
-	memcpy(ss, res->ai_addr, res->ai_addrlen);
-	*len = res->ai_addrlen;
-	freeaddrinfo(res);
-	free(host);
-	return 0;
-}
-
 static void conn_close(struct milter_conn *mc)
 {
 	if (mc->bev)
@@ -446,7 +405,7 @@ static int conn_open(struct milter_conn *mc)
 	struct buf why = BUF_INIT;
 	uint32_t opt[3];
 
-	if (conn_sockaddr(mc->spec->endpoint, &ss, &len, &why) < 0) {
+	if (inet_endpoint_sockaddr(mc->spec->endpoint, &ss, &len, &why) < 0) {
 		conn_fail(mc, "%s", buf_str(&why));
 		buf_free(&why);
 		return 0;

@@ -23,6 +23,7 @@
  */
 #include "smtpd_int.h"
 
+#include "inet.h"
 #include "log.h"
 
 #include <event2/buffer.h>
@@ -353,48 +354,6 @@ static int policy_spawn(const char *ep, pid_t *pid, struct buf *why)
 	return sv[0];
 }
 
-/* The address of an endpoint; -1 with why set. */
-static int policy_sockaddr(const char *ep, struct sockaddr_storage *ss, socklen_t *len,
-			   struct buf *why)
-{
-	struct addrinfo hints, *res = NULL;
-	char *host, *port;
-	int rc;
-
-	memset(ss, 0, sizeof(*ss));
-	if (strncmp(ep, "unix:", 5) == 0 || strncmp(ep, "local:", 6) == 0) {
-		struct sockaddr_un *un = (struct sockaddr_un *)ss;
-		const char *path = strchr(ep, ':') + 1;
-		if (strlen(path) >= sizeof(un->sun_path)) {
-			buf_printf(why, "socket path too long: %s", path);
-			return -1;
-		}
-		un->sun_family = AF_UNIX;
-		strcpy(un->sun_path, path);
-		*len = sizeof(*un);
-		return 0;
-	}
-	host = xstrdup(ep + 5);
-	port = strrchr(host, ':');
-	*port++ = 0;
-	if (host[0] == '[' && host[strlen(host) - 1] == ']') {
-		memmove(host, host + 1, strlen(host));
-		host[strlen(host) - 1] = 0;
-	}
-	memset(&hints, 0, sizeof(hints));
-	hints.ai_socktype = SOCK_STREAM;
-	hints.ai_flags = AI_NUMERICSERV;
-	if ((rc = getaddrinfo(host, port, &hints, &res)) != 0 || res == NULL) {
-		buf_printf(why, "%s: %s", ep, gai_strerror(rc));
-		free(host);
-		return -1;
-	}
-	memcpy(ss, res->ai_addr, res->ai_addrlen);
-	*len = res->ai_addrlen;
-	freeaddrinfo(res);
-	free(host);
-	return 0;
-}
 
 static void policy_read_cb(struct bufferevent *bev, void *arg);
 static void policy_event_cb(struct bufferevent *bev, short what, void *arg);
@@ -412,7 +371,7 @@ static struct policy_conn *policy_conn_open(struct policy_pool *pool, struct buf
 	if (strncmp(pool->endpoint, "spawn:", 6) == 0) {
 		if ((fd = policy_spawn(pool->endpoint, &pid, why)) < 0)
 			return NULL;
-	} else if (policy_sockaddr(pool->endpoint, &ss, &len, why) < 0) {
+	} else if (inet_endpoint_sockaddr(pool->endpoint, &ss, &len, why) < 0) {
 		return NULL;
 	}
 	c = xcalloc(1, sizeof(*c));
