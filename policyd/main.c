@@ -74,24 +74,7 @@ static struct cfg *pd_main_cfg(const char *path, struct buf *err)
 
 static int pd_main_log(struct pd_main *m, const struct cfg *cfg, struct buf *err)
 {
-	struct buf v = BUF_INIT;
-	int rc = 0;
-
-	buf_init(&v);
-	if (m->foreground)
-		log_to_stderr();
-	else if ((rc = cfg_get_path(cfg, NULL, "maillog_file", &v, err)) == 0 && v.len) {
-		if (log_to_file(buf_str(&v)) < 0) {
-			buf_printf(err, "open maillog_file %s: %s", buf_str(&v), strerror(errno));
-			rc = -1;
-		}
-	} else if (rc == 0 && (rc = cfg_get_str(cfg, NULL, "syslog_facility", &v, err)) == 0 &&
-		   log_to_syslog(buf_str(&v)) < 0) {
-		buf_printf(err, "bad syslog_facility \"%s\"", buf_str(&v));
-		rc = -1;
-	}
-	buf_free(&v);
-	return rc;
+	return log_setup(cfg, m->foreground, err);
 }
 
 static int pd_main_user(struct pd_main *m, const struct cfg *cfg, struct buf *err)

@@ -28,6 +28,11 @@ const char *log_swap_service(const char *service);
 const char *log_service(void);
 int log_to_syslog(const char *facility);
 int log_to_file(const char *path);
+/* A daemon's log destination from its settings: stderr when foreground,
+ * else maillog_file if set, else syslog at syslog_facility (log_setup.c). */
+struct cfg;
+struct buf;
+int log_setup(const struct cfg *cfg, int foreground, struct buf *err);
 void log_to_stderr(void);
 void log_to_cli(const char *progname);
 void log_set_verbose(int level);

@@ -254,27 +254,7 @@ static struct smtpd_conf *ternd_conf_find(struct ternd *d, const char *name)
 
 static int ternd_log_setup(struct ternd *d, const struct cfg *cfg, struct buf *err)
 {
-	struct buf path = BUF_INIT, fac = BUF_INIT;
-	int rc = 0;
-
-	buf_init(&path);
-	buf_init(&fac);
-	if (d->foreground)
-		log_to_stderr();
-	else if ((rc = cfg_get_path(cfg, NULL, "maillog_file", &path, err)) == 0 && path.len) {
-		if (log_to_file(buf_str(&path)) < 0) {
-			buf_printf(err, "open maillog_file %s: %s", buf_str(&path),
-				   strerror(errno));
-			rc = -1;
-		}
-	} else if (rc == 0 && (rc = cfg_get_str(cfg, NULL, "syslog_facility", &fac, err)) == 0 &&
-		   log_to_syslog(buf_str(&fac)) < 0) {
-		buf_printf(err, "bad syslog_facility \"%s\"", buf_str(&fac));
-		rc = -1;
-	}
-	buf_free(&path);
-	buf_free(&fac);
-	return rc;
+	return log_setup(cfg, d->foreground, err);
 }
 
 static int ternd_owner(struct ternd *d, const struct cfg *cfg, struct buf *err)

@@ -19,6 +19,7 @@
 
 #include "log.h"
 #include "table.h"
+#include "tls_proto.h"
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -49,41 +50,17 @@ const char *smtp_tls_level_name(int level)
 	return level >= 0 && level <= SMTP_TLS_SECURE ? smtp_tls_level_names[level] : "none";
 }
 
-/* smtp_tls_protocols: ">=TLSv1.2" or "!SSLv2, !SSLv3, !TLSv1": the lowest
- * version allowed. */
+/* smtp_tls_protocols and smtp_tls_mandatory_protocols (tls_proto.h). */
 static int smtp_tls_min_version(const struct cfg *cfg, const char *param, int *min,
 				struct buf *err)
 {
-	static const struct {
-		const char *name;
-		int v;
-	} vs[] = {{"SSLv3", SSL3_VERSION},    {"TLSv1", TLS1_VERSION}, {"TLSv1.1", TLS1_1_VERSION},
-		  {"TLSv1.2", TLS1_2_VERSION}, {"TLSv1.3", TLS1_3_VERSION}};
 	struct cfg_list l = {NULL, 0};
-	int rc = 0;
+	int rc;
 
 	*min = TLS1_VERSION;
 	if (cfg_get_list(cfg, NULL, param, &l, err) < 0)
 		return -1;
-	for (size_t i = 0; i < l.count && rc == 0; i++) {
-		const char *it = l.items[i];
-		int ge = strncmp(it, ">=", 2) == 0, neg = *it == '!', found = -1;
-		const char *name = it + (ge ? 2 : neg ? 1 : 0);
-		for (size_t k = 0; k < sizeof(vs) / sizeof(vs[0]); k++)
-			if (strcasecmp(name, vs[k].name) == 0)
-				found = (int)k;
-		if (strcasecmp(name, "SSLv2") == 0 && neg)
-			continue;
-		if (found < 0) {
-			buf_printf(err, "%s: unknown protocol \"%s\"", param, it);
-			rc = -1;
-		} else if (ge) {
-			*min = vs[found].v;
-		} else if (neg && found + 1 < (int)(sizeof(vs) / sizeof(vs[0])) &&
-			   *min <= vs[found].v) {
-			*min = vs[found + 1].v; /* excluding the lowest raises the floor */
-		}
-	}
+	rc = tls_protocol_floor(&l, param, min, err);
 	cfg_list_free(&l);
 	return rc;
 }

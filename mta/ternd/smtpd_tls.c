@@ -18,6 +18,7 @@
 #include "smtpd_int.h"
 
 #include "log.h"
+#include "tls_proto.h"
 
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
@@ -62,46 +63,18 @@ static int tls_level_parse(const char *v, int *level, struct buf *err)
 	return 0;
 }
 
-/* Protocol lists as Postfix's: ">=TLSv1.2", or "!SSLv3, !TLSv1" (the
- * lowest excluded versions raise the floor; OpenSSL has only a range). */
+/* smtpd_tls_protocols / smtpd_tls_mandatory_protocols (tls_proto.h);
+ * unset: TLS 1.2 and up (Tern's default). */
 static int tls_min_version(const struct cfg *cfg, const char *l, const char *param, int *min,
 			   struct buf *err)
 {
-	static const struct {
-		const char *name;
-		int v;
-	} vs[] = {{"SSLv3", SSL3_VERSION},
-		  {"TLSv1", TLS1_VERSION},
-		  {"TLSv1.1", TLS1_1_VERSION},
-		  {"TLSv1.2", TLS1_2_VERSION},
-		  {"TLSv1.3", TLS1_3_VERSION}};
-	const int nvs = (int)(sizeof(vs) / sizeof(vs[0]));
 	struct cfg_list items = {NULL, 0};
-	int rc = 0;
+	int rc;
 
-	*min = TLS1_2_VERSION;
 	if (cfg_get_list(cfg, l, param, &items, err) < 0)
 		return -1;
-	if (items.count)
-		*min = TLS1_VERSION;
-	for (size_t i = 0; i < items.count && rc == 0; i++) {
-		const char *it = items.items[i];
-		int ge = strncmp(it, ">=", 2) == 0, neg = *it == '!', found = -1;
-		const char *name = it + (ge ? 2 : neg ? 1 : 0);
-		for (int k = 0; k < nvs; k++)
-			if (strcasecmp(name, vs[k].name) == 0)
-				found = k;
-		if (strcasecmp(name, "SSLv2") == 0 && neg)
-			continue;
-		if (found < 0) {
-			buf_printf(err, "%s: unknown protocol \"%s\"", param, it);
-			rc = -1;
-		} else if (ge) {
-			*min = vs[found].v;
-		} else if (neg && found + 1 < nvs && *min <= vs[found].v) {
-			*min = vs[found + 1].v;
-		}
-	}
+	*min = items.count ? TLS1_VERSION : TLS1_2_VERSION;
+	rc = tls_protocol_floor(&items, param, min, err);
 	cfg_list_free(&items);
 	return rc;
 }
