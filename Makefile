@@ -98,6 +98,13 @@ $(BUILD)/tests/test_milter_rules: $(BUILD)/tests/unit/test_milter_rules.o $(RULE
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $< $(RULES_MILTER_OBJ) $(LIBTERN) $(LDLIBS) -lcmocka
 
+# The DKIM milter's key cache (libopendkim's key decode answered from it).
+DKIM_KEYCACHE_OBJ := $(BUILD)/milters/dkim/dkim_keycache.o
+$(BUILD)/tests/unit/test_dkim_keycache.o: CFLAGS += -Imilters/dkim
+$(BUILD)/tests/test_dkim_keycache: $(BUILD)/tests/unit/test_dkim_keycache.o $(DKIM_KEYCACHE_OBJ) $(LIBTERN)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $< $(DKIM_KEYCACHE_OBJ) $(LIBTERN) $(LDLIBS) -lopendkim -lcrypto -lcmocka
+
 # tern-policyd: SPF (shared/spf.c), LMDB and Redis state.
 LIBS_tern-policyd := -lspf2 -llmdb -lhiredis
 $(BUILD)/tests/test_spf: LDLIBS += -lspf2
@@ -267,7 +274,7 @@ bench-policyd: all $(TOOL_BIN)
 
 # tern-dkim-milter vs opendkim, signing and verifying, against openssl
 # speed rsa2048 (tests/bench/milter_dkim_bench.py).
-bench-milters: all
+bench-milters: all $(BUILD)/tests/milterload
 	$(PYTHON) tests/bench/milter_dkim_bench.py --build $(abspath $(BUILD))
 
 format:

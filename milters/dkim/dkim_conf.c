@@ -20,7 +20,6 @@
 #include <errno.h>
 #include <fnmatch.h>
 #include <openssl/evp.h>
-#include <openssl/pem.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -121,6 +120,7 @@ static void dkim_key_free(struct dkim_key *k)
 {
 	if (k == NULL)
 		return;
+	dkim_keycache_remove(k->cached);
 	free(k->name);
 	free(k->domain);
 	free(k->selector);
@@ -129,55 +129,56 @@ static void dkim_key_free(struct dkim_key *k)
 	free(k);
 }
 
-/* Read a PEM private key and tell RSA from Ed25519 by parsing it. */
+/* Read a PEM private key, decode it once (dkim_keycache.c) and tell RSA
+ * from Ed25519. */
 static struct dkim_key *dkim_key_read(const char *name, const char *domain, const char *selector,
 				      const char *path, struct buf *err)
 {
-	struct dkim_key *k;
+	struct dkim_key *k = NULL;
 	FILE *fp = fopen(path, "r");
-	EVP_PKEY *pk;
+	struct buf e = BUF_INIT;
 	long size;
 
+	buf_init(&e);
 	if (fp == NULL) {
 		buf_printf(err, "key %s: open %s: %s", name, path, strerror(errno));
-		return NULL;
-	}
-	if ((pk = PEM_read_PrivateKey(fp, NULL, NULL, NULL)) == NULL) {
-		buf_printf(err, "key %s: %s is not a PEM private key", name, path);
-		fclose(fp);
-		return NULL;
-	}
-	k = xcalloc(1, sizeof(*k));
-	if (EVP_PKEY_get_base_id(pk) == EVP_PKEY_ED25519)
-		k->alg = DKIM_SIGN_ED25519SHA256;
-	else if (EVP_PKEY_get_base_id(pk) == EVP_PKEY_RSA)
-		k->alg = DKIM_SIGN_RSASHA256;
-	else {
-		buf_printf(err, "key %s: %s is neither RSA nor Ed25519", name, path);
 		goto fail;
 	}
-	EVP_PKEY_free(pk);
-	pk = NULL;
 	if (fseek(fp, 0, SEEK_END) < 0 || (size = ftell(fp)) < 0 || size > 65536 ||
 	    fseek(fp, 0, SEEK_SET) < 0) {
 		buf_printf(err, "key %s: cannot read %s", name, path);
 		goto fail;
 	}
+	k = xcalloc(1, sizeof(*k));
 	k->pem = xcalloc(1, (size_t)size + 1);
 	if (fread(k->pem, 1, (size_t)size, fp) != (size_t)size) {
 		buf_printf(err, "key %s: short read on %s", name, path);
 		goto fail;
 	}
+	/* dkim_sign() takes the text up to its first NUL. */
+	if ((k->cached = dkim_keycache_add(k->pem, strlen(k->pem), &e)) == NULL) {
+		buf_printf(err, "key %s: %s: %s", name, path, buf_str(&e));
+		goto fail;
+	}
+	if (dkim_keycache_type(k->cached) == EVP_PKEY_ED25519)
+		k->alg = DKIM_SIGN_ED25519SHA256;
+	else if (dkim_keycache_type(k->cached) == EVP_PKEY_RSA)
+		k->alg = DKIM_SIGN_RSASHA256;
+	else {
+		buf_printf(err, "key %s: %s is neither RSA nor Ed25519", name, path);
+		goto fail;
+	}
 	fclose(fp);
+	buf_free(&e);
 	k->name = xstrdup(name);
 	k->domain = xstrdup(domain);
 	k->selector = xstrdup(selector);
 	k->path = xstrdup(path);
 	return k;
 fail:
-	if (pk)
-		EVP_PKEY_free(pk);
-	fclose(fp);
+	if (fp)
+		fclose(fp);
+	buf_free(&e);
 	dkim_key_free(k);
 	return NULL;
 }
@@ -511,6 +512,8 @@ void *dkim_conf_load(const struct cfg *cfg, struct buf *err)
 		goto fail;
 	if (dc->test_keys == NULL && (dc->dns = dkim_dns_new(buf_str(&v), (int)tmo, err)) == NULL)
 		goto fail;
+	if (dc->sign && dc->single)
+		dkim_keycache_check(dc->lib, dc->single);
 	if (dc->sign && dc->single == NULL && dc->key_table == NULL)
 		msg_warn("mode includes s, but no key is configured: nothing will be signed");
 	buf_free(&v);

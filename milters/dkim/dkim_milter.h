@@ -9,6 +9,8 @@
  *               test mode
  *   dkim_ar.c   Authentication-Results (RFC 8601) text and the
  *               authserv-id check of existing A-R fields
+ *   dkim_keycache.c  private keys decoded once, handed to libopendkim
+ *               through an interposed PEM_read_bio_PrivateKey()
  *   genkey.c    "tern-dkim-milter genkey": key file and DNS TXT record
  */
 #ifndef TERN_DKIM_MILTER_H
@@ -39,6 +41,8 @@ struct dkim_key {
 	char *path;
 	char *pem; /* file contents */
 	int alg;   /* DKIM_SIGN_RSASHA256 or DKIM_SIGN_ED25519SHA256 */
+	/* pem, decoded once (dkim_keycache.c) */
+	struct dkim_keycache_entry *cached;
 };
 
 /* One "pattern key-name [signer]" line of a refile: signing table. */
@@ -120,6 +124,19 @@ const char *dkim_ar_result(DKIM *dkim, DKIM_SIGINFO *sig, const struct dkim_look
 void dkim_ar_sig(DKIM *dkim, DKIM_SIGINFO *sig, const struct dkim_lookup_ctx *lc, struct buf *out);
 /* The A-R field value: " id;\n\tmethod-result;\n\tmethod-result". */
 void dkim_ar_compose(const char *authserv_id, char **results, size_t n, struct buf *out);
+
+/* dkim_keycache.c */
+struct dkim_keycache_entry;
+/* Decode pem (len bytes, exactly as dkim_sign() will get them) once and
+ * serve libopendkim's decodes of the same bytes from it; NULL (err set)
+ * if it is not a private key. */
+struct dkim_keycache_entry *dkim_keycache_add(const char *pem, size_t len, struct buf *err);
+int dkim_keycache_type(const struct dkim_keycache_entry *e); /* EVP_PKEY_RSA, ... */
+void dkim_keycache_remove(struct dkim_keycache_entry *e);
+/* Decodes answered from the cache so far (the self-check's evidence). */
+unsigned long dkim_keycache_hits(void);
+/* Warn if libopendkim's decode of k does not come from the cache. */
+void dkim_keycache_check(DKIM_LIB *lib, const struct dkim_key *k);
 
 /* genkey.c */
 int dkim_genkey_main(int argc, char **argv);

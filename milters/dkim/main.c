@@ -105,7 +105,7 @@ static sfsistat dkim_negotiate(SMFICTX *ctx, unsigned long f0, unsigned long f1,
 	unsigned long want = SMFIF_ADDHDRS | SMFIF_CHGHDRS | SMFIF_SETSYMLIST | SMFIF_QUARANTINE;
 	unsigned long steps = SMFIP_HDR_LEADSPC | SMFIP_NOHELO | SMFIP_NORCPT | SMFIP_NOUNKNOWN |
 			      SMFIP_NODATA | SMFIP_NR_CONN | SMFIP_NR_MAIL | SMFIP_NR_HDR |
-			      SMFIP_SKIP;
+			      SMFIP_NR_EOH | SMFIP_SKIP;
 
 	if ((f0 & SMFIF_ADDHDRS) == 0) {
 		msg_warn("the MTA does not let milters add header fields: cannot sign or verify");
@@ -385,7 +385,9 @@ static sfsistat dkim_eoh_cb(SMFICTX *ctx)
 	} else if (c->conf->verify)
 		dkim_start_verify(c, buf_str(&qid));
 	buf_free(&qid);
-	return SMFIS_CONTINUE;
+	/* Nothing is decided here (that waits for the end of message), so
+	 * the MTA need not wait for an answer: one round trip less. */
+	return dkim_reply(c, SMFIP_NR_EOH);
 }
 
 static sfsistat dkim_body_cb(SMFICTX *ctx, unsigned char *data, size_t len)
