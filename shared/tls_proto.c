@@ -36,3 +36,23 @@ int tls_protocol_floor(const struct cfg_list *items, const char *param, int *min
 	}
 	return 0;
 }
+
+int tls_sni_name_valid(const char *name)
+{
+	size_t len = strlen(name), label = 0;
+
+	if (len == 0 || len > 253 || strspn(name, "0123456789.") == len)
+		return 0;
+	for (const char *p = name; *p; p++) {
+		if (*p == '.') {
+			if (label == 0)
+				return 0;
+			label = 0;
+		} else if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+			     (*p >= '0' && *p <= '9') || *p == '-') ||
+			   ++label > 63) {
+			return 0;
+		}
+	}
+	return label > 0;
+}

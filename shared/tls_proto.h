@@ -12,5 +12,9 @@
 
 int tls_protocol_floor(const struct cfg_list *items, const char *param, int *min,
 		       struct buf *err);
+/* An SNI name (RFC 6066 §3): a DNS host name in A-label form -- letters,
+ * digits, '-', non-empty labels of at most 63 octets, 253 in all, not an
+ * IPv4 address. 1 valid, 0 not. */
+int tls_sni_name_valid(const char *name);
 
 #endif

@@ -11,11 +11,13 @@
  */
 #include "pickup.h"
 #include "smtpd.h"
+#include "smtpd_milter.h"
 #include "addr.h"
 #include "log.h"
 #include "maildate.h"
 #include "queue.h"
 
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <event2/event.h>
@@ -57,6 +59,10 @@ struct pickup {
 	struct queue_env env;
 	struct buf content, path, sender_raw, msgid;
 	unsigned uid;
+	/* non_smtpd_milters: a verdict that came before smtpd_milter_local() returned */
+	int milter_sync, milter_ready;
+	enum milter_local_verdict milter_verdict;
+	struct buf milter_reply;
 	char qid[QUEUE_ID_SIZE];
 };
 
@@ -317,6 +323,20 @@ static void pickup_build(struct pickup *p, const struct buf *data, size_t body)
 	pickup_msgid(c, len, &p->msgid);
 }
 
+/* A file is dealt with (called locked; unlocks): the next one, or the
+ * end of a pickup_stop() that waited for it. */
+static void pickup_file_done(struct pickup *p)
+{
+	p->busy = 0;
+	if (p->stopping) {
+		pthread_mutex_unlock(&p->lock);
+		pickup_free(p);
+		return;
+	}
+	pickup_next(p);
+	pthread_mutex_unlock(&p->lock);
+}
+
 static void pickup_commit_done(void *arg, enum queue_status status, const char *qid)
 {
 	struct pickup *p = arg;
@@ -339,14 +359,99 @@ static void pickup_commit_done(void *arg, enum queue_status status, const char *
 	}
 	queue_env_free(&p->env);
 	queue_env_init(&p->env);
-	p->busy = 0;
-	if (p->stopping) {
-		pthread_mutex_unlock(&p->lock);
-		pickup_free(p);
+	pickup_file_done(p);
+}
+
+/* Into the queue (with the automatic BCC, content_filter, or the error
+ * transport for bounce): 1 submitted (wait for the callback), 0 not. */
+static int pickup_submit(struct pickup *p, const char *bounce)
+{
+	/* Automatic BCC, as for SMTP mail (Postfix: cleanup, all mail); a
+	 * map that fails leaves the file for the next scan. */
+	if (p->bcc != NULL)
+		smtpd_filter_set(p->bcc, NULL, &p->env); /* content_filter */
+	if (p->bcc != NULL && smtpd_bcc_auto(p->bcc, &p->env, p->qid) < 0) {
+		msg_warn("%s: automatic BCC lookup failed -- will try again", p->path.data);
+		return 0;
+	}
+	if (bounce != NULL) { /* returned to the sender by the error transport */
+		free(p->env.filter);
+		p->env.filter = xstrdup(bounce);
+	}
+	p->env.size = p->content.len; /* after the milters' edits */
+	p->busy = 1;
+	queue_submit(p->q, p->qid, &p->env, p->content.data, p->content.len, p->base,
+		     pickup_commit_done, p);
+	return 1;
+}
+
+/* "550-5.7.1 one\r\n550 5.7.1 two" -> "5.7.1 one two": the reason the
+ * error transport bounces with (its DSN code first, as error(8) takes it). */
+static void pickup_reply_text(const char *reply, struct buf *out)
+{
+	for (int first = 1; *reply; first = 0) {
+		size_t n = strcspn(reply, "\r\n"), skip = 0;
+		if (n >= 4 && isdigit((unsigned char)reply[0]) && (reply[3] == ' ' || reply[3] == '-'))
+			skip = 4;
+		if (!first) { /* the DSN code again: once is enough */
+			size_t d = strspn(reply + skip, "0123456789.");
+			if (d > 0 && d < n - skip && reply[skip + d] == ' ')
+				skip += d + 1;
+			buf_putc(out, ' ');
+		}
+		buf_append(out, reply + skip, n > skip ? n - skip : 0);
+		reply += n;
+		reply += strspn(reply, "\r\n");
+	}
+}
+
+/* What non_smtpd_milters decided: 1 submitted, 0 done with the file. */
+static int pickup_verdict(struct pickup *p, enum milter_local_verdict v, const char *reply)
+{
+	struct buf filter = BUF_INIT;
+	int rc = 0;
+
+	switch (v) {
+	case MILTER_LOCAL_ACCEPT:
+		return pickup_submit(p, NULL);
+	case MILTER_LOCAL_BOUNCE:
+		/* Postfix bounces local mail a milter rejects (the sender is
+		 * told); error:5.7.1 text, the reply's lines joined */
+		buf_puts(&filter, "error:");
+		pickup_reply_text(reply, &filter);
+		rc = pickup_submit(p, buf_str(&filter));
+		buf_free(&filter);
+		return rc;
+	case MILTER_LOCAL_DISCARD: /* logged as milter-discard */
+		if (unlink(p->path.data) < 0 && errno != ENOENT)
+			msg_warn("remove %s: %s", p->path.data, strerror(errno));
+		break;
+	case MILTER_LOCAL_RETRY:
+		msg_warn("%s: %s: non_smtpd_milters: %s -- will try again", p->qid, p->path.data,
+			 reply);
+		break;
+	}
+	queue_env_free(&p->env);
+	queue_env_init(&p->env);
+	return 0;
+}
+
+static void pickup_milter_done(void *arg, enum milter_local_verdict v, const char *reply)
+{
+	struct pickup *p = arg;
+
+	if (p->milter_sync) { /* within pickup_file(): it carries on */
+		p->milter_ready = 1;
+		p->milter_verdict = v;
+		buf_set(&p->milter_reply, reply);
 		return;
 	}
-	pickup_next(p);
-	pthread_mutex_unlock(&p->lock);
+	pthread_mutex_lock(&p->lock);
+	if (pickup_verdict(p, v, reply)) { /* pickup_commit_done() goes on */
+		pthread_mutex_unlock(&p->lock);
+		return;
+	}
+	pickup_file_done(p);
 }
 
 /* Take one file: 1 submitted (wait for the callback), 0 skipped. */
@@ -370,19 +475,21 @@ static int pickup_file(struct pickup *p, const char *name)
 	if (rc > 0) {
 		queue_id_new(p->q, p->qid);
 		pickup_build(p, &data, body);
-		/* Automatic BCC, as for SMTP mail (Postfix: cleanup, all mail);
-		 * a map that fails leaves the file for the next scan. */
-		if (p->bcc != NULL)
-			smtpd_filter_set(p->bcc, NULL, &p->env); /* content_filter */
-		if (p->bcc != NULL && smtpd_bcc_auto(p->bcc, &p->env, p->qid) < 0) {
-			msg_warn("%s: automatic BCC lookup failed -- will try again", p->path.data);
-			rc = 0;
+		/* non_smtpd_milters first: they see the recipients as given */
+		p->milter_sync = 1;
+		p->milter_ready = 0;
+		if (p->bcc != NULL &&
+		    smtpd_milter_local(p->base, p->bcc, p->qid, &p->env, &p->content,
+				       pickup_milter_done, p)) {
+			p->milter_sync = 0;
+			if (p->milter_ready) /* answered without waiting */
+				rc = pickup_verdict(p, p->milter_verdict, buf_str(&p->milter_reply));
+			else
+				p->busy = 1; /* pickup_milter_done() goes on */
+		} else {
+			p->milter_sync = 0;
+			rc = pickup_submit(p, NULL);
 		}
-	}
-	if (rc > 0) {
-		p->busy = 1;
-		queue_submit(p->q, p->qid, &p->env, p->content.data, p->content.len, p->base,
-			     pickup_commit_done, p);
 	}
 	buf_free(&data);
 	buf_free(&why);
@@ -538,6 +645,7 @@ static void pickup_free(struct pickup *p)
 	buf_free(&p->path);
 	buf_free(&p->sender_raw);
 	buf_free(&p->msgid);
+	buf_free(&p->milter_reply);
 	buf_free(&p->hostname);
 	buf_free(&p->origin);
 	buf_free(&p->mail_name);

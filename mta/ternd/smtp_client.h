@@ -61,6 +61,7 @@ struct deliver_smtp_conf {
 	struct ssl_ctx_st *tls_ctx;
 	int tls_level; /* SMTP_TLS_*: smtp_tls_security_level */
 	char *tls_verify_match, *tls_secure_match;
+	char *tls_servername; /* smtp_tls_servername: "", hostname, nexthop or a name */
 	int tls_wrapper; /* smtp_tls_wrappermode */
 	int tls_loglevel; /* smtp_tls_loglevel: >= 1 logs "TLS connection established" */
 	int tls_mandatory_min; /* smtp_tls_mandatory_protocols: lowest version at encrypt+ */
@@ -81,6 +82,7 @@ enum { SMTP_TLS_NONE, SMTP_TLS_MAY, SMTP_TLS_ENCRYPT, SMTP_TLS_VERIFY, SMTP_TLS_
 struct smtp_tls_policy {
 	int level;
 	char *match; /* policy table "match=": overrides the *_cert_match setting */
+	char servername[254]; /* policy "servername=" (a DNS name: 253 at most), else "" */
 };
 
 int smtp_tls_conf_init(struct deliver_smtp_conf *sc, const struct cfg *cfg, struct buf *err);
@@ -95,8 +97,13 @@ int smtp_tls_policy_find(const struct deliver_smtp_conf *sc, const char *nexthop
  * 0 none (or SASL off), -1 table error. */
 int smtp_sasl_find(const struct deliver_smtp_conf *sc, const char *sender, const char *nexthop,
 		   struct buf *user, struct buf *pass, struct buf *err);
-struct ssl_st *smtp_tls_ssl_new(const struct deliver_smtp_conf *sc, const char *servername,
-				int level);
+/* The connection's SSL: protocol floor by level, SNI by smtp_tls_servername
+ * or the policy's servername= (host: the server's name). */
+struct ssl_st *smtp_tls_ssl_new(const struct deliver_smtp_conf *sc, const struct smtp_tls_policy *p,
+				const char *host, const char *nexthop);
+/* After QUIT and its reply: TLS close_notify as Postfix sends it, on the
+ * non-blocking socket (sent or dropped, never waited for). */
+void smtp_tls_close_notify(struct ssl_st *ssl);
 /* After the handshake: is the certificate good enough for the level?
  * *trust gets "Verified", "Trusted" or "Untrusted"; -1 with why if not. */
 int smtp_tls_check(struct ssl_st *ssl, const struct deliver_smtp_conf *sc,

@@ -25,6 +25,7 @@
  */
 #include "smtp_client.h"
 
+#include "addr.h"
 #include "log.h"
 #include "queue.h"
 
@@ -173,6 +174,8 @@ static void conn_free(struct smtp_conn *c)
 		event_free(c->timer);
 	if (c->bev)
 		bufferevent_free(c->bev);
+	if (c->ssl && c->st == C_QUIT && c->rep.code != 0) /* the server answered QUIT */
+		smtp_tls_close_notify(c->ssl);
 	if (c->ssl)
 		SSL_free(c->ssl);
 	if (c->fd >= 0)
@@ -240,6 +243,7 @@ static int conn_quit(struct smtp_conn *c)
 
 	conn_finish(c);
 	c->st = C_QUIT;
+	c->rep.code = 0;
 	c->doing = "receiving the QUIT reply";
 	conn_send(c, "QUIT\r\n");
 	evtimer_add(c->timer, &tv);
@@ -396,10 +400,35 @@ static void conn_send_ehlo(struct smtp_conn *c)
 	conn_expect(c, C_EHLO, c->req.pc->helo, "receiving the EHLO reply");
 }
 
-/* RCPT TO with the DSN parameters (ORCPT is stored as received xtext). */
+/* " ORCPT=rfc822;" and the address as xtext, its local part quoted when
+ * not a dot-atom: what Postfix's smtp client sends without a client ORCPT. */
+static void conn_orcpt_made_up(struct buf *cmd, const char *addr)
+{
+	const char *at = strrchr(addr, '@');
+	struct buf local = BUF_INIT, plain = BUF_INIT;
+
+	buf_append(&local, addr, at ? (size_t)(at - addr) : strlen(addr));
+	addr_local_quote(buf_str(&local), &plain);
+	if (at)
+		buf_puts(&plain, at);
+	buf_puts(cmd, " ORCPT=rfc822;");
+	for (const unsigned char *p = (const unsigned char *)buf_str(&plain); *p; p++) {
+		if (*p < '!' || *p > '~' || *p == '+' || *p == '=') /* RFC 3461 §4 */
+			buf_printf(cmd, "+%02X", *p);
+		else
+			buf_putc(cmd, (char)*p);
+	}
+	buf_free(&local);
+	buf_free(&plain);
+}
+
+/* RCPT TO with the DSN parameters (ORCPT is stored as received xtext;
+ * without one, Postfix's rfc822;<original recipient>: the address as
+ * received, before aliasing, as smtp_proto.c does). */
 static void conn_send_rcpt(struct smtp_conn *c, const struct smtp_rcpt *x)
 {
 	const struct queue_rcpt *qr = x->r->qr;
+	const char *orig = x->r->orig ? x->r->orig : x->r->addr;
 	struct buf cmd = BUF_INIT;
 
 	buf_printf(&cmd, "RCPT TO:<%s>", x->r->addr);
@@ -417,6 +446,8 @@ static void conn_send_rcpt(struct smtp_conn *c, const struct smtp_rcpt *x)
 	}
 	if (c->dsn && qr != NULL && qr->orcpt)
 		buf_printf(&cmd, " ORCPT=%s", qr->orcpt);
+	else if (c->dsn && orig[0] != 0)
+		conn_orcpt_made_up(&cmd, orig);
 	conn_send(c, "%s\r\n", buf_str(&cmd));
 	buf_free(&cmd);
 }
@@ -538,7 +569,7 @@ static int conn_handshake_start(struct smtp_conn *c)
 							     : 1,
 			     0};
 
-	if ((c->ssl = smtp_tls_ssl_new(c->req.sc, c->sv.name, c->req.tls->level)) == NULL) {
+	if ((c->ssl = smtp_tls_ssl_new(c->req.sc, c->req.tls, c->sv.name, c->req.nexthop)) == NULL) {
 		buf_set(c->req.why, "Cannot start TLS: out of memory");
 		return conn_give_up(c, "4.7.5", 0);
 	}

@@ -1,7 +1,8 @@
 /* smtp_tls.c - TLS and SASL settings of the smtp, relay and lmtp clients
  * (smtp_client.h): security levels, smtp_tls_policy_maps, the OpenSSL
- * context, certificate checks, the "TLS connection established" log
- * line, and smtp_sasl_password_maps.
+ * context (CAfile/CApath, smtp_tls_scert_verifydepth), the SNI to send
+ * (smtp_tls_servername, servername=), certificate checks, close_notify,
+ * the "TLS connection established" log line, and smtp_sasl_password_maps.
  *
  * Levels as Postfix's smtp_tls_security_level: none; may (STARTTLS when
  * offered, any certificate, plaintext when the server has none or refuses
@@ -24,6 +25,8 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
+
+#include <sys/stat.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -98,17 +101,27 @@ static int smtp_tls_cipher_grade(const struct cfg *cfg, SSL_CTX *ctx, struct buf
 	return rc;
 }
 
+/* smtp_tls_servername and servername=: the special names, or a DNS name. */
+static int smtp_tls_servername_ok(const char *v)
+{
+	return *v == 0 || strcasecmp(v, "hostname") == 0 || strcasecmp(v, "nexthop") == 0 ||
+	       tls_sni_name_valid(v);
+}
+
 static int smtp_tls_ctx_new(struct deliver_smtp_conf *sc, const struct cfg *cfg, struct buf *err)
 {
 	struct buf ca = BUF_INIT, capath = BUF_INIT, cert = BUF_INIT, key = BUF_INIT;
 	int min = TLS1_VERSION, rc = -1;
+	long long depth = 9;
+	struct stat st;
 	unsigned long e;
 
 	if (smtp_tls_min_version(cfg, "smtp_tls_protocols", &min, err) < 0 ||
 	    cfg_get_str(cfg, NULL, "smtp_tls_CAfile", &ca, err) < 0 ||
 	    cfg_get_str(cfg, NULL, "smtp_tls_CApath", &capath, err) < 0 ||
 	    cfg_get_str(cfg, NULL, "smtp_tls_cert_file", &cert, err) < 0 ||
-	    cfg_get_str(cfg, NULL, "smtp_tls_key_file", &key, err) < 0)
+	    cfg_get_str(cfg, NULL, "smtp_tls_key_file", &key, err) < 0 ||
+	    cfg_get_int(cfg, NULL, "smtp_tls_scert_verifydepth", &depth, err) < 0)
 		goto out;
 	if ((sc->tls_ctx = SSL_CTX_new(TLS_client_method())) == NULL) {
 		buf_puts(err, "TLS: cannot create a client context");
@@ -119,6 +132,13 @@ static int smtp_tls_ctx_new(struct deliver_smtp_conf *sc, const struct cfg *cfg,
 		goto out;
 	/* verification is judged after the handshake, per level */
 	SSL_CTX_set_verify(sc->tls_ctx, SSL_VERIFY_NONE, NULL);
+	/* Postfix's depth counts the CAs above the server's certificate, the
+	 * trusted one included; OpenSSL's only those in between. */
+	SSL_CTX_set_verify_depth(sc->tls_ctx, (int)(depth > 1 ? depth - 1 : 0));
+	if (capath.len && (stat(buf_str(&capath), &st) < 0 || !S_ISDIR(st.st_mode))) {
+		buf_printf(err, "smtp_tls_CApath %s: not a directory", buf_str(&capath));
+		goto out;
+	}
 	if ((ca.len || capath.len) &&
 	    SSL_CTX_load_verify_locations(sc->tls_ctx, ca.len ? buf_str(&ca) : NULL,
 					  capath.len ? buf_str(&capath) : NULL) != 1) {
@@ -164,6 +184,16 @@ int smtp_tls_conf_init(struct deliver_smtp_conf *sc, const struct cfg *cfg, stru
 	if (cfg_get_str(cfg, NULL, "smtp_tls_secure_cert_match", &v, err) < 0)
 		goto out;
 	sc->tls_secure_match = buf_detach(&v);
+	if (cfg_get_str(cfg, NULL, "smtp_tls_servername", &v, err) < 0)
+		goto out;
+	buf_trim(&v);
+	if (!smtp_tls_servername_ok(buf_str(&v))) {
+		buf_printf(err,
+			   "smtp_tls_servername: \"%s\" is not a DNS name (nor hostname, nexthop)",
+			   buf_str(&v));
+		goto out;
+	}
+	sc->tls_servername = buf_detach(&v);
 	if (cfg_get_bool(cfg, NULL, "smtp_tls_wrappermode", &sc->tls_wrapper, err) < 0 ||
 	    cfg_get_int(cfg, NULL, "smtp_tls_loglevel", &loglevel, err) < 0 ||
 	    cfg_get_bool(cfg, NULL, "smtp_tls_note_starttls_offer", &sc->tls_note_offer, err) < 0 ||
@@ -214,6 +244,7 @@ void smtp_tls_conf_free(struct deliver_smtp_conf *sc)
 	deliver_maps_free(&sc->sasl_maps);
 	free(sc->tls_verify_match);
 	free(sc->tls_secure_match);
+	free(sc->tls_servername);
 }
 
 /* --- per destination ----------------------------------------------------- */
@@ -234,6 +265,25 @@ static int smtp_nexthop_lookup(const struct deliver_maps *m, const char *nexthop
 	return rc;
 }
 
+/* One "name=value" of a policy entry: match=, servername= (others, such
+ * as protocols= and ciphers=, are not used here). */
+static int smtp_tls_policy_attr(struct smtp_tls_policy *p, const char *w, const char *nexthop,
+				struct buf *err)
+{
+	if (strncasecmp(w, "match=", 6) == 0) {
+		free(p->match);
+		p->match = xstrdup(w + 6);
+	} else if (strncasecmp(w, "servername=", 11) == 0) {
+		if (!smtp_tls_servername_ok(w + 11)) { /* Postfix: the mail is deferred */
+			buf_printf(err, "TLS policy for %s: invalid servername \"%s\"", nexthop,
+				   w + 11);
+			return -1;
+		}
+		snprintf(p->servername, sizeof(p->servername), "%s", w + 11);
+	}
+	return 0;
+}
+
 int smtp_tls_policy_find(const struct deliver_smtp_conf *sc, const char *nexthop,
 			 struct smtp_tls_policy *p, struct buf *err)
 {
@@ -243,6 +293,7 @@ int smtp_tls_policy_find(const struct deliver_smtp_conf *sc, const char *nexthop
 	p->level = sc->tls_level;
 	free(p->match);
 	p->match = NULL;
+	p->servername[0] = 0;
 	if (sc->tls_policy.n == 0)
 		return 0;
 	rc = smtp_nexthop_lookup(&sc->tls_policy, nexthop, &v, &why);
@@ -260,8 +311,7 @@ int smtp_tls_policy_find(const struct deliver_smtp_conf *sc, const char *nexthop
 			rc = -1;
 		}
 		while (rc == 0 && (w = strtok_r(NULL, " \t,", &save)) != NULL)
-			if (strncasecmp(w, "match=", 6) == 0)
-				p->match = xstrdup(w + 6);
+			rc = smtp_tls_policy_attr(p, w, nexthop, err);
 		free(copy);
 	} else {
 		rc = 0;
@@ -305,18 +355,56 @@ int smtp_sasl_find(const struct deliver_smtp_conf *sc, const char *sender, const
 
 /* --- per connection ------------------------------------------------------ */
 
-SSL *smtp_tls_ssl_new(const struct deliver_smtp_conf *sc, const char *servername, int level)
+/* The SNI to send, in name (empty: none). Postfix: no SNI unless asked
+ * (smtp_tls_servername, or servername= in the policy table); "hostname"
+ * is the server's name, "nexthop" the next-hop domain ("[h]:port": h).
+ * An address (a literal, or a server without a name) gets none. */
+static void smtp_tls_sni(const struct deliver_smtp_conf *sc, const struct smtp_tls_policy *p,
+			 const char *host, const char *nexthop, char *name, size_t size)
+{
+	const char *v = p && p->servername[0] ? p->servername : sc->tls_servername;
+
+	name[0] = 0;
+	if (v == NULL || *v == 0)
+		return;
+	if (strcasecmp(v, "hostname") == 0) {
+		snprintf(name, size, "%s", host ? host : "");
+	} else if (strcasecmp(v, "nexthop") == 0) {
+		const char *d = nexthop ? nexthop : "";
+		if (*d == '[')
+			snprintf(name, size, "%.*s", (int)strcspn(d + 1, "]"), d + 1);
+		else
+			snprintf(name, size, "%.*s", (int)strcspn(d, ":"), d);
+	} else {
+		snprintf(name, size, "%s", v);
+	}
+	if (!tls_sni_name_valid(name))
+		name[0] = 0;
+}
+
+SSL *smtp_tls_ssl_new(const struct deliver_smtp_conf *sc, const struct smtp_tls_policy *p,
+		      const char *host, const char *nexthop)
 {
 	SSL *ssl = SSL_new(sc->tls_ctx);
+	char sni[256];
 
+	if (ssl == NULL)
+		return NULL;
 	/* smtp_tls_mandatory_protocols where TLS is required */
-	if (ssl != NULL && level >= SMTP_TLS_ENCRYPT)
+	if (p != NULL && p->level >= SMTP_TLS_ENCRYPT)
 		SSL_set_min_proto_version(ssl, sc->tls_mandatory_min);
-
-	if (ssl != NULL && servername != NULL && *servername && strchr(servername, ':') == NULL &&
-	    strspn(servername, "0123456789.") != strlen(servername))
-		SSL_set_tlsext_host_name(ssl, servername); /* SNI: names, not addresses */
+	smtp_tls_sni(sc, p, host, nexthop, sni, sizeof(sni));
+	if (sni[0])
+		SSL_set_tlsext_host_name(ssl, sni);
 	return ssl;
+}
+
+void smtp_tls_close_notify(SSL *ssl)
+{
+	if (!SSL_is_init_finished(ssl))
+		return;
+	(void)SSL_shutdown(ssl); /* our alert only: the server's is not awaited */
+	ERR_clear_error();
 }
 
 /* Does the certificate carry one of the names in match ("hostname",

@@ -1033,7 +1033,7 @@ void smtpd_cmd_run(struct smtpd_session *s, char *line, int bare_lf)
 		s->error_count++;
 		s->last_cmd = "UNKNOWN";
 		if (smtpd_milter_on(s)) { /* a milter may answer it (Postfix) */
-			smtpd_milter_unknown(s, line, cmd_unknown_milter);
+			smtpd_milter_unknown(s, argv[0], cmd_unknown_milter); /* Postfix: the word */
 			goto done;
 		}
 		smtpd_reply(s, "500 5.5.2 Error: command not recognized");

@@ -188,7 +188,11 @@ static int conf_lists(struct cfg *cfg, const char *l, struct smtpd_conf *c, stru
 	    (c->sasl = smtpd_sasl_conf_new(cfg, l, err)) == NULL)
 		return -1;
 	c->milters = smtpd_milter_conf_new(cfg, l, "smtpd_milters", err);
-	return c->milters ? 0 : -1;
+	if (c->milters == NULL)
+		return -1;
+	/* pickup's settings are the global ones (l NULL): only they matter */
+	c->local_milters = smtpd_milter_conf_new(cfg, l, "non_smtpd_milters", err);
+	return c->local_milters ? 0 : -1;
 }
 
 static int conf_strings(struct cfg *cfg, const char *l, struct smtpd_conf *c, struct buf *err)
@@ -323,5 +327,6 @@ void smtpd_conf_unref(struct smtpd_conf *c)
 	smtpd_tls_conf_free(c->tls);
 	smtpd_sasl_conf_free(c->sasl);
 	smtpd_milter_conf_free(c->milters);
+	smtpd_milter_conf_free(c->local_milters);
 	free(c);
 }

@@ -80,8 +80,8 @@ struct smtpd_conf {
 	struct smtpd_checks *checks;
 	struct smtpd_tls_conf *tls;   /* smtpd_tls.c: NULL without TLS */
 	struct smtpd_sasl_conf *sasl; /* smtpd_sasl.c: NULL without AUTH */
-	/* smtpd_milters (smtpd_milter_conf.c) */
-	struct smtpd_milter_conf *milters;
+	/* smtpd_milters, non_smtpd_milters (smtpd_milter_conf.c) */
+	struct smtpd_milter_conf *milters, *local_milters;
 };
 
 /* ---- the session (smtpd_session.c) */
@@ -125,6 +125,7 @@ struct smtpd_client {
 	char *namaddr;		     /* "name[addr]" (":port" with smtpd_client_port_logging) */
 	char *rev_name;		     /* unverified PTR name or "unknown" */
 	int name_status, rev_status; /* 0 known, 4 temporary failure, 5 permanent */
+	int forged;		     /* our lookup: a PTR name that does not resolve back */
 	struct inet_addr ip;
 };
 
@@ -138,6 +139,7 @@ struct smtpd_session {
 	struct smtpd_client client;
 	struct inet_addr counted_ip; /* key of the connection counter, for release */
 	int counted;
+	int conn_count; /* this client's connections, 0 when exempt from the limits */
 	struct event *sleep_ev; /* error-sleep (smtpd_error_sleep_time) */
 	struct buf delayed;	/* reply held back by the error sleep */
 	struct buf out;		/* replies not yet handed to the socket */
@@ -212,12 +214,14 @@ struct smtpd_session {
 	const char *bdat_reply; /* sticky error for the remaining chunks */
 
 	struct smtpd_milters *milters; /* milter connections (smtpd_milter.c) */
+	int local_submit; /* no SMTP client: non_smtpd_milters for pickup (smtpd_milter_local.c) */
 
 	/* TLS and AUTH (smtpd_tls.c, smtpd_sasl.c) */
 	struct ssl_st *tls;		   /* established TLS (owned by bev), else NULL */
 	char *sasl_method, *sasl_username; /* after a successful AUTH */
 	char *sasl_sender;		   /* MAIL FROM AUTH=, of this transaction */
 	struct smtpd_sasl_xchg *sasl_xchg; /* AUTH exchange in progress */
+	struct smtpd_dovecot *sasl_dovecot; /* smtpd_sasl_type = dovecot: its connection */
 };
 
 /* smtpd_session.c */

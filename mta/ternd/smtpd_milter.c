@@ -59,6 +59,7 @@ struct milter_conn {
 	int waiting;		       /* a reply is due */
 	int in_msg;		       /* between MAIL and EOM/ABORT */
 	int msg_done;		       /* accepted this message: no more events */
+	struct buf held;	       /* packets not yet written (conn_send) */
 };
 
 /* The ops: an SMTP event, or the content (headers...EOM). */
@@ -95,6 +96,8 @@ struct smtpd_milters {
 	int replacing;	     /* REPLBODY packets are arriving */
 	struct buf new_body; /* ... into here */
 	char *hold_reason;   /* QUARANTINE */
+	struct milter_spec *own; /* this client's list from smtpd_milter_maps */
+	size_t nown;
 };
 
 static void op_run(struct smtpd_milters *ms);
@@ -105,6 +108,35 @@ static void conn_read_cb(struct bufferevent *bev, void *arg);
 /* ------------------------------------------------------------------ */
 /* packets                                                             */
 
+/* Packets nobody answers (macros, events under SMFIP_NR_*, ABORT) are
+ * held back and leave with the next packet that is answered (or QUIT):
+ * one write per round trip instead of one per SMTP command. The milter
+ * sees the same packets in the same order, only later; nothing it could
+ * say is lost, since it says nothing to these. */
+#define MILTER_HOLD_MAX 65536 /* more than this (body chunks) goes out at once */
+
+static void conn_flush(struct milter_conn *mc)
+{
+	size_t off = 0;
+
+	if (mc->held.len == 0 || mc->bev == NULL) {
+		buf_reset(&mc->held);
+		return;
+	}
+	/* Connected and nothing queued: straight to the socket, saving the
+	 * bufferevent's write-event round (two epoll_ctl per packet). */
+	if (mc->st != MC_CONNECTING &&
+	    evbuffer_get_length(bufferevent_get_output(mc->bev)) == 0) {
+		ssize_t n = send(bufferevent_getfd(mc->bev), mc->held.data, mc->held.len,
+				 MSG_DONTWAIT | MSG_NOSIGNAL);
+		if (n > 0)
+			off = (size_t)n; /* errors: the bufferevent finds them */
+	}
+	if (off < mc->held.len)
+		bufferevent_write(mc->bev, mc->held.data + off, mc->held.len - off);
+	buf_reset(&mc->held);
+}
+
 static void conn_send(struct milter_conn *mc, int cmd, const void *data, size_t len)
 {
 	unsigned char hdr[5];
@@ -112,9 +144,11 @@ static void conn_send(struct milter_conn *mc, int cmd, const void *data, size_t 
 
 	memcpy(hdr, &n, 4);
 	hdr[4] = (unsigned char)cmd;
-	bufferevent_write(mc->bev, hdr, 5);
+	buf_append(&mc->held, hdr, 5);
 	if (len)
-		bufferevent_write(mc->bev, data, len);
+		buf_append(&mc->held, data, len);
+	if (mc->held.len > MILTER_HOLD_MAX)
+		conn_flush(mc);
 }
 
 static void pkt_str(struct buf *b, const char *text)
@@ -200,6 +234,28 @@ static const char *macro_value(struct smtpd_milters *ms, const char *name, struc
 		return SSL_get_version(s->tls);
 	if (s->tls && strcmp(name, "cipher") == 0)
 		return SSL_get_cipher_name(s->tls);
+	if (strcmp(name, "client_resolve") == 0) /* Postfix: from the name lookup status */
+		return s->client.name_status == 0   ? "OK"
+		       : s->client.name_status == 4 ? "TEMP"
+		       : s->client.forged	    ? "FORGED"
+						    : "FAIL";
+	if (strcmp(name, "client_connections") == 0) {
+		buf_printf(tmp, "%d", s->conn_count);
+		return buf_str(tmp);
+	}
+	if (s->tls && (strcmp(name, "cert_subject") == 0 || strcmp(name, "cert_issuer") == 0)) {
+		struct buf other = BUF_INIT; /* a trusted client certificate's CNs, as Postfix */
+		if (smtpd_tls_ccert_status(s) != SMTPD_CCERT_TRUSTED)
+			return NULL;
+		if (name[5] == 's')
+			smtpd_tls_ccert_names(s, tmp, &other);
+		else
+			smtpd_tls_ccert_names(s, &other, tmp);
+		buf_free(&other);
+		return buf_str(tmp);
+	}
+	if (s->tls && strcmp(name, "tls_sni") == 0)
+		return smtpd_tls_sni(s);
 	if (s->tls && strcmp(name, "cipher_bits") == 0) {
 		buf_printf(tmp, "%d", SSL_get_cipher_bits(s->tls, NULL));
 		return buf_str(tmp);
@@ -291,9 +347,9 @@ static const struct milter_event milter_events[] = {
     {SMFIC_RCPT, MILTER_ST_RCPT, SMFIP_NORCPT, SMFIP_NR_RCPT, 0},
     {SMFIC_DATA, MILTER_ST_DATA, SMFIP_NODATA, SMFIP_NR_DATA, 0},
     {SMFIC_UNKNOWN, MILTER_ST_UNKNOWN, SMFIP_NOUNKNOWN, SMFIP_NR_UNKN, 0},
-    {SMFIC_HEADER, -1, SMFIP_NOHDRS, SMFIP_NR_HDR, 1},
+    {SMFIC_HEADER, MILTER_ST_EOH, SMFIP_NOHDRS, SMFIP_NR_HDR, 1}, /* Postfix: eoh macros */
     {SMFIC_EOH, MILTER_ST_EOH, SMFIP_NOEOH, SMFIP_NR_EOH, 1},
-    {SMFIC_BODY, -1, SMFIP_NOBODY, SMFIP_NR_BODY, 1},
+    {SMFIC_BODY, MILTER_ST_EOM, SMFIP_NOBODY, SMFIP_NR_BODY, 1}, /* Postfix: eod macros */
     {SMFIC_BODYEOB, MILTER_ST_EOM, 0, 0, 1},
 };
 
@@ -346,6 +402,7 @@ static int conn_event(struct milter_conn *mc, int cmd, const void *data, size_t 
 	conn_send(mc, cmd, data, len);
 	if ((ev->nr && (mc->pflags & ev->nr)) || (cmd == SMFIC_HEADER && mc->spec->nohdr_reply))
 		return 0;
+	conn_flush(mc);
 	mc->waiting = 1;
 	conn_timer_arm(mc, ev->content ? mc->spec->content_ms : mc->spec->command_ms);
 	/* Packets already buffered (a milter that answered early). */
@@ -359,6 +416,7 @@ static int conn_event(struct milter_conn *mc, int cmd, const void *data, size_t 
 
 static void conn_close(struct milter_conn *mc)
 {
+	buf_reset(&mc->held);
 	if (mc->bev)
 		bufferevent_free(mc->bev);
 	mc->bev = NULL;
@@ -430,6 +488,7 @@ static int conn_open(struct milter_conn *mc)
 		       : mc->spec->version == 3 ? SMFIP_V3
 						: SMFIP_V2);
 	conn_send(mc, SMFIC_OPTNEG, opt, sizeof(opt));
+	conn_flush(mc);
 	mc->waiting = 1;
 	conn_timer_arm(mc, mc->spec->connect_ms);
 	return 1;
@@ -1108,6 +1167,10 @@ static void op_finish(struct smtpd_milters *ms)
 		return;
 	}
 	s->state = ms->saved_state;
+	if (s->local_submit) { /* pickup's: no SMTP session to resume */
+		cb(s, ms->rc, reply);
+		return;
+	}
 	if (!s->dead)
 		cb(s, ms->rc, reply);
 	smtpd_session_resume(s); /* frees a dead session */
@@ -1116,18 +1179,29 @@ static void op_finish(struct smtpd_milters *ms)
 /* ------------------------------------------------------------------ */
 /* the interface                                                       */
 
-static struct smtpd_milters *milters_new(struct smtpd_session *s)
+static const struct smtpd_milter_conf *milter_conf_of(const struct smtpd_session *s)
 {
-	const struct smtpd_milter_conf *mc = s->conf->milters;
+	return s->local_submit ? s->conf->local_milters : s->conf->milters;
+}
+
+/* v/n: the milters of this session (own: from smtpd_milter_maps). */
+static struct smtpd_milters *milters_new(struct smtpd_session *s, struct milter_spec *v, size_t n,
+					 int own)
+{
+	const struct smtpd_milter_conf *mc = milter_conf_of(s);
 	struct smtpd_milters *ms = xcalloc(1, sizeof(*ms));
 
 	ms->s = s;
 	ms->conf = mc;
-	ms->n = mc->n;
-	ms->m = xcalloc(mc->n, sizeof(*ms->m));
-	for (size_t i = 0; i < mc->n; i++) {
+	ms->n = n;
+	if (own) {
+		ms->own = v;
+		ms->nown = n;
+	}
+	ms->m = xcalloc(n + 1, sizeof(*ms->m));
+	for (size_t i = 0; i < n; i++) {
 		ms->m[i].ms = ms;
-		ms->m[i].spec = &mc->v[i];
+		ms->m[i].spec = &v[i];
 		ms->m[i].timer = evtimer_new(s->base, conn_timer_cb, &ms->m[i]);
 	}
 	return ms;
@@ -1157,12 +1231,38 @@ int smtpd_milter_connect(struct smtpd_session *s, smtpd_milter_cb cb)
 	char fam = 'U';
 	struct buf name = BUF_INIT;
 
-	if (s->bev == NULL || smtpd_milter_conf_count(s->conf->milters) == 0) {
+	if ((s->bev == NULL && !s->local_submit) || smtpd_milter_conf_count(milter_conf_of(s)) == 0) {
 		cb(s, 0, "");
 		return 0;
 	}
-	if (s->milters == NULL)
-		s->milters = milters_new(s);
+	if (s->milters == NULL) {
+		const struct smtpd_milter_conf *mc = milter_conf_of(s);
+		struct milter_spec *v = mc->v;
+		size_t n = mc->n;
+		int own = 0;
+		if (mc->nmaps > 0) {
+			struct buf err = BUF_INIT;
+			int r = milter_maps_lookup(mc, s->client.addr, &v, &n, &err);
+			if (r < 0) { /* never run the mail unfiltered on a table error */
+				msg_warn("smtpd_milter_maps: %s", buf_str(&err));
+				buf_free(&err);
+				cb(s, -1, "421 4.3.5 Server configuration problem - try again later");
+				return 0;
+			}
+			own = r == 0;
+			if (r == 1) {
+				v = mc->v;
+				n = mc->n;
+			}
+		}
+		if (n == 0) { /* DISABLE, or only maps and none matched */
+			if (own)
+				milter_specs_free(v, n);
+			cb(s, 0, "");
+			return 0;
+		}
+		s->milters = milters_new(s, v, n, own);
+	}
 	ms = s->milters;
 	pkt_reset(ms);
 	/* Postfix sends "[addr]" for a client without a verified name. */
@@ -1326,15 +1426,18 @@ void smtpd_milter_end(struct smtpd_session *s)
 		return;
 	for (size_t i = 0; i < ms->n; i++) {
 		struct milter_conn *mc = &ms->m[i];
-		/* QUIT straight to the socket: the buffer goes with the free. */
+		/* What was held back, then QUIT, straight to the socket (the
+		 * bufferevent's buffer goes with the free). */
 		if (mc->st == MC_READY && mc->bev &&
 		    evbuffer_get_length(bufferevent_get_output(mc->bev)) == 0) {
 			static const unsigned char quit[5] = {0, 0, 0, 1, SMFIC_QUIT};
-			if (send(bufferevent_getfd(mc->bev), quit, 5, MSG_DONTWAIT | MSG_NOSIGNAL) <
-			    0)
+			buf_append(&mc->held, quit, 5);
+			if (send(bufferevent_getfd(mc->bev), mc->held.data, mc->held.len,
+				 MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
 				(void)0; /* the milter sees the hang-up instead */
 		}
 		conn_close(mc);
+		buf_free(&mc->held);
 		event_free(mc->timer);
 		for (int k = 0; k < MILTER_NSTAGES; k++)
 			free(mc->symlist[k]);
@@ -1350,6 +1453,7 @@ void smtpd_milter_end(struct smtpd_session *s)
 	buf_free(&ms->crlf);
 	buf_free(&ms->new_body);
 	free(ms->hold_reason);
+	milter_specs_free(ms->own, ms->nown);
 	free(ms);
 	s->milters = NULL;
 }

@@ -70,4 +70,22 @@ void smtpd_milter_abort(struct smtpd_session *s);
 /* The session ends: QUIT to every milter, free everything. */
 void smtpd_milter_end(struct smtpd_session *s);
 
+/* non_smtpd_milters for a locally submitted message (pickup), on base:
+ * env and content (our Received: first) get the milters' edits. 0: no
+ * such milters, nothing happens; 1: cb(arg, verdict, reply) is called,
+ * maybe before the return. reply: the refusal for BOUNCE and RETRY. */
+struct event_base;
+struct queue_env;
+struct smtpd_conf;
+enum milter_local_verdict {
+	MILTER_LOCAL_ACCEPT,  /* queue it (env->hold set on QUARANTINE) */
+	MILTER_LOCAL_DISCARD, /* drop it (logged) */
+	MILTER_LOCAL_BOUNCE,  /* return it to the sender with reply */
+	MILTER_LOCAL_RETRY,   /* keep the maildrop file, try again later */
+};
+typedef void (*smtpd_milter_local_cb)(void *arg, enum milter_local_verdict v, const char *reply);
+int smtpd_milter_local(struct event_base *base, struct smtpd_conf *conf, const char *qid,
+		       struct queue_env *env, struct buf *content, smtpd_milter_local_cb cb,
+		       void *arg);
+
 #endif

@@ -10,6 +10,7 @@
 
 #include "log.h"
 #include "route.h"
+#include "table.h"
 
 #include <string.h>
 #include <strings.h>
@@ -223,49 +224,126 @@ fail:
 	return -1;
 }
 
+/* A milter list ("a, { b, name=value }") into v/n; -1 with err. */
+static int milter_list_parse(const struct milter_spec *def, const char *text,
+			     struct milter_spec **v, size_t *n, struct buf *err)
+{
+	struct cfg_list items = {NULL, 0};
+
+	*v = NULL;
+	*n = 0;
+	if (cfg_list_split(text, &items, err) < 0)
+		return -1;
+	*v = xcalloc(items.count + 1, sizeof(**v));
+	for (size_t i = 0; i < items.count; i++) {
+		if (milter_spec_parse(def, items.items[i], &(*v)[i], err) < 0) {
+			cfg_list_free(&items);
+			milter_specs_free(*v, *n);
+			*v = NULL;
+			*n = 0;
+			return -1;
+		}
+		(*n)++;
+	}
+	cfg_list_free(&items);
+	return 0;
+}
+
+void milter_specs_free(struct milter_spec *v, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(v[i].endpoint);
+	free(v);
+}
+
+static int milter_maps_open(struct cfg *cfg, const char *l, struct smtpd_milter_conf *mc,
+			    struct buf *err)
+{
+	struct cfg_list items = {NULL, 0};
+	int rc = 0;
+
+	if (cfg_get_list(cfg, l, "smtpd_milter_maps", &items, err) < 0)
+		return -1;
+	mc->maps = xcalloc(items.count + 1, sizeof(*mc->maps));
+	for (size_t i = 0; i < items.count && rc == 0; i++) {
+		struct buf why = BUF_INIT;
+		if ((mc->maps[mc->nmaps] = table_open_lenient(items.items[i], &why)) == NULL) {
+			buf_printf(err, "smtpd_milter_maps: %s", buf_str(&why));
+			rc = -1;
+		} else {
+			mc->nmaps++;
+		}
+		buf_free(&why);
+	}
+	cfg_list_free(&items);
+	return rc;
+}
+
+/* Postfix 3.2 smtpd_milter_maps: the client address is the key (cidr
+ * tables are the usual kind); the first table that has it decides. */
+int milter_maps_lookup(const struct smtpd_milter_conf *mc, const char *addr,
+		       struct milter_spec **v, size_t *n, struct buf *err)
+{
+	struct buf value = BUF_INIT, why = BUF_INIT;
+	int rc = 1;
+
+	for (size_t i = 0; i < mc->nmaps && rc == 1; i++) {
+		int st = table_lookup(mc->maps[i], addr, &value, &why);
+		if (st == TABLE_ERROR) {
+			buf_printf(err, "%s lookup error for %s: %s", mc->maps[i]->spec, addr,
+				   buf_str(&why));
+			rc = -1;
+		} else if (st == TABLE_FOUND) {
+			const char *val = buf_str(&value);
+			val += strspn(val, " \t");
+			if (strncasecmp(val, "DISABLE", 7) == 0 && val[7 + strspn(val + 7, " \t")] == 0) {
+				*v = NULL;
+				*n = 0;
+				rc = 0;
+			} else if (milter_list_parse(&mc->def, val, v, n, &why) < 0) {
+				buf_printf(err, "%s: bad milter list for %s: %s", mc->maps[i]->spec,
+					   addr, buf_str(&why));
+				rc = -1;
+			} else {
+				rc = 0;
+			}
+		}
+	}
+	buf_free(&value);
+	buf_free(&why);
+	return rc;
+}
+
+/* param: smtpd_milters (with smtpd_milter_maps) or non_smtpd_milters. */
 struct smtpd_milter_conf *smtpd_milter_conf_new(struct cfg *cfg, const char *l, const char *param,
 						struct buf *err)
 {
 	struct smtpd_milter_conf *mc = xcalloc(1, sizeof(*mc));
-	struct cfg_list items = {NULL, 0};
-	struct milter_spec def = {0};
+	struct buf list = BUF_INIT, why = BUF_INIT;
 
-	if (cfg_get_list(cfg, l, "non_smtpd_milters", &items, err) < 0)
+	if (strcmp(param, "smtpd_milters") == 0 && milter_maps_open(cfg, l, mc, err) < 0)
 		goto fail;
-	if (items.count > 0) /* not silently: the admin expects filtering */
-		msg_warn("non_smtpd_milters is not supported yet: locally submitted mail is "
-			 "not filtered");
-	cfg_list_free(&items);
-	if (cfg_get_list(cfg, l, "smtpd_milter_maps", &items, err) < 0)
+	if (cfg_get_str(cfg, l, param, &list, err) < 0)
 		goto fail;
-	if (items.count > 0)
-		msg_warn("smtpd_milter_maps is not supported yet: smtpd_milters apply to every "
-			 "client");
-	cfg_list_free(&items);
-	if (cfg_get_list(cfg, l, param, &items, err) < 0)
-		goto fail;
-	if (items.count == 0) { /* milters off: nothing else is read */
-		cfg_list_free(&items);
+	if (list.len == strspn(buf_str(&list), " \t,") && mc->nmaps == 0) {
+		buf_free(&list); /* milters off: nothing else is read */
 		return mc;
 	}
-	if (milter_conf_defaults(cfg, l, &def, err) < 0 || milter_conf_macros(cfg, l, mc, err) < 0)
+	if (milter_conf_defaults(cfg, l, &mc->def, err) < 0 ||
+	    milter_conf_macros(cfg, l, mc, err) < 0)
 		goto fail;
 	if ((mc->route = route_conf_new(cfg, err)) == NULL)
 		goto fail;
-	mc->v = xcalloc(items.count, sizeof(*mc->v));
-	for (size_t i = 0; i < items.count; i++) {
-		struct buf why = BUF_INIT;
-		if (milter_spec_parse(&def, items.items[i], &mc->v[i], &why) < 0) {
-			buf_printf(err, "%s: %s", param, buf_str(&why));
-			buf_free(&why);
-			goto fail;
-		}
-		mc->n++;
+	if (milter_list_parse(&mc->def, buf_str(&list), &mc->v, &mc->n, &why) < 0) {
+		buf_printf(err, "%s: %s", param, buf_str(&why));
+		goto fail;
 	}
-	cfg_list_free(&items);
+	buf_free(&list);
+	buf_free(&why);
 	return mc;
 fail:
-	cfg_list_free(&items);
+	buf_free(&list);
+	buf_free(&why);
 	smtpd_milter_conf_free(mc);
 	return NULL;
 }
@@ -274,9 +352,10 @@ void smtpd_milter_conf_free(struct smtpd_milter_conf *mc)
 {
 	if (mc == NULL)
 		return;
-	for (size_t i = 0; i < mc->n; i++)
-		free(mc->v[i].endpoint);
-	free(mc->v);
+	milter_specs_free(mc->v, mc->n);
+	for (size_t i = 0; i < mc->nmaps; i++)
+		table_close(mc->maps[i]);
+	free(mc->maps);
 	for (int i = 0; i < MILTER_NSTAGES; i++)
 		free(mc->macros[i]);
 	free(mc->daemon_name);
@@ -291,5 +370,5 @@ void smtpd_milter_conf_free(struct smtpd_milter_conf *mc)
 
 size_t smtpd_milter_conf_count(const struct smtpd_milter_conf *mc)
 {
-	return mc ? mc->n : 0;
+	return mc ? mc->n + mc->nmaps : 0;
 }

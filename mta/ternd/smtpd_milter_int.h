@@ -119,7 +119,18 @@ struct smtpd_milter_conf {
 	char **defaults;	      /* milter_macro_defaults: "name=value" */
 	size_t ndefaults;
 	struct route_conf *route; /* {mail,rcpt}_{mailer,host}: the delivery route */
+	/* smtpd_milter_maps: client address -> milter list or DISABLE */
+	struct table **maps;
+	size_t nmaps;
+	struct milter_spec def; /* the milter_* defaults, for lists from the maps */
 };
+
+/* The milters for a client under smtpd_milter_maps: 0 with v and n set (a
+ * list of its own, free with milter_specs_free; n 0 = DISABLE), 1 no
+ * match (mc->v applies), -1 lookup or syntax error (err set). */
+int milter_maps_lookup(const struct smtpd_milter_conf *mc, const char *addr,
+		       struct milter_spec **v, size_t *n, struct buf *err);
+void milter_specs_free(struct milter_spec *v, size_t n);
 
 int milter_action_parse(const char *text, enum milter_action *out);
 

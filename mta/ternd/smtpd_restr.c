@@ -967,6 +967,7 @@ static void restr_policy_request(struct restr_eval *ev, const struct policy_serv
 	restr_attr(b, "policy_context", p->policy_context);
 	restr_attr(b, "compatibility_level", s->conf->compat_level);
 	restr_attr(b, "mail_version", s->conf->mail_version);
+	restr_attr(b, "tls_sni", smtpd_tls_sni(s) ? smtpd_tls_sni(s) : ""); /* Postfix 3.12 */
 	buf_putc(b, '\n');
 	buf_free(&t);
 }

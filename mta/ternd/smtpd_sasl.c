@@ -9,8 +9,11 @@
  * knows; "tern passwd" writes them), read at every attempt, so edits take
  * effect without a reload. Hashing costs milliseconds by design, so it
  * runs on a thread of its own and the session waits in SMTPD_ST_CHECK:
- * the event loop never blocks. Back end "dovecot": smtpd_sasl_dovecot.c
- * asks Dovecot's auth server, also without blocking.
+ * the event loop never blocks. Back end "dovecot": the exchange is
+ * Dovecot's (smtpd_sasl_dovecot.c, one connection per session): the
+ * client's responses and Dovecot's challenges are relayed, the session
+ * waits in SMTPD_ST_CHECK for each answer, and EHLO offers what Dovecot
+ * announced (once known) among PLAIN and LOGIN.
  * Pitfalls: smtpd_tls_auth_only (default yes): no AUTH, and no password
  * on the wire, before STARTTLS. A failed attempt counts as an error
  * (error sleep, hard limit).
@@ -30,8 +33,8 @@
 #include <stdio.h>
 #include <string.h>
 
-#define SASL_PLAIN 0x1
-#define SASL_LOGIN 0x2
+#define SASL_PLAIN SMTPD_SASL_PLAIN
+#define SASL_LOGIN SMTPD_SASL_LOGIN
 
 struct smtpd_sasl_conf {
 	int enable, auth_only, broken_clients, header;
@@ -232,19 +235,28 @@ static long long sasl_client_count(const struct inet_addr *ip, long long unit, i
 static int sasl_mechs(const struct smtpd_session *s)
 {
 	const struct smtpd_sasl_conf *sc = s->conf->sasl;
+	int m, dove;
 
 	if (sc == NULL || !sc->enable || (sc->auth_only && s->tls == NULL))
 		return 0;
-	return s->tls ? sc->mechs_tls : sc->mechs_plain;
+	m = s->tls ? sc->mechs_tls : sc->mechs_plain;
+	if (sc->dovecot && (dove = smtpd_dovecot_mechs(sc->path)) >= 0)
+		m &= dove; /* what Dovecot offers (Postfix: its MECH lines) */
+	return m;
 }
 
 const char *smtpd_sasl_offer(struct smtpd_session *s, int *broken_clients)
 {
+	const struct smtpd_sasl_conf *sc = s->conf->sasl;
 	int m = sasl_mechs(s);
 
 	if (m == 0 || (s->conf->ehlo_discard & SMTPD_EHLO_AUTH) ||
-	    smtpd_client_trusted(s, s->conf->sasl->exceptions))
+	    smtpd_client_trusted(s, sc->exceptions))
 		return NULL;
+	/* Dovecot not asked yet: offer ours, and connect now; the AUTH that
+	 * follows uses this connection, and later EHLOs know the answer. */
+	if (sc->dovecot && smtpd_dovecot_mechs(sc->path) < 0 && s->sasl_dovecot == NULL && s->base)
+		s->sasl_dovecot = smtpd_dovecot_open(s->base, sc->path);
 	*broken_clients = s->conf->sasl->broken_clients;
 	return m == (SASL_PLAIN | SASL_LOGIN) ? "PLAIN LOGIN" : m == SASL_PLAIN ? "PLAIN" : "LOGIN";
 }
@@ -276,6 +288,8 @@ void smtpd_sasl_reset(struct smtpd_session *s)
 		free(s->sasl_xchg);
 		s->sasl_xchg = NULL;
 	}
+	smtpd_dovecot_close(s->sasl_dovecot);
+	s->sasl_dovecot = NULL;
 }
 
 int smtpd_sasl_busy(const struct smtpd_session *s)
@@ -463,21 +477,6 @@ static void sasl_job_done(evutil_socket_t fd, short what, void *arg)
 	smtpd_session_resume(s);
 }
 
-static void sasl_dovecot_done(void *arg, int result, const char *user, const char *why)
-{
-	struct sasl_job *j = arg;
-
-	j->result = result;
-	if (why)
-		snprintf(j->why, sizeof(j->why), "%s", why);
-	if (result == 0 && user && *user) { /* Dovecot's canonical name for the login */
-		free(j->user);
-		j->user = xstrdup(user);
-		smtpd_printable(j->user);
-	}
-	sasl_job_done(-1, 0, j);
-}
-
 static void sasl_verify(struct smtpd_session *s, int mech, const char *user, const char *pass)
 {
 	const struct smtpd_sasl_conf *sc = s->conf->sasl;
@@ -498,17 +497,6 @@ static void sasl_verify(struct smtpd_session *s, int mech, const char *user, con
 	j->pass = xstrdup(pass);
 	j->mech = mech;
 	s->state = SMTPD_ST_CHECK;
-	if (sc->dovecot) {
-		if (smtpd_sasl_dovecot_auth(s->base, sc->path, j->user, pass, s->tls != NULL,
-					    s->server_addr, s->client.addr, sasl_dovecot_done,
-					    j) < 0) {
-			j->result = -1;
-			snprintf(j->why, sizeof(j->why), "dovecot auth server %s: cannot connect",
-				 sc->path);
-			event_base_once(s->base, -1, EV_TIMEOUT, sasl_job_done, j, NULL);
-		}
-		return;
-	}
 	pthread_attr_init(&attr);
 	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
 	if (pthread_create(&t, &attr, sasl_job_run, j) != 0) {
@@ -591,10 +579,131 @@ static void sasl_step(struct smtpd_session *s, const char *data, size_t len)
 	}
 }
 
+/* ------------------------------------------------------------------ */
+/* the exchange with Dovecot                                           */
+
+static int sasl_refuse(struct smtpd_session *s, const char *reply)
+{
+	smtpd_reply(s, "%s", reply);
+	return -1;
+}
+
+/* A response line the client sent is base64 (or empty). */
+static int sasl_is_base64(const char *line)
+{
+	struct buf dec = BUF_INIT;
+	int ok = base64_decode(line, strlen(line), &dec) == 0;
+
+	if (dec.data)
+		explicit_bzero(dec.data, dec.len);
+	buf_free(&dec);
+	return ok;
+}
+
+/* The exchange at Dovecot cannot go on (the client aborted, a bad
+ * line): its connection goes; the next AUTH opens another. */
+static void sasl_dovecot_drop(struct smtpd_session *s, const char *reply)
+{
+	smtpd_dovecot_close(s->sasl_dovecot);
+	s->sasl_dovecot = NULL;
+	sasl_fail(s, reply);
+}
+
+static void sasl_dovecot_cb(void *arg, int result, const char *text, const char *why)
+{
+	struct smtpd_session *s = arg;
+	const struct smtpd_sasl_conf *sc = s->conf->sasl;
+	const char *mech = sasl_mech_name(s->sasl_xchg ? s->sasl_xchg->mech : SASL_PLAIN);
+	struct buf t = BUF_INIT;
+
+	s->state = SMTPD_ST_CMD;
+	if (s->dead || s->sasl_xchg == NULL) {
+		sasl_end(s);
+		smtpd_session_resume(s);
+		return;
+	}
+	buf_set(&t, text ? text : "");
+	if (t.data) /* Dovecot's words reach the client and the log */
+		smtpd_printable(t.data);
+	if (result == SMTPD_DOVECOT_CONT) { /* Dovecot's challenge, already base64 */
+		smtpd_reply(s, "334 %s", buf_str(&t));
+		buf_free(&t);
+		smtpd_session_resume(s);
+		return;
+	}
+	sasl_end(s);
+	if (result == SMTPD_DOVECOT_OK) {
+		s->sasl_method = xstrdup(mech);
+		s->sasl_username = buf_detach(&t);
+		smtpd_reply(s, "235 2.7.0 Authentication successful");
+		smtpd_cmd_done(s, 0);
+	} else if (result == SMTPD_DOVECOT_FAIL) {
+		sasl_client_count(&s->client.ip, sc->rate_unit_s, 1);
+		msg_warn("%s: SASL %s authentication failed: %s%s%s", s->client.namaddr, mech, why,
+			 t.len ? ", sasl_username=" : "", buf_str(&t));
+		smtpd_reply(s, "535 5.7.8 Error: authentication failed: authentication failure");
+		smtpd_cmd_done(s, -1);
+	} else if (result == SMTPD_DOVECOT_NOMECH) {
+		smtpd_reply(s, "504 5.5.4 Unrecognized authentication type");
+		smtpd_cmd_done(s, -1);
+	} else {
+		msg_warn("%s: SASL %s authentication failed: %s", s->client.namaddr, mech,
+			 why ? why : "dovecot auth server failure");
+		smtpd_reply(s, "454 4.7.0 Temporary authentication failure");
+		smtpd_cmd_done(s, -1);
+	}
+	buf_free(&t);
+	smtpd_session_resume(s);
+}
+
+/* AUTH with the dovecot back end; resp: the initial response or NULL. */
+static int sasl_dovecot_begin(struct smtpd_session *s, int mech, const char *resp)
+{
+	const struct smtpd_sasl_conf *sc = s->conf->sasl;
+
+	if (resp && strcmp(resp, "=") == 0) /* RFC 4954 §4: an empty initial response */
+		resp = "";
+	else if (resp && !sasl_is_base64(resp))
+		return sasl_refuse(s, "501 5.5.2 Cannot decode response");
+	if (!smtpd_dovecot_usable(s->sasl_dovecot)) { /* none yet, or it failed */
+		smtpd_dovecot_close(s->sasl_dovecot);
+		s->sasl_dovecot = s->base ? smtpd_dovecot_open(s->base, sc->path) : NULL;
+	}
+	if (smtpd_dovecot_start(s->sasl_dovecot, mech, resp, s->tls != NULL, s->server_addr,
+				s->client.addr, sasl_dovecot_cb, s) < 0) {
+		msg_warn("%s: SASL %s authentication failed: dovecot auth server %s: cannot "
+			 "connect",
+			 s->client.namaddr, sasl_mech_name(mech), sc->path);
+		return sasl_refuse(s, "454 4.7.0 Temporary authentication failure");
+	}
+	s->sasl_xchg = xcalloc(1, sizeof(*s->sasl_xchg));
+	s->sasl_xchg->mech = mech;
+	s->check_cmd = SMTPD_C_AUTH;
+	s->state = SMTPD_ST_CHECK;
+	return SMTPD_CMD_PENDING;
+}
+
+/* The client's next response in a Dovecot exchange. */
+static void sasl_dovecot_input(struct smtpd_session *s, const char *line)
+{
+	if (strcmp(line, "*") == 0) /* RFC 4954 §4: the client cancels */
+		sasl_dovecot_drop(s, "501 5.7.0 Authentication aborted");
+	else if (!sasl_is_base64(line))
+		sasl_dovecot_drop(s, "501 5.5.2 Cannot decode response");
+	else if (smtpd_dovecot_continue(s->sasl_dovecot, line) < 0)
+		sasl_dovecot_drop(s, "454 4.7.0 Temporary authentication failure");
+	else
+		s->state = SMTPD_ST_CHECK;
+}
+
 void smtpd_sasl_input(struct smtpd_session *s, const char *line)
 {
 	struct buf dec = BUF_INIT;
 
+	if (s->conf->sasl->dovecot) {
+		sasl_dovecot_input(s, line);
+		return;
+	}
 	if (strcmp(line, "*") == 0) { /* RFC 4954 §4: the client cancels */
 		sasl_fail(s, "501 5.7.0 Authentication aborted");
 		return;
@@ -607,12 +716,6 @@ void smtpd_sasl_input(struct smtpd_session *s, const char *line)
 	if (dec.data)
 		explicit_bzero(dec.data, dec.len);
 	buf_free(&dec);
-}
-
-static int sasl_refuse(struct smtpd_session *s, const char *reply)
-{
-	smtpd_reply(s, "%s", reply);
-	return -1;
 }
 
 int smtpd_sasl_cmd(struct smtpd_session *s, int argc, char **argv)
@@ -659,6 +762,8 @@ int smtpd_sasl_cmd(struct smtpd_session *s, int argc, char **argv)
 		mech = SASL_LOGIN;
 	if ((mech & sasl_mechs(s)) == 0)
 		return sasl_refuse(s, "504 5.5.4 Unrecognized authentication type");
+	if (sc->dovecot)
+		return sasl_dovecot_begin(s, mech, argc == 3 ? argv[2] : NULL);
 	s->sasl_xchg = xcalloc(1, sizeof(*s->sasl_xchg));
 	s->sasl_xchg->mech = mech;
 	s->check_cmd = SMTPD_C_AUTH;

@@ -164,6 +164,7 @@ void smtpd_client_set(struct smtpd_client *c, const char *name, const char *addr
 	c->name = xstrdup(name);
 	c->rev_name = xstrdup(name);
 	c->name_status = c->rev_status = strcmp(name, "unknown") == 0 ? 5 : 0;
+	c->forged = 0;
 	c->addr = xstrdup(addr);
 	c->port = xstrdup(port);
 	if (inet_addr_parse(addr, &c->ip) < 0)
@@ -386,6 +387,8 @@ static void session_free(struct smtpd_session *s)
 	}
 	pthread_mutex_unlock(&smtpd_lock);
 	anvil_disconnect(s);
+	if (s->bev && s->state == SMTPD_ST_CLOSE && !s->dead && session_output_len(s) == 0)
+		smtpd_tls_close_notify(s); /* a clean end, not a lost client */
 	if (s->bev)
 		bufferevent_free(s->bev);
 	if (s->sleep_ev)
@@ -759,9 +762,12 @@ void smtpd_greet(struct smtpd_session *s)
 /* The anvil limits (Postfix smtpd_state/anvil): refuse before the greeting. */
 static int session_limits(struct smtpd_session *s)
 {
-	int exempt = smtpd_client_trusted(s, s->conf->event_exceptions);
+	/* Postfix: XCLIENT hosts (a proxy in front) are never limited either */
+	int exempt = smtpd_client_trusted(s, s->conf->event_exceptions) ||
+		     smtpd_client_trusted(s, s->conf->xclient_hosts);
 	int count, rate, rc = anvil_connect(s, exempt, &count, &rate);
 
+	s->conn_count = exempt ? 0 : count; /* milter {client_connections}, as Postfix */
 	if (rc == 0)
 		return 0;
 	if (rc == 1)
@@ -809,6 +815,7 @@ static void lookup_done(struct smtpd_session *s, const char *name, const char *r
 	s->client.rev_name = xstrdup(rev ? rev : "unknown");
 	s->client.name_status = name ? 0 : status;
 	s->client.rev_status = rev ? 0 : rev_status;
+	s->client.forged = !name && rev && status == 5;
 	free(addr);
 	free(port);
 	if (s->dead) {

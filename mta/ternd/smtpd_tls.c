@@ -4,8 +4,10 @@
  * re-reads the certificates; the STARTTLS command (RFC 3207) and wrapper
  * mode (smtps, RFC 8314); Postfix's "Anonymous/Untrusted/Trusted TLS
  * connection established from ..." line, client certificates
- * (smtpd_tls_ask_ccert, relay_clientcerts) and the TLS facts of the
- * session.
+ * (smtpd_tls_ask_ccert, CAfile/CApath, smtpd_tls_ccert_verifydepth,
+ * relay_clientcerts), certificates chosen by the client's SNI
+ * (tls_server_sni_maps), close_notify at the end of a session, and the
+ * TLS facts of the session.
  *
  * Levels as Postfix's smtpd_tls_security_level: none (no STARTTLS), may
  * (offered), encrypt (required: "530 5.7.0 Must issue a STARTTLS command
@@ -17,6 +19,7 @@
  */
 #include "smtpd_int.h"
 
+#include "base64.h"
 #include "log.h"
 #include "tls_proto.h"
 
@@ -27,8 +30,20 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
+#include <sys/stat.h>
+
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+
+/* A tls_server_sni_maps value and its PEM objects, parsed once per
+ * config snapshot (a reload re-reads the files). */
+struct tls_sni_chain {
+	char *value;
+	STACK_OF(X509_INFO) * pem;
+};
+
+#define TLS_SNI_CACHE_MAX 256 /* more distinct values: parsed per handshake */
 
 struct smtpd_tls_conf {
 	int level;    /* SMTPD_TLS_* */
@@ -42,6 +57,12 @@ struct smtpd_tls_conf {
 	const EVP_MD *digest;	    /* smtpd_tls_fingerprint_digest */
 	struct table **relay_certs; /* relay_clientcerts */
 	size_t nrelay_certs;
+	struct table **sni_maps; /* tls_server_sni_maps */
+	size_t nsni_maps;
+	char *cfg_dir;		  /* relative chain files in sni values */
+	pthread_mutex_t sni_lock; /* the loops share the cache */
+	struct tls_sni_chain *sni_chains;
+	size_t nsni_chains;
 };
 
 /* ------------------------------------------------------------------ */
@@ -122,8 +143,9 @@ static void tls_ssl_error(struct buf *err, const char *what, const char *file)
 	ERR_clear_error();
 }
 
-/* Read every PEM object of the files, in order. */
-static STACK_OF(X509_INFO) * tls_pem_read(const struct cfg_list *files, struct buf *err)
+/* Read every PEM object of the files, in order (what: for errors). */
+static STACK_OF(X509_INFO) *
+    tls_pem_read(const struct cfg_list *files, const char *what, struct buf *err)
 {
 	STACK_OF(X509_INFO) *all = sk_X509_INFO_new_null();
 
@@ -131,7 +153,8 @@ static STACK_OF(X509_INFO) * tls_pem_read(const struct cfg_list *files, struct b
 		BIO *bio = BIO_new_file(files->items[i], "r");
 		if (bio == NULL || PEM_X509_INFO_read_bio(bio, all, NULL, NULL) == NULL) {
 			BIO_free(bio);
-			tls_ssl_error(err, "smtpd_tls_chain_files: cannot read", files->items[i]);
+			buf_printf(err, "%s: cannot read", what);
+			tls_ssl_error(err, "", files->items[i]);
 			sk_X509_INFO_pop_free(all, X509_INFO_free);
 			return NULL;
 		}
@@ -140,30 +163,43 @@ static STACK_OF(X509_INFO) * tls_pem_read(const struct cfg_list *files, struct b
 	return all;
 }
 
-/* smtpd_tls_chain_files: each private key is followed by its certificate
- * and then that certificate's chain, so "rsa.pem, ecdsa.pem" (or key,
- * cert, chain split over files) gives one pair per key type (RSA+ECDSA). */
-static int tls_chain_files(SSL_CTX *ctx, const struct cfg_list *files, struct buf *err)
+/* Where the pairs of a chain go: the context (smtpd_tls_chain_files) or
+ * one connection (tls_server_sni_maps). Exactly one is set. */
+struct tls_target {
+	SSL_CTX *ctx;
+	SSL *ssl;
+};
+
+static int tls_target_use(const struct tls_target *t, X509 *cert, EVP_PKEY *key,
+			  STACK_OF(X509) * chain)
 {
-	STACK_OF(X509_INFO) *all = tls_pem_read(files, err);
+	return t->ctx ? SSL_CTX_use_cert_and_key(t->ctx, cert, key, chain, 1)
+		      : SSL_use_cert_and_key(t->ssl, cert, key, chain, 1);
+}
+
+/* Postfix's chain-files layout: each private key is followed by its
+ * certificate and then that certificate's chain, so "rsa.pem, ecdsa.pem"
+ * (or key, cert, chain split over files) gives one pair per key type
+ * (RSA+ECDSA). The objects stay all's (the target takes references). */
+static int tls_pairs_use(STACK_OF(X509_INFO) * all, const struct tls_target *t, const char *what,
+			 struct buf *err)
+{
 	STACK_OF(X509) *chain = NULL;
 	EVP_PKEY *key = NULL;
 	X509 *cert = NULL;
-	int rc = -1, pairs = 0, n = all ? sk_X509_INFO_num(all) : 0;
+	int rc = -1, pairs = 0, n = sk_X509_INFO_num(all);
 
-	for (int k = 0; all && k <= n; k++) {
+	for (int k = 0; k <= n; k++) {
 		X509_INFO *xi = k < n ? sk_X509_INFO_value(all, k) : NULL;
 		if (xi == NULL ||
 		    (xi->x_pkey && xi->x_pkey->dec_pkey)) { /* a new key, or the end */
 			if (key && cert == NULL) {
-				buf_puts(
-				    err,
-				    "smtpd_tls_chain_files: a private key without a certificate");
+				buf_printf(err, "%s: a private key without a certificate", what);
 				goto out;
 			}
-			if (key && SSL_CTX_use_cert_and_key(ctx, cert, key, chain, 1) != 1) {
-				tls_ssl_error(err, "smtpd_tls_chain_files:",
-					      "key and certificate do not match");
+			if (key && tls_target_use(t, cert, key, chain) != 1) {
+				buf_printf(err, "%s:", what);
+				tls_ssl_error(err, "", "key and certificate do not match");
 				goto out;
 			}
 			pairs += key != NULL;
@@ -174,9 +210,7 @@ static int tls_chain_files(SSL_CTX *ctx, const struct cfg_list *files, struct bu
 		}
 		if (xi && xi->x509) {
 			if (key == NULL) {
-				buf_puts(
-				    err,
-				    "smtpd_tls_chain_files: a certificate before its private key");
+				buf_printf(err, "%s: a certificate before its private key", what);
 				goto out;
 			}
 			if (cert == NULL)
@@ -188,13 +222,23 @@ static int tls_chain_files(SSL_CTX *ctx, const struct cfg_list *files, struct bu
 			}
 		}
 	}
-	if (all && pairs == 0) {
-		buf_puts(err, "smtpd_tls_chain_files: no private key with a certificate");
+	if (pairs == 0) {
+		buf_printf(err, "%s: no private key with a certificate", what);
 		goto out;
 	}
-	rc = all ? 0 : -1;
+	rc = 0;
 out:
 	sk_X509_free(chain); /* the objects belong to all */
+	return rc;
+}
+
+/* smtpd_tls_chain_files (tls_pairs_use). */
+static int tls_chain_files(SSL_CTX *ctx, const struct cfg_list *files, struct buf *err)
+{
+	STACK_OF(X509_INFO) *all = tls_pem_read(files, "smtpd_tls_chain_files", err);
+	struct tls_target t = {ctx, NULL};
+	int rc = all ? tls_pairs_use(all, &t, "smtpd_tls_chain_files", err) : -1;
+
 	sk_X509_INFO_pop_free(all, X509_INFO_free);
 	return rc;
 }
@@ -264,6 +308,15 @@ static int tls_verify_any(int ok, X509_STORE_CTX *store)
 	return 1;
 }
 
+/* smtpd_tls_ccert_verifydepth counts as Postfix does: the certificates
+ * above the client's, the trusted CA included ("1 is sufficient if the
+ * issuing CA is listed in a local CA file"); OpenSSL's depth counts only
+ * the CAs between them. Longer chains are Untrusted. */
+static void tls_verify_depth(SSL_CTX *ctx, long long depth)
+{
+	SSL_CTX_set_verify_depth(ctx, (int)(depth > 1 ? depth - 1 : 0));
+}
+
 static SSL_CTX *tls_ctx_new(const struct cfg *cfg, const char *l, struct smtpd_tls_conf *tc,
 			    struct buf *err)
 {
@@ -272,8 +325,9 @@ static SSL_CTX *tls_ctx_new(const struct cfg *cfg, const char *l, struct smtpd_t
 	const char *cp =
 	    tc->level == SMTPD_TLS_ENCRYPT ? "smtpd_tls_mandatory_ciphers" : "smtpd_tls_ciphers";
 	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
-	struct buf ca = BUF_INIT;
-	long long cache_s;
+	struct buf ca = BUF_INIT, capath = BUF_INIT;
+	long long cache_s, depth;
+	struct stat st;
 	int min;
 
 	if (ctx == NULL) {
@@ -283,6 +337,8 @@ static SSL_CTX *tls_ctx_new(const struct cfg *cfg, const char *l, struct smtpd_t
 	if (tls_min_version(cfg, l, pp, &min, err) < 0 || tls_ciphers(ctx, cfg, l, cp, err) < 0 ||
 	    tls_certs(ctx, cfg, l, err) < 0 ||
 	    cfg_get_path(cfg, l, "smtpd_tls_CAfile", &ca, err) < 0 ||
+	    cfg_get_path(cfg, l, "smtpd_tls_CApath", &capath, err) < 0 ||
+	    cfg_get_int(cfg, l, "smtpd_tls_ccert_verifydepth", &depth, err) < 0 ||
 	    cfg_get_time(cfg, l, "smtpd_tls_session_cache_timeout", &cache_s, err) < 0)
 		goto fail;
 	SSL_CTX_set_min_proto_version(ctx, min);
@@ -295,6 +351,18 @@ static SSL_CTX *tls_ctx_new(const struct cfg *cfg, const char *l, struct smtpd_t
 		tls_ssl_error(err, "smtpd_tls_CAfile", buf_str(&ca));
 		goto fail;
 	}
+	/* CApath: looked up by subject hash (openssl rehash) when a chain is
+	 * checked; as Postfix, its CAs are not named in the certificate
+	 * request (only CAfile's are). */
+	if (capath.len && (stat(buf_str(&capath), &st) < 0 || !S_ISDIR(st.st_mode))) {
+		buf_printf(err, "smtpd_tls_CApath %s: not a directory", buf_str(&capath));
+		goto fail;
+	}
+	if (capath.len && SSL_CTX_load_verify_locations(ctx, NULL, buf_str(&capath)) != 1) {
+		tls_ssl_error(err, "smtpd_tls_CApath", buf_str(&capath));
+		goto fail;
+	}
+	tls_verify_depth(ctx, depth);
 	if (tc->ask_ccert) {
 		/* Ask, never fail the handshake: the result is judged after it
 		 * (Trusted / Untrusted, smtpd_tls_req_ccert, the restrictions). */
@@ -315,9 +383,11 @@ static SSL_CTX *tls_ctx_new(const struct cfg *cfg, const char *l, struct smtpd_t
 		SSL_CTX_set_num_tickets(ctx, 0);
 	}
 	buf_free(&ca);
+	buf_free(&capath);
 	return ctx;
 fail:
 	buf_free(&ca);
+	buf_free(&capath);
 	SSL_CTX_free(ctx);
 	return NULL;
 }
@@ -338,23 +408,26 @@ static int tls_digest(const struct cfg *cfg, const char *l, struct smtpd_tls_con
 	return rc;
 }
 
-static int tls_relay_certs(const struct cfg *cfg, const char *l, struct smtpd_tls_conf *tc,
-			   struct buf *err)
+/* ------------------------------------------------------------------ */
+/* SNI: tls_server_sni_maps                                            */
+
+static int tls_tables_open(const struct cfg *cfg, const char *l, const char *param,
+			   struct table ***tables, size_t *n, struct buf *err)
 {
 	struct cfg_list items = {NULL, 0};
 	int rc = 0;
 
-	if (cfg_get_list(cfg, l, "relay_clientcerts", &items, err) < 0)
+	if (cfg_get_list(cfg, l, param, &items, err) < 0)
 		return -1;
-	tc->relay_certs = xcalloc(items.count + 1, sizeof(*tc->relay_certs));
+	*tables = xcalloc(items.count + 1, sizeof(**tables));
 	for (size_t i = 0; i < items.count && rc == 0; i++) {
 		struct buf why = BUF_INIT;
 		struct table *t = table_open_lenient(items.items[i], &why);
 		if (t == NULL) {
-			buf_printf(err, "relay_clientcerts: %s", buf_str(&why));
+			buf_printf(err, "%s: %s", param, buf_str(&why));
 			rc = -1;
 		} else {
-			tc->relay_certs[tc->nrelay_certs++] = t;
+			(*tables)[(*n)++] = t;
 		}
 		buf_free(&why);
 	}
@@ -362,10 +435,157 @@ static int tls_relay_certs(const struct cfg *cfg, const char *l, struct smtpd_tl
 	return rc;
 }
 
+/* Postfix's keys: the name as sent, then each ancestor as ".parent". */
+static int tls_sni_lookup(const struct smtpd_tls_conf *tc, const char *name, struct buf *value,
+			  struct buf *err)
+{
+	int rc = TABLE_NOTFOUND;
+
+	for (const char *key = name; key && rc == TABLE_NOTFOUND; key = strchr(key + 1, '.'))
+		for (size_t i = 0; i < tc->nsni_maps && rc == TABLE_NOTFOUND; i++)
+			rc = table_lookup(tc->sni_maps[i], key, value, err);
+	return rc;
+}
+
+/* The value: chain files as in smtpd_tls_chain_files (relative: the
+ * config directory), or -- for tables filled outside Tern, like Postfix's
+ * "postmap -F" ones -- the PEM text itself, base64-encoded, one token. */
+static STACK_OF(X509_INFO) *
+    tls_sni_pem(const struct smtpd_tls_conf *tc, const char *value, struct buf *err)
+{
+	struct cfg_list files = {NULL, 0};
+	struct buf pem = BUF_INIT;
+	STACK_OF(X509_INFO) *all = NULL;
+	char *copy = xstrdup(value), *save = NULL, *w;
+
+	/* base64 has '/' too: a value is PEM when it decodes to PEM (a path
+	 * with a '.' or a list never decodes) */
+	if (strpbrk(value, ", \t") == NULL && base64_decode(value, strlen(value), &pem) == 0 &&
+	    strstr(buf_str(&pem), "-----BEGIN")) {
+		BIO *bio = BIO_new_mem_buf(pem.data, (int)pem.len);
+		all = sk_X509_INFO_new_null();
+		if (bio == NULL || PEM_X509_INFO_read_bio(bio, all, NULL, NULL) == NULL) {
+			tls_ssl_error(err, "tls_server_sni_maps:", "bad PEM value");
+			sk_X509_INFO_pop_free(all, X509_INFO_free);
+			all = NULL;
+		}
+		BIO_free(bio);
+		goto out;
+	}
+	for (w = strtok_r(copy, ", \t", &save); w; w = strtok_r(NULL, ", \t", &save)) {
+		struct buf path = BUF_INIT;
+		if (*w != '/')
+			buf_printf(&path, "%s/", tc->cfg_dir);
+		buf_puts(&path, w);
+		files.items = xrealloc(files.items, (files.count + 1) * sizeof(*files.items));
+		files.items[files.count++] = buf_detach(&path);
+	}
+	if (files.count == 0)
+		buf_puts(err, "tls_server_sni_maps: an empty value");
+	else
+		all = tls_pem_read(&files, "tls_server_sni_maps", err);
+out:
+	cfg_list_free(&files);
+	buf_free(&pem);
+	free(copy);
+	return all;
+}
+
+/* The parsed chain of value, from the cache or read now (*fresh: the
+ * caller frees it). */
+static STACK_OF(X509_INFO) *
+    tls_sni_chain(struct smtpd_tls_conf *tc, const char *value, int *fresh, struct buf *err)
+{
+	STACK_OF(X509_INFO) *pem = NULL;
+
+	*fresh = 0;
+	pthread_mutex_lock(&tc->sni_lock);
+	for (size_t i = 0; i < tc->nsni_chains && pem == NULL; i++)
+		if (strcmp(tc->sni_chains[i].value, value) == 0)
+			pem = tc->sni_chains[i].pem;
+	pthread_mutex_unlock(&tc->sni_lock);
+	if (pem != NULL || (pem = tls_sni_pem(tc, value, err)) == NULL)
+		return pem;
+	pthread_mutex_lock(&tc->sni_lock);
+	if (tc->nsni_chains < TLS_SNI_CACHE_MAX) { /* a second reader may add it too: harmless */
+		tc->sni_chains =
+		    xrealloc(tc->sni_chains, (tc->nsni_chains + 1) * sizeof(*tc->sni_chains));
+		tc->sni_chains[tc->nsni_chains].value = xstrdup(value);
+		tc->sni_chains[tc->nsni_chains++].pem = pem;
+	} else {
+		*fresh = 1;
+	}
+	pthread_mutex_unlock(&tc->sni_lock);
+	return pem;
+}
+
+/* OpenSSL's servername callback, inside the ClientHello and before the
+ * certificate is chosen: a name with an entry gets that entry's chains
+ * instead of the listener's; any other keeps the default ones (logged,
+ * as Postfix does). A broken entry fails the handshake rather than
+ * presenting a certificate the admin did not mean for that name. */
+static int tls_sni_cb(SSL *ssl, int *alert, void *arg)
+{
+	struct smtpd_tls_conf *tc = arg;
+	const struct smtpd_session *s = SSL_get_app_data(ssl);
+	const char *name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+	const char *who = s ? s->client.namaddr : "unknown";
+	struct buf value = BUF_INIT, err = BUF_INIT;
+	struct tls_target t = {NULL, ssl};
+	STACK_OF(X509_INFO) *pem = NULL;
+	int rc = SSL_TLSEXT_ERR_NOACK, fresh = 0, st;
+
+	if (name == NULL || tc->nsni_maps == 0)
+		goto out;
+	if (!tls_sni_name_valid(name)) {
+		msg_info("TLS SNI from %s: invalid name, using the default certificate", who);
+		goto out;
+	}
+	st = tls_sni_lookup(tc, name, &value, &err);
+	if (st == TABLE_NOTFOUND) {
+		msg_info("TLS SNI %s from %s not matched, using the default certificate", name,
+			 who);
+		goto out;
+	}
+	if (st == TABLE_ERROR || (pem = tls_sni_chain(tc, buf_str(&value), &fresh, &err)) == NULL)
+		goto fail;
+	SSL_certs_clear(ssl);
+	if (tls_pairs_use(pem, &t, "tls_server_sni_maps", &err) < 0)
+		goto fail;
+	rc = SSL_TLSEXT_ERR_OK;
+	goto out;
+fail:
+	msg_warn("TLS SNI %s from %s: %s", name, who, buf_str(&err));
+	*alert = SSL_AD_INTERNAL_ERROR;
+	rc = SSL_TLSEXT_ERR_ALERT_FATAL;
+out:
+	if (fresh)
+		sk_X509_INFO_pop_free(pem, X509_INFO_free);
+	buf_free(&value);
+	buf_free(&err);
+	ERR_clear_error();
+	return rc;
+}
+
+static int tls_sni_init(const struct cfg *cfg, const char *l, struct smtpd_tls_conf *tc,
+			struct buf *err)
+{
+	if (tls_tables_open(cfg, l, "tls_server_sni_maps", &tc->sni_maps, &tc->nsni_maps, err) < 0)
+		return -1;
+	tc->cfg_dir = xstrdup(cfg_dir(cfg));
+	if (tc->ctx && tc->nsni_maps) {
+		SSL_CTX_set_tlsext_servername_callback(tc->ctx, tls_sni_cb);
+		SSL_CTX_set_tlsext_servername_arg(tc->ctx, tc);
+	}
+	return 0;
+}
+
 struct smtpd_tls_conf *smtpd_tls_conf_new(const struct cfg *cfg, const char *l, struct buf *err)
 {
 	struct smtpd_tls_conf *tc = xcalloc(1, sizeof(*tc));
 	struct buf level = BUF_INIT;
+
+	pthread_mutex_init(&tc->sni_lock, NULL);
 	long long loglevel;
 	int ask = 0, req = 0;
 
@@ -390,10 +610,14 @@ struct smtpd_tls_conf *smtpd_tls_conf_new(const struct cfg *cfg, const char *l, 
 			 "ignored%s%s",
 			 l ? " for listener " : "", l ? l : "");
 	tc->ask_ccert = ask || tc->req_ccert;
-	if (tls_digest(cfg, l, tc, err) < 0 || tls_relay_certs(cfg, l, tc, err) < 0)
+	if (tls_digest(cfg, l, tc, err) < 0 ||
+	    tls_tables_open(cfg, l, "relay_clientcerts", &tc->relay_certs, &tc->nrelay_certs, err) <
+		0)
 		goto fail;
 	if ((tc->level != SMTPD_TLS_NONE || tc->wrapper) &&
 	    (tc->ctx = tls_ctx_new(cfg, l, tc, err)) == NULL)
+		goto fail;
+	if (tls_sni_init(cfg, l, tc, err) < 0)
 		goto fail;
 	buf_free(&level);
 	return tc;
@@ -412,6 +636,16 @@ void smtpd_tls_conf_free(struct smtpd_tls_conf *tc)
 	for (size_t i = 0; i < tc->nrelay_certs; i++)
 		table_close(tc->relay_certs[i]);
 	free(tc->relay_certs);
+	for (size_t i = 0; i < tc->nsni_maps; i++)
+		table_close(tc->sni_maps[i]);
+	free(tc->sni_maps);
+	for (size_t i = 0; i < tc->nsni_chains; i++) {
+		free(tc->sni_chains[i].value);
+		sk_X509_INFO_pop_free(tc->sni_chains[i].pem, X509_INFO_free);
+	}
+	free(tc->sni_chains);
+	free(tc->cfg_dir);
+	pthread_mutex_destroy(&tc->sni_lock);
 	SSL_CTX_free(tc->ctx);
 	free(tc);
 }
@@ -472,6 +706,16 @@ static int tls_rate_exceeded(struct smtpd_session *s)
 	return 1;
 }
 
+/* The connection's SSL; the session is its app data (tls_sni_cb logs). */
+static SSL *tls_ssl_new(struct smtpd_session *s)
+{
+	SSL *ssl = SSL_new(s->conf->tls->ctx);
+
+	if (ssl)
+		SSL_set_app_data(ssl, s);
+	return ssl;
+}
+
 int smtpd_tls_cmd(struct smtpd_session *s, int argc, char **argv)
 {
 	const struct smtpd_tls_conf *tc = s->conf->tls;
@@ -514,7 +758,7 @@ int smtpd_tls_cmd(struct smtpd_session *s, int argc, char **argv)
 		/* else discarded unread by smtpd_session_tls_start() */
 	}
 	tls_forget(s);
-	if (smtpd_session_tls_start(s, SSL_new(tc->ctx), tc->starttls_timeout_ms,
+	if (smtpd_session_tls_start(s, tls_ssl_new(s), tc->starttls_timeout_ms,
 				    "220 2.0.0 Ready to start TLS") < 0) {
 		msg_warn("%s: cannot start TLS: output not flushed", s->client.namaddr);
 		s->state = SMTPD_ST_CLOSE;
@@ -533,7 +777,7 @@ int smtpd_tls_wrap(struct smtpd_session *s)
 		smtpd_session_close(s);
 		return -1;
 	}
-	if (smtpd_session_tls_start(s, SSL_new(tc->ctx), tc->starttls_timeout_ms, NULL) < 0) {
+	if (smtpd_session_tls_start(s, tls_ssl_new(s), tc->starttls_timeout_ms, NULL) < 0) {
 		msg_warn("%s: cannot start TLS", s->client.namaddr);
 		s->state = SMTPD_ST_CLOSE;
 		smtpd_session_close(s);
@@ -572,6 +816,19 @@ void smtpd_tls_established(struct smtpd_session *s)
 		return;
 	}
 	smtpd_session_tls_ready(s, greet);
+}
+
+/* Postfix sends close_notify at the end of a session it ended itself
+ * (tls_server_stop): the client can then tell a finished session from a
+ * truncated one (RFC 8446 §6.1). One alert record on a non-blocking
+ * socket: sent, or dropped when the peer does not read; the client's own
+ * close_notify is never waited for. */
+void smtpd_tls_close_notify(struct smtpd_session *s)
+{
+	if (s->tls == NULL || !SSL_is_init_finished(s->tls))
+		return;
+	(void)SSL_shutdown(s->tls);
+	ERR_clear_error();
 }
 
 void smtpd_tls_failed(struct smtpd_session *s, short what)

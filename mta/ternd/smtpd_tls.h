@@ -37,6 +37,9 @@ int smtpd_tls_wrap(struct smtpd_session *s);
 /* The handshake finished (from the session's event callback). */
 void smtpd_tls_established(struct smtpd_session *s);
 void smtpd_tls_failed(struct smtpd_session *s, short what); /* logs; the caller frees */
+/* All replies are flushed and the server ends the session (QUIT, 421):
+ * send TLS close_notify, without waiting for the client's. */
+void smtpd_tls_close_notify(struct smtpd_session *s);
 /* Facts of the established TLS session: NULL / 0 without TLS. */
 const char *smtpd_tls_protocol(const struct smtpd_session *s);
 const char *smtpd_tls_cipher(const struct smtpd_session *s);
@@ -85,15 +88,38 @@ void smtpd_sasl_received(const struct smtpd_session *s, struct buf *out);
 int smtpd_sasl_sender_owners(struct smtpd_session *s, const char *sender, struct buf *owners,
 			     struct buf *err);
 int smtpd_sasl_owner_match(const char *owners, const char *login);
-/* smtpd_sasl_dovecot.c: check user/pass with Dovecot's auth server at
- * path; cb gets 0 (ok, user: Dovecot's name for the login or NULL), 1
- * (bad credentials) or -1 (temporary failure, why), on the loop of base.
- * -1 when the request could not start (cb is not called). */
-typedef void (*smtpd_sasl_dovecot_cb)(void *arg, int result, const char *user, const char *why);
-int smtpd_sasl_dovecot_auth(struct event_base *base, const char *path, const char *user,
-			    const char *pass, int secured, const char *lip, const char *rip,
-			    smtpd_sasl_dovecot_cb cb, void *arg);
-/* Forget the login (STARTTLS, end of session). */
+/* Mechanisms (smtpd_sasl.c, smtpd_sasl_dovecot.c). */
+#define SMTPD_SASL_PLAIN 0x1
+#define SMTPD_SASL_LOGIN 0x2
+/* smtpd_sasl_dovecot.c: one connection to Dovecot's auth server per
+ * session. Results of an exchange, on the loop of base: CONT (text: the
+ * base64 challenge for "334 "), OK (text: Dovecot's user name), FAIL
+ * (text: the user name if Dovecot gave one, why: its reason), TEMP (why),
+ * NOMECH (Dovecot does not offer the mechanism). */
+#define SMTPD_DOVECOT_OK 0
+#define SMTPD_DOVECOT_FAIL 1
+#define SMTPD_DOVECOT_TEMP 2
+#define SMTPD_DOVECOT_CONT 3
+#define SMTPD_DOVECOT_NOMECH 4
+struct smtpd_dovecot;
+typedef void (*smtpd_dovecot_cb)(void *arg, int result, const char *text, const char *why);
+/* Connect (asynchronously); NULL when that cannot even start. */
+struct smtpd_dovecot *smtpd_dovecot_open(struct event_base *base, const char *path);
+/* Free it; allowed from inside its callback. */
+void smtpd_dovecot_close(struct smtpd_dovecot *d);
+/* Open and not failed: it can take another AUTH. */
+int smtpd_dovecot_usable(const struct smtpd_dovecot *d);
+/* SMTPD_SASL_* announced by the server at path, as last seen by any
+ * connection of this process; -1 before the first handshake. */
+int smtpd_dovecot_mechs(const char *path);
+/* AUTH: resp is the client's initial response (base64, "" for "="), or
+ * NULL. CONT: the client's next response (base64). -1: not possible now
+ * (cb is not called). */
+int smtpd_dovecot_start(struct smtpd_dovecot *d, int mech, const char *resp, int secured,
+			const char *lip, const char *rip, smtpd_dovecot_cb cb, void *arg);
+int smtpd_dovecot_continue(struct smtpd_dovecot *d, const char *resp);
+/* Forget the login (STARTTLS, XCLIENT, end of session) and close the
+ * session's Dovecot connection. */
 void smtpd_sasl_reset(struct smtpd_session *s);
 /* "ESMTP", "ESMTPS", "ESMTPA", "ESMTPSA" (RFC 3848) or "SMTP"... */
 const char *smtpd_proto_name(const struct smtpd_session *s);

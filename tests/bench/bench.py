@@ -604,11 +604,11 @@ def fsync_limits(build, directory, seconds):
     return res
 
 
-def ingest(servers, reps, seconds, timeout):
+def ingest(servers, reps, seconds, timeout, profiles=PROFILES):
     """Every profile on every server, alternating; a short warm-up run per
     (server, profile) sizes the measured runs to about `seconds` each."""
     results = []
-    for sessions, length in PROFILES:
+    for sessions, length in profiles:
         prof = {"sessions": sessions, "length": length, "runs": {}}
         results.append(prof)
         counts = {}
@@ -819,6 +819,174 @@ def tls_phase(build, workdir, reps, idle_sessions):
             res[kind][name + "_median"] = median([r for r in rates if r]) if any(rates) else None
     if idle_sessions > 0 and any(s.name == "tern" for s in up):
         res["idle"] = tls_idle(build, workdir, over, idle_sessions)
+    return res
+
+
+# ---- milters: receive-only with a null milter and with opendkim --------------
+
+MILTER_PROFILE = (20, 5120)
+MILTER_TARGET = 0.80  # ternd with a null milter keeps >= 80% of its milter-less rate
+OPENDKIM = "/usr/sbin/opendkim"
+
+
+class NullMilter:
+    """tests/tools/nullmilter: accepts everything; -m nr asks the MTA for
+    no replies to any event (SMFIP_NR_*), only EOM is answered. Counts the
+    messages (EOMs) it saw."""
+
+    def __init__(self, build, mode="nr"):
+        self.argv = [os.path.join(build, "tests", "nullmilter"), "-m", mode]
+        self.port = free_port()
+        self.proc = None
+
+    def start(self):
+        self.proc = subprocess.Popen(self.argv + [str(self.port)], stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, start_new_session=True)
+        if self.proc.stdout.readline().strip() != b"ready":
+            raise RuntimeError("nullmilter did not start: %s"
+                               % self.proc.stderr.read().decode("utf-8", "replace").strip())
+
+    def stop(self):
+        """Stops it; returns the number of messages it answered, or None."""
+        if not self.proc or self.proc.poll() is not None:
+            return None
+        self.proc.terminate()
+        try:
+            out = self.proc.communicate(timeout=10)[0].decode()
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return None
+        m = re.search(r"messages=(\d+)", out)
+        return int(m.group(1)) if m else None
+
+
+class OpenDKIM:
+    """opendkim signing mail from SENDER's domain with a fresh RSA-2048
+    key (relaxed/simple), for every client on 127.0.0.1."""
+
+    def __init__(self, workdir):
+        self.dir = os.path.join(workdir, "opendkim")
+        self.port = free_port()
+        self.proc = None
+        self.domain = SENDER.split("@", 1)[1]
+
+    def start(self):
+        os.makedirs(self.dir, exist_ok=True)
+        subprocess.run(["opendkim-genkey", "-b", "2048", "-d", self.domain, "-s", "bench",
+                        "-D", self.dir], check=True, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+        conf = os.path.join(self.dir, "opendkim.conf")
+        with open(conf, "w") as f:
+            f.write("Syslog no\nMode s\nSocket inet:%d@127.0.0.1\nDomain %s\nSelector bench\n"
+                    "KeyFile %s\nInternalHosts 127.0.0.1\nCanonicalization relaxed/simple\n"
+                    "RequireSafeKeys false\nBackground false\n"
+                    % (self.port, self.domain, os.path.join(self.dir, "bench.private")))
+        self.proc = subprocess.Popen([OPENDKIM, "-f", "-x", conf], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, start_new_session=True)
+        deadline = time.monotonic() + 20
+        while True:  # a milter has no greeting: wait until it accepts
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                break
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError("opendkim did not start: %s" % self.proc.stderr.read()
+                                       .decode("utf-8", "replace").strip())
+                time.sleep(0.1)
+        self.check_signs()
+
+    def check_signs(self):
+        """One message over the milter protocol: opendkim must add a
+        DKIM-Signature, or the opendkim rows would measure nothing."""
+        from milterclient import MilterClient
+        c = MilterClient(self.port)
+        c.connect(addr="127.0.0.1", **{"{client_addr}": "127.0.0.1", "j": "bench.local"})
+        c.helo()
+        mods, final = c.message(SENDER, [RECIPIENT],
+                                [("From", "<%s>" % SENDER), ("To", "<%s>" % RECIPIENT),
+                                 ("Subject", "bench")], b"bench\r\n", qid="BENCH1")
+        c.close()
+        if not any(b"DKIM-Signature" in m[1] for m in mods):
+            raise RuntimeError("opendkim did not sign a test message (replies %r %r)"
+                               % (mods, final))
+
+    def cpu_seconds(self):
+        return proc_cpu_seconds(self.proc.pid) if self.proc else None
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def milter_phase(build, workdir, reps, seconds):
+    """The receive-only target profile on ternd and Postfix, each bare,
+    with the null milter and with opendkim signing; all six servers up for
+    the whole phase, runs alternating."""
+    res = {"profile": {"sessions": MILTER_PROFILE[0], "length": MILTER_PROFILE[1]},
+           "ok": True}
+    nm_tern, nm_pfx, dkim = NullMilter(build), NullMilter(build), OpenDKIM(workdir)
+    for m in (nm_tern, nm_pfx, dkim):
+        _cleanup.append(m.stop)
+        m.start()
+    ep = "inet:127.0.0.1:%d"
+    servers = [Tern(build, workdir, sub="tern-m"),
+               Tern(build, workdir, sub="tern-m-null", overrides={"smtpd_milters": ep % nm_tern.port}),
+               Tern(build, workdir, sub="tern-m-dkim", overrides={"smtpd_milters": ep % dkim.port}),
+               Postfix(workdir, sub="postfix-m"),
+               Postfix(workdir, sub="postfix-m-null", overrides={"smtpd_milters": ep % nm_pfx.port}),
+               Postfix(workdir, sub="postfix-m-dkim", overrides={"smtpd_milters": ep % dkim.port})]
+    for srv, suffix in zip(servers, ("", "+null", "+opendkim") * 2):
+        srv.name = srv.name + suffix
+        _cleanup.append(srv.stop)
+        srv.start()
+    cpu0 = dkim.cpu_seconds()
+    prof = ingest(servers, reps, seconds, timeout=300, profiles=[MILTER_PROFILE])[0]
+    dkim_cpu = dkim.cpu_seconds() - cpu0 if cpu0 is not None else None
+    for srv in servers:
+        srv.stop()
+    # every message each server accepted went through its null milter
+    for nm, prefix in ((nm_tern, "tern"), (nm_pfx, "postfix")):
+        seen = nm.stop()
+        runs = [prof["warmup"][prefix + "+null"]] + prof["runs"][prefix + "+null"]
+        sent = sum(r["messages"] for r in runs if r["exit"] == 0)
+        res[prefix + "_null_milter_messages"] = seen
+        if seen is None or seen < sent:
+            problem("milter: the null milter behind %s answered %s end-of-message events for %d "
+                    "accepted messages" % (prefix, seen, sent))
+            res["ok"] = False
+    dkim.stop()
+    dkim_msgs = sum(r["messages"] for name in ("tern+opendkim", "postfix+opendkim")
+                    for r in [prof["warmup"][name]] + prof["runs"][name] if r["exit"] == 0)
+    if any(r["exit"] != 0 for runs in prof["runs"].values() for r in runs):
+        res["ok"] = False
+    rate = {srv.name: prof.get(srv.name + "_msg_per_s") for srv in servers}
+    res["msg_per_s"] = rate
+    res["runs"] = prof["runs"]
+
+    def ratio(a, b):
+        return round(rate[a] / rate[b], 3) if rate.get(a) and rate.get(b) else None
+
+    def cost(a, b):  # wall microseconds a milter adds per message, at this concurrency
+        return round(1e6 / rate[a] - 1e6 / rate[b]) if rate.get(a) and rate.get(b) else None
+    res["kept"] = {"tern+null": ratio("tern+null", "tern"),
+                   "tern+opendkim": ratio("tern+opendkim", "tern"),
+                   "postfix+null": ratio("postfix+null", "postfix"),
+                   "postfix+opendkim": ratio("postfix+opendkim", "postfix")}
+    res["tern_vs_postfix"] = {"bare": ratio("tern", "postfix"), "null": ratio("tern+null", "postfix+null"),
+                              "opendkim": ratio("tern+opendkim", "postfix+opendkim")}
+    res["cost_us_per_msg"] = {"tern+null": cost("tern+null", "tern"),
+                              "tern+opendkim": cost("tern+opendkim", "tern"),
+                              "postfix+null": cost("postfix+null", "postfix"),
+                              "postfix+opendkim": cost("postfix+opendkim", "postfix")}
+    res["opendkim_cpu_us_per_msg"] = round(1e6 * dkim_cpu / dkim_msgs) if dkim_cpu and dkim_msgs else None
+    kept = res["kept"]["tern+null"]
+    res["target"] = {"kept_required": MILTER_TARGET, "kept": kept,
+                     "met": bool(kept and kept >= MILTER_TARGET)}
     return res
 
 
@@ -1577,6 +1745,27 @@ def table(report):
             out.append("  ternd memory per idle TLS session (%d sessions): %s KiB (target <= %d KiB)"
                        % (idle.get("up", 0), idle.get("per_session_kib", "?"), TLS_IDLE_TARGET_KIB))
         out.append("")
+    mil = report.get("milter")
+    if mil:
+        r, k, c = mil["msg_per_s"], mil["kept"], mil["cost_us_per_msg"]
+        out.append("Milters, receive-only, %d sessions x 5 KiB, messages/s (median of %d)"
+                   % (mil["profile"]["sessions"], report["reps"]))
+        out.append("  %-22s %9s %9s %9s %11s %11s %11s"
+                   % ("", "Tern", "Postfix", "Tern/Pfx", "Tern kept", "Pfx kept", "us/msg T/P"))
+        for key, label in (("", "no milter"), ("+null", "null milter (NR)"),
+                           ("+opendkim", "opendkim signing")):
+            t, pf = r.get("tern" + key), r.get("postfix" + key)
+            out.append("  %-22s %9s %9s %9s %11s %11s %11s"
+                       % (label, fmt_rate(t), fmt_rate(pf), fmt_ratio(t / pf if t and pf else None),
+                          fmt_pct(k.get("tern" + key)) if key else "",
+                          fmt_pct(k.get("postfix" + key)) if key else "",
+                          "%s/%s" % (c.get("tern" + key), c.get("postfix" + key)) if key else ""))
+        out.append("  ternd with the null milter keeps %s of its milter-less rate (target >= %.0f%%): %s"
+                   % (fmt_pct(mil["target"]["kept"]), 100 * MILTER_TARGET,
+                      "met" if mil["target"]["met"] else "NOT met"))
+        out.append("  opendkim CPU per signed message: %s us (RSA-2048 sign, both MTAs)"
+                   % mil.get("opendkim_cpu_us_per_msg"))
+        out.append("")
     if "all_accepted" in report:
         out.append("All ingest smtp-source runs got 250 for every message: %s"
                    % ("yes" if report["all_accepted"] else "NO"))
@@ -1614,7 +1803,7 @@ def on_signal(signum, frame):
     sys.exit(128 + signum)
 
 
-PHASES = ("ingest", "relay", "tempfail", "tls")
+PHASES = ("ingest", "relay", "tempfail", "tls", "milter")
 
 
 def main():
@@ -1758,7 +1947,13 @@ def main():
         if not report["tls"]["ok"]:
             failed.append("tls")
 
-    # 6. Memory per idle session, on a fresh ternd.
+    # 6. Milters: a null milter and opendkim, on both servers.
+    if "milter" in only:
+        report["milter"] = milter_phase(build, workdir, args.reps, args.seconds)
+        if not report["milter"]["ok"]:
+            failed.append("milter")
+
+    # 7. Memory per idle session, on a fresh ternd.
     if "ingest" in only and args.idle_sessions > 0:
         note("idle-RSS: %d sessions to a fresh ternd" % args.idle_sessions)
         report["idle_rss"] = idle_rss(build, workdir, args.idle_sessions)

@@ -34,9 +34,9 @@ Per milter:
   example.com" for every combination of senders (null sender included)
   and recipients, plus the client and SASL maps.
 
-Known difference, outside the milters (test_orcpt_made_up_like_postfix,
-xfail): Postfix's smtp client makes up ORCPT=rfc822;<recipient>, ternd's
-does not; the comparisons above leave out exactly that ORCPT.
+Outside the milters (test_orcpt_made_up_like_postfix): both smtp clients
+make up ORCPT=rfc822;<original recipient> when the sink offers DSN; the
+comparisons above leave out exactly that ORCPT, this test compares it.
 """
 
 import collections
@@ -51,7 +51,7 @@ from milters_mta import HOSTNAME, World, wait_idle
 from test_milter_rules import CASES as RULES_CASES
 from test_milter_rules import CORPORA as RULES_CORPORA
 from test_milter_rules import REGEXP_CASES
-from test_tls_more import PASSWORD, start_dovecot
+from test_smtpd_tls import PASSWORD, start_dovecot
 
 OUTSIDE = "ADDR=198.51.100.7 NAME=mail.outside.test"
 SPF_CLIENT = "ADDR=192.0.2.10 NAME=mail.client.test"
@@ -476,24 +476,22 @@ def test_archive(world):
 # -- outbound: what the comparisons above leave out -------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="ternd's smtp client sends ORCPT only when the client "
-                   "gave one; Postfix's makes up ORCPT=rfc822;<original recipient> for every "
-                   "recipient when the server offers DSN (RFC 3461 4.2 allows both): "
-                   "mta/ternd/smtp_conn.c conn_send_rcpt, not a milter matter")
 def test_orcpt_made_up_like_postfix(world):
     """The recipients' parameters as the sinks got them, nothing left out
-    (the comparisons above drop an ORCPT that only repeats the recipient)."""
+    (the comparisons above drop an ORCPT that only repeats the recipient);
+    "+" and "=" in an address are xtext-encoded (+2B, +3D)."""
     w = world
     token = "orcpt-1"
     raw = message(token, sender="alice@example.com")
     for side in w.sides:
-        assert side.send("archive", "alice@example.com", ["dave@remote.test"], raw)["data"][0] \
-            == 250
+        assert side.send("archive", "alice@example.com",
+                         ["dave@remote.test", "dave+x=y@remote.test"], raw)["data"][0] == 250
     wait_idle(w.sides)
     got = {}
     for side in w.sides:
         got[side.name] = sorted((r, sorted("%s=%s" % kv for kv in p.items()))
                                 for t in side.sink_transactions(token)
                                 for r, p in zip(t["rcpts"], t["rcpt_params"]))
-    assert got["postfix"], got
+    assert ("dave+x=y@remote.test", ["ORCPT=rfc822;dave+2Bx+3Dy@remote.test"]) \
+        in got["postfix"], got
     assert got["ternd"] == got["postfix"], got

@@ -10,7 +10,9 @@ log line, smtp_tls_policy_maps per destination, the client side of the
 STARTTLS injection battery (bytes after the 220 -> the session is dropped,
 nothing is sent), EHLO again after TLS, connection reuse over TLS, and
 AUTH PLAIN/LOGIN from smtp_sasl_password_maps: only over TLS by default,
-failures deferred (smtp_sasl_auth_soft_bounce).
+failures deferred (smtp_sasl_auth_soft_bounce); close_notify after QUIT,
+the SNI sent (smtp_tls_servername, servername= in the policy table),
+smtp_tls_CApath and smtp_tls_scert_verifydepth.
 """
 
 import re
@@ -291,3 +293,121 @@ def test_tls_log_line_only_from_loglevel_1_and_starttls_offer_noted(outbound, pk
     assert mx1.connections[0]["tls"] is not None and mx2.connections[0]["tls"] is None
     outbound.wait_log(r"tern/smtp\[\d+\]: Host offered STARTTLS: \[127\.0\.0\.3\]")
     assert "TLS connection established" not in outbound.log()
+
+
+# --- close_notify, SNI, CApath, verify depth ------------------------------------
+
+def _quit_then_unwrap(monkeypatch):
+    """Make the fake servers answer QUIT, then end TLS with unwrap():
+    conn["close_notify"] records whether the client sent its close_notify
+    (True) or just closed the socket (the error text)."""
+    import fakesmtp
+
+    def cmd_quit(self, arg):
+        self.abort_txn()
+        self.send("221 2.0.0 Bye", "QUIT")
+        if self.rec["tls"] is not None:
+            try:
+                self.conn.unwrap()
+                self.rec["close_notify"] = True
+            except (OSError, ValueError) as e:
+                self.rec["close_notify"] = str(e)
+        return "quit"
+    monkeypatch.setattr(fakesmtp._Session, "cmd_QUIT", cmd_quit)
+
+
+def test_quit_ends_tls_with_close_notify(outbound, pki, monkeypatch):
+    _quit_then_unwrap(monkeypatch)
+    ctx = server_ctx(pki)
+    ctx.options &= ~getattr(ssl, "OP_IGNORE_UNEXPECTED_EOF", 0)  # no close_notify: an error
+    mx1 = outbound.fake(MX1, tls=ctx)
+    outbound.start(smtp_connection_cache_on_demand="no")
+    outbound.send(["u@remote.test"])
+    outbound.wait_fake(mx1, 1)
+    outbound.wait(lambda: "close_notify" in mx1.connections[0], "the QUIT at the fake")
+    assert mx1.connections[0]["close_notify"] is True, mx1.describe()
+
+
+def _sni_recorder(pki, name="good"):
+    """A server context that records the SNI of each handshake."""
+    ctx = server_ctx(pki, name)
+    seen = []
+    ctx.sni_callback = lambda sock, sni, c: seen.append(sni)
+    return ctx, seen
+
+
+@pytest.mark.parametrize("setting, policy, want", [
+    ("", None, None),                             # Postfix: no SNI unless asked
+    ("hostname", None, MX1_NAME),
+    ("nexthop", None, "remote.test"),
+    ("", "may servername=sni.remote.test", "sni.remote.test"),
+    ("hostname", "may servername=nexthop", "remote.test"),
+])
+def test_smtp_tls_servername(outbound, pki, setting, policy, want):
+    ctx, seen = _sni_recorder(pki)
+    mx1 = outbound.fake(MX1, tls=ctx)
+    settings = {"smtp_tls_servername": setting}
+    if policy:
+        table = outbound.cfg.write_table("tls_policy", "remote.test:%d %s\n"
+                                         % (outbound.port, policy))
+        settings["smtp_tls_policy_maps"] = "texthash:%s" % table
+    outbound.start(**settings)
+    outbound.send(["u@remote.test"])
+    outbound.wait_fake(mx1, 1)
+    assert seen == [want], seen
+
+
+def test_bad_smtp_tls_servername_refuses_start(config_dir):
+    config_dir.set(smtp_tls_servername="not a name")
+    r = subprocess.run([str(harness.tern_bin("ternd")), "-f", "-c", str(config_dir.path)],
+                       capture_output=True, timeout=30)
+    out = (r.stdout + r.stderr).decode()
+    assert r.returncode != 0 and 'smtp_tls_servername: "not a name" is not a DNS name' in out, out
+
+
+@pytest.fixture(scope="module")
+def deep_pki(pki):
+    """mx1's certificate issued by an intermediate CA (deep.pem: leaf then
+    intermediate), and a CApath directory with the root, rehashed."""
+    d = pki
+    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=Tern Test Intermediate",
+             "-keyout", "int.key", "-out", "int.csr", cwd=d)
+    (d / "int.ext").write_text("basicConstraints=critical,CA:TRUE\n"
+                               "keyUsage=critical,keyCertSign,cRLSign\n")
+    _openssl("x509", "-req", "-in", "int.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+             "-CAcreateserial", "-days", "2", "-extfile", "int.ext", "-out", "int.pem", cwd=d)
+    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=deep",
+             "-keyout", "deep.key", "-out", "deep.csr", cwd=d)
+    (d / "deep.ext").write_text("subjectAltName=DNS:%s\n" % MX1_NAME)
+    _openssl("x509", "-req", "-in", "deep.csr", "-CA", "int.pem", "-CAkey", "int.key",
+             "-CAcreateserial", "-days", "2", "-extfile", "deep.ext", "-out", "deep.leaf",
+             cwd=d)
+    (d / "deep.pem").write_text((d / "deep.leaf").read_text() + (d / "int.pem").read_text())
+    capath = d / "capath"
+    capath.mkdir(exist_ok=True)
+    (capath / "root.pem").write_text((d / "ca.pem").read_text())
+    _openssl("rehash", str(capath), cwd=d)
+    for p in list(d.iterdir()) + list(capath.iterdir()):
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    harness.traversable(capath)
+    return d
+
+
+def test_capath_verifies(outbound, deep_pki):
+    mx1 = outbound.fake(MX1, tls=server_ctx(deep_pki, "deep"))
+    outbound.start(smtp_tls_security_level="verify", smtp_tls_CApath=str(deep_pki / "capath"),
+                   smtp_tls_loglevel="1")
+    outbound.send(["u@remote.test"])
+    outbound.wait_fake(mx1, 1)
+    outbound.wait_log(tls_line("Verified", outbound.port).pattern)
+
+
+def test_scert_verifydepth_limits_the_chain(outbound, deep_pki):
+    mx1 = outbound.fake(MX1, tls=server_ctx(deep_pki, "deep"))
+    outbound.start(smtp_tls_security_level="verify", smtp_tls_CAfile=str(deep_pki / "ca.pem"),
+                   smtp_tls_scert_verifydepth="1")
+    outbound.send(["u@remote.test"])
+    outbound.wait_status("u@remote.test", delivery_re(
+        "u@remote.test", hostport(MX1_NAME, MX1, outbound.port), r"4\.7\.5", "deferred",
+        "Server certificate not trusted", service="smtp"))
+    assert mx1.delivered() == []

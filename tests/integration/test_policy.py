@@ -14,8 +14,8 @@ from pfinstance import PostfixInstance
 from restr_util import PolicyServer, Smtp, mailbox, session, start_ternd, wait_log
 
 # Postfix 3.7's attributes, in its order (3.8 adds compatibility_level and
-# mail_version, which Tern sends too).
-EXTRA = ["compatibility_level", "mail_version"]
+# mail_version, 3.12 tls_sni, which Tern sends too).
+EXTRA = ["compatibility_level", "mail_version", "tls_sni"]
 
 
 @pytest.fixture
@@ -92,7 +92,7 @@ def test_every_stage_and_value(policy, config_dir, start_program):
                       "END-OF-MESSAGE"]
     for r in pol.requests[first:]:
         assert names(r)[0] == "request" and dict(r)["request"] == "smtpd_access_policy"
-        assert len(names(r)) == len(set(names(r))) == 31
+        assert len(names(r)) == len(set(names(r))) == 32
     by = {r["protocol_state"]: r for r in reqs}
     rcpt1, rcpt2 = reqs[5], reqs[6]
     assert by["EHLO"]["helo_name"] == "helo.example.net"

@@ -398,7 +398,8 @@ def wait_probe_gone(cfg):
 
 def test_connection_count_limit(ternd):
     cfg, port = ternd(smtpd_client_connection_count_limit=2,
-                      smtpd_client_event_limit_exceptions="")
+                      smtpd_client_event_limit_exceptions="",
+                      smtpd_authorized_xclient_hosts="")  # XCLIENT hosts are exempt
     wait_probe_gone(cfg)
     a, b = Smtp(port), Smtp(port)
     assert a.reply().startswith("220") and b.reply().startswith("220")
@@ -421,7 +422,8 @@ def test_connection_limit_mynetworks_exempt(ternd):
 
 def test_connection_rate_limit(ternd):
     cfg, port = ternd(smtpd_client_connection_rate_limit=3,
-                      smtpd_client_event_limit_exceptions="")
+                      smtpd_client_event_limit_exceptions="",
+                      smtpd_authorized_xclient_hosts="")  # XCLIENT hosts are exempt
     wait_probe_gone(cfg)  # the probe was connection 1 of 3
     for _ in range(2):
         s = Smtp(port)

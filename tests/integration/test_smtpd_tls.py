@@ -778,10 +778,9 @@ def test_make_run_submission_seed_001(tmp_path, start_program):
 DOVECOT = "/usr/sbin/dovecot"
 
 
-@pytest.fixture
-def dovecot_auth(tmp_path, start_program):
-    """A real Dovecot auth server (dovecot-core) on a unix socket, with
-    alice in a passwd-file written by "tern passwd"; returns the socket."""
+def start_dovecot(tmp_path, start_program, mechanisms):
+    """A real Dovecot auth server with alice (passwd-file made by "tern
+    passwd") offering `mechanisms`; returns its socket."""
     d = tmp_path / "dovecot"
     (d / "run").mkdir(parents=True)
     (d / "state").mkdir()
@@ -797,7 +796,7 @@ instance_name = tern-test-{port}
 protocols =
 listen = 127.0.0.1
 ssl = no
-auth_mechanisms = plain login
+auth_mechanisms = {mechs}
 auth_failure_delay = 0
 log_path = {d}/dovecot.log
 passdb {{
@@ -813,10 +812,17 @@ service auth {{
     mode = 0666
   }}
 }}
-""".format(d=d, port=harness.free_port()))
+""".format(d=d, port=harness.free_port(), mechs=mechanisms))
     sock = d / "auth"
     start_program([DOVECOT, "-F", "-c", str(conf)], ready=sock.exists, name="dovecot")
     return sock
+
+
+@pytest.fixture
+def dovecot_auth(tmp_path, start_program):
+    """A real Dovecot auth server (dovecot-core) on a unix socket, with
+    alice in a passwd-file written by "tern passwd"; returns the socket."""
+    return start_dovecot(tmp_path, start_program, "plain login")
 
 
 @pytest.mark.parametrize("mech", ["PLAIN", "LOGIN"])
