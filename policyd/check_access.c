@@ -314,5 +314,5 @@ static void pd_access_run(struct pd_check *ck, struct pd_req *rq, struct pd_verd
 }
 
 const struct pd_check_ops pd_check_access_ops = {
-    "access", 0, pd_access_init, pd_access_run, pd_access_free,
+    "access", 0, pd_access_init, pd_access_run, pd_access_free, NULL,
 };

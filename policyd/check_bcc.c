@@ -101,5 +101,5 @@ done:
 }
 
 const struct pd_check_ops pd_check_bcc_ops = {
-    "bcc", 0, pd_bcc_init, pd_bcc_run, pd_bcc_free,
+    "bcc", 0, pd_bcc_init, pd_bcc_run, pd_bcc_free, NULL,
 };

@@ -316,6 +316,7 @@ static int pd_greylist_init(struct pd_check *ck, struct pd_conf *pc, const struc
 	    pd_wl_load(&g->recipients, cfg, "greylist_whitelist_recipients", 1, err) < 0 ||
 	    (g->state = pd_conf_state(pc, err)) == NULL)
 		return -1;
+	ck->blocking = pd_state_blocking(g->state); /* Redis: on a worker */
 	g->v4len = (int)v4;
 	g->v6len = (int)v6;
 	return 0;
@@ -470,5 +471,5 @@ done:
 }
 
 const struct pd_check_ops pd_check_greylist_ops = {
-    "greylist", 0, pd_greylist_init, pd_greylist_run, pd_greylist_free,
+    "greylist", 0, pd_greylist_init, pd_greylist_run, pd_greylist_free, NULL,
 };

@@ -156,6 +156,7 @@ static int pd_ratelimit_init(struct pd_check *ck, struct pd_conf *pc, const stru
 	cfg_list_free(&l);
 	if ((rl->state = pd_conf_state(pc, err)) == NULL)
 		return -1;
+	ck->blocking = pd_state_blocking(rl->state); /* Redis: on a worker */
 	return 0;
 }
 
@@ -271,5 +272,5 @@ static void pd_ratelimit_run(struct pd_check *ck, struct pd_req *rq, struct pd_v
 }
 
 const struct pd_check_ops pd_check_ratelimit_ops = {
-    "ratelimit", 0, pd_ratelimit_init, pd_ratelimit_run, pd_ratelimit_free,
+    "ratelimit", 0, pd_ratelimit_init, pd_ratelimit_run, pd_ratelimit_free, NULL,
 };

@@ -12,7 +12,11 @@
  * verdict is kept for the message, so later recipients cost no DNS.
  * Skipped (note spf=skipped): spf_skip_addresses (loopback by default),
  * authenticated clients, and the client/HELO/sender-domain whitelists.
- * Runs on worker threads: DNS blocks.
+ * Runs on worker threads: DNS blocks. Results are kept in shared/spf.c's
+ * result cache (spf_cache_size, spf_cache_max_ttl); when every identity
+ * a message needs is there, the check answers on the event loop
+ * (pd_spf_try_run, note "spf=pass(hit)") and the request never waits for
+ * a worker.
  */
 #include "policyd.h"
 
@@ -92,7 +96,7 @@ static int pd_spf_init(struct pd_check *ck, struct pd_conf *pc, const struct cfg
 	    "spf_softfail_action", "spf_temperror_action", "spf_permerror_action"};
 	struct pd_spf *s = xcalloc(1, sizeof(*s));
 	char *dns = NULL, *htype = NULL;
-	long long timeout = 20;
+	long long timeout = 20, cache_size = 0, cache_ttl = 0;
 	int rc = 0;
 
 	ck->priv = s;
@@ -108,7 +112,9 @@ static int pd_spf_init(struct pd_check *ck, struct pd_conf *pc, const struct cfg
 	    pd_cfg_str(cfg, "spf_authserv_id", &s->authserv_id, err) < 0 ||
 	    pd_cfg_str(cfg, "spf_header_type", &htype, err) < 0 ||
 	    pd_cfg_str(cfg, "dns_servers", &dns, err) < 0 ||
-	    pd_cfg_secs(cfg, "dns_timeout", &timeout, err) < 0)
+	    pd_cfg_secs(cfg, "dns_timeout", &timeout, err) < 0 ||
+	    pd_cfg_ll(cfg, "spf_cache_size", &cache_size, err) < 0 ||
+	    pd_cfg_secs(cfg, "spf_cache_max_ttl", &cache_ttl, err) < 0)
 		rc = -1;
 	if (rc == 0) {
 		if (strcasecmp(htype, "received-spf") == 0)
@@ -132,6 +138,8 @@ static int pd_spf_init(struct pd_check *ck, struct pd_conf *pc, const struct cfg
 	s->wl_domains = pd_spf_list(cfg, "spf_whitelist_domains", MATCHLIST_PARENT, err, &rc);
 	if (rc == 0 && (s->ctx = spf_ctx_new(dns, (int)timeout, pc->myhostname, err)) == NULL)
 		rc = -1;
+	if (rc == 0)
+		spf_ctx_set_cache(s->ctx, (size_t)cache_size, (long)cache_ttl);
 	free(dns);
 	free(htype);
 	return rc;
@@ -190,52 +198,77 @@ static int pd_spf_skip(const struct pd_spf *s, const struct pd_req *rq)
 	return skip;
 }
 
-static void pd_spf_run(struct pd_check *ck, struct pd_req *rq, struct pd_verdict *v)
+/* One identity's outcome: 0 done, -1 an error (err set), -2 it needs
+ * DNS and may_block is off. */
+static int pd_spf_get(const struct pd_spf *s, enum spf_identity id, const struct pd_req *rq,
+		      struct spf_outcome *o, struct buf *err, int may_block)
+{
+	const char *sender = id == SPF_ID_HELO ? "" : rq->sender;
+
+	if (!may_block)
+		return spf_check_cached(s->ctx, id, rq->client_address, rq->helo, sender, o) ? 0
+											     : -2;
+	return spf_check(s->ctx, id, rq->client_address, rq->helo, sender, o, err);
+}
+
+/* The check; -1 (nothing changed) when it would have to wait for DNS
+ * and may_block is off. */
+static int pd_spf_eval(struct pd_check *ck, struct pd_req *rq, struct pd_verdict *v, int may_block)
 {
 	struct pd_spf *s = ck->priv;
 	struct buf *action = &rq->inst->cache[ck->index], *note = &rq->inst->cache_note[ck->index];
 	struct spf_outcome helo, mf;
 	struct buf err = BUF_INIT, hdr = BUF_INIT;
 	const struct spf_outcome *used;
-	int rc;
+	int rc, got = -1, blocked = 0;
 
 	if (strcasecmp(rq->state, "RCPT") != 0 && strcasecmp(rq->state, "MAIL") != 0 &&
 	    strcasecmp(rq->state, "DATA") != 0)
-		return;
+		return 0;
 	if (pd_check_done(rq, ck)) { /* this message was checked */
 		buf_set(&v->action, buf_str(action));
 		buf_printf(&v->note, "%s(cached)", buf_str(note));
-		return;
+		return 0;
 	}
 	if (pd_spf_skip(s, rq)) {
 		buf_set(&v->note, "spf=skipped");
-		return;
+		return 0;
 	}
 	buf_init(&err);
 	buf_init(&hdr);
 	spf_outcome_init(&helo);
 	spf_outcome_init(&mf);
 	used = &mf;
-	if (s->helo_check && *rq->helo &&
-	    spf_check(s->ctx, SPF_ID_HELO, rq->client_address, rq->helo, "", &helo, &err) == 0 &&
-	    helo.result == SPF_R_FAIL) {
+	if (s->helo_check && *rq->helo) {
+		got = pd_spf_get(s, SPF_ID_HELO, rq, &helo, &err, may_block);
+		if (got == -2) {
+			blocked = 1;
+			goto done;
+		}
+	}
+	if (got == 0 && helo.result == SPF_R_FAIL) {
 		used = &helo;
 		rc = pd_spf_map(s, s->helo_fail_action, rq, &helo, action);
 	} else if (*rq->sender == 0 && helo.domain.len) {
 		used = &helo; /* the null sender's identity is the HELO one */
 		rc = pd_spf_map(s, s->actions[helo.result], rq, &helo, action);
-	} else if (spf_check(s->ctx, SPF_ID_MAILFROM, rq->client_address, rq->helo, rq->sender, &mf,
-			     &err) == 0) {
+	} else if ((got = pd_spf_get(s, SPF_ID_MAILFROM, rq, &mf, &err, may_block)) == 0) {
 		rc = pd_spf_map(s, s->actions[mf.result], rq, &mf, action);
+	} else if (got == -2) {
+		blocked = 1;
+		goto done;
 	} else {
 		msg_warn("spf: %s", buf_str(&err));
 		buf_set(&v->note, "spf=error");
 		goto done;
 	}
+	buf_reset(note);
 	buf_printf(note, "spf=%s%s", used->identity == SPF_ID_HELO ? "helo:" : "",
 		   spf_result_name(used->result));
 	pd_check_set_done(rq, ck);
 	buf_set(&v->note, buf_str(note));
+	if (!may_block)
+		buf_puts(&v->note, "(hit)");
 	if (rc == 1) {
 		buf_set(&v->action, buf_str(action));
 	} else if (rc == 0 && s->header != PD_SPF_HDR_NONE) {
@@ -247,8 +280,19 @@ done:
 	spf_outcome_free(&mf);
 	buf_free(&err);
 	buf_free(&hdr);
+	return blocked ? -1 : 0;
+}
+
+static void pd_spf_run(struct pd_check *ck, struct pd_req *rq, struct pd_verdict *v)
+{
+	pd_spf_eval(ck, rq, v, 1);
+}
+
+static int pd_spf_try_run(struct pd_check *ck, struct pd_req *rq, struct pd_verdict *v)
+{
+	return pd_spf_eval(ck, rq, v, 0);
 }
 
 const struct pd_check_ops pd_check_spf_ops = {
-    "spf", 1, pd_spf_init, pd_spf_run, pd_spf_free,
+    "spf", 1, pd_spf_init, pd_spf_run, pd_spf_free, pd_spf_try_run,
 };

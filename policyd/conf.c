@@ -51,6 +51,7 @@ const struct cfg_param policyd_params[] = {
     TIME("idle_timeout", "1000s", "s", 1, "close a client connection idle this long"),
     SIZE("request_size_limit", "65536", "largest request accepted (bytes)"),
     INT("worker_threads", "4", 1, 256, "threads for checks that block (SPF, Redis)"),
+    INT("event_loops", "0", 0, 64, "event loop threads serving clients (0: one per CPU)"),
     {"myhostname", CFG_STR, "localhost", "this host's name (X-Greylist, SPF receiver)", 0, 0, NULL,
      CFG_P_TERN, pd_param_myhostname},
     STR("recipient_delimiter", "+", "address extension delimiters"),
@@ -73,6 +74,9 @@ const struct cfg_param policyd_params[] = {
     STR("state_error_action", "DUNNO", "action when the state store fails"),
     /* SPF */
     BOOL("spf_helo_check", "yes", "check the HELO identity too"),
+    INT("spf_cache_size", "10000", 0, 10000000, "SPF results kept (0: none)"),
+    TIME("spf_cache_max_ttl", "5m", "s", 0,
+	 "longest an SPF result is kept (DNS TTLs bound it too)"),
     STR("spf_helo_fail_action", "reject", "HELO fail: reject, defer, prepend, dunno or an action"),
     STR("spf_pass_action", "prepend", "mail from pass"),
     STR("spf_fail_action", "reject", "mail from fail"),
@@ -224,6 +228,7 @@ static const char *pd_group_refused[] = {"listen",
 					 "idle_timeout",
 					 "request_size_limit",
 					 "worker_threads",
+					 "event_loops",
 					 "state",
 					 "state_map_size",
 					 "state_timeout",
@@ -333,7 +338,8 @@ static int pd_conf_check_add(struct pd_conf *pc, const char *item, struct buf *e
 		goto fail;
 	}
 	pc->nchecks++;
-	pc->blocking |= ck->ops->blocking;
+	ck->blocking |= ck->ops->blocking;
+	pc->blocking |= ck->blocking;
 	return 0;
 fail:
 	free(name);
@@ -392,7 +398,7 @@ struct pd_conf *pd_conf_new(struct cfg *cfg, struct buf *err)
 	    pd_cfg_secs(cfg, "idle_timeout", &pc->idle_timeout, err) < 0 ||
 	    pd_cfg_ll(cfg, "max_clients", &pc->max_clients, err) < 0 ||
 	    pd_cfg_ll(cfg, "worker_threads", &pc->workers, err) < 0 ||
-	    pd_conf_checks(pc, err) < 0) {
+	    pd_cfg_ll(cfg, "event_loops", &pc->loops, err) < 0 || pd_conf_checks(pc, err) < 0) {
 		pd_conf_free(pc);
 		return NULL;
 	}

@@ -177,47 +177,96 @@ static void pd_log_decision(const struct pd_req *rq, const char *peer, const str
 		 action);
 }
 
-void pd_eval(struct pd_conf *pc, const struct attr_list *attrs, struct pd_instance *inst,
-	     const char *peer, struct buf *reply)
+void pd_eval_run_init(struct pd_eval_run *run)
+{
+	memset(run, 0, sizeof(*run));
+	buf_init(&run->notes);
+	buf_init(&run->v.action);
+	buf_init(&run->v.note);
+}
+
+void pd_eval_run_free(struct pd_eval_run *run)
+{
+	buf_free(&run->notes);
+	buf_free(&run->v.action);
+	buf_free(&run->v.note);
+}
+
+void pd_eval_run_start(struct pd_eval_run *run)
+{
+	run->next = 0;
+	run->fresh = 1;
+	buf_reset(&run->notes);
+}
+
+/* Run check ck into run->v; -1 when it would block and may not. */
+static int pd_eval_check(struct pd_check *ck, struct pd_req *rq, struct pd_verdict *v,
+			 int may_block)
+{
+	buf_reset(&v->action);
+	buf_reset(&v->note);
+	if (may_block || !ck->blocking) {
+		ck->ops->run(ck, rq, v);
+		return 0;
+	}
+	return ck->ops->try_run ? ck->ops->try_run(ck, rq, v) : -1;
+}
+
+int pd_eval_step(struct pd_eval_run *run, struct pd_conf *pc, const struct attr_list *attrs,
+		 struct pd_instance *inst, const char *peer, struct buf *reply, int may_block)
 {
 	struct pd_req rq;
-	struct pd_verdict v;
-	struct buf notes = BUF_INIT;
+	struct pd_verdict *v = &run->v;
 	int decided = 0;
 
-	buf_init(&notes);
-	buf_init(&v.action);
-	buf_init(&v.note);
-	pd_instance_switch(inst, attr_get(attrs, "instance"));
+	if (run->fresh) {
+		pd_instance_switch(inst, attr_get(attrs, "instance"));
+		buf_reset(reply);
+	}
 	pd_req_fill(&rq, pc, attrs, inst);
-	buf_reset(reply);
-	for (size_t i = 0; i < pc->nchecks && !decided; i++) {
-		struct pd_check *ck = &pc->checks[i];
+	if (run->fresh)
+		run->now = rq.now;
+	else
+		rq.now = run->now;
+	run->fresh = 0;
+	for (; run->next < pc->nchecks && !decided; run->next++) {
+		struct pd_check *ck = &pc->checks[run->next];
 
-		buf_reset(&v.action);
-		buf_reset(&v.note);
-		ck->ops->run(ck, &rq, &v);
-		if (v.note.len)
-			buf_printf(&notes, "%s%s", notes.len ? "," : "", buf_str(&v.note));
-		switch (pd_action_classify(buf_str(&v.action))) {
+		if (pd_eval_check(ck, &rq, v, may_block) < 0)
+			return 1; /* this check again, on a worker */
+		if (v->note.len) {
+			if (run->notes.len)
+				buf_putc(&run->notes, ',');
+			buf_append(&run->notes, v->note.data, v->note.len);
+		}
+		switch (pd_action_classify(buf_str(&v->action))) {
 		case PD_ACT_DUNNO:
 			break;
 		case PD_ACT_INFO:
-			pd_instance_push(inst, buf_str(&v.action));
+			pd_instance_push(inst, buf_str(&v->action));
 			break;
 		case PD_ACT_DEFINITIVE:
-			buf_set(reply, buf_str(&v.action));
+			buf_set(reply, buf_str(&v->action));
 			decided = 1;
 			break;
 		}
 	}
 	if (!decided && !pd_instance_pop(inst, rq.state, reply))
 		buf_set(reply, "DUNNO");
-	pd_log_decision(&rq, peer, &notes, buf_str(reply));
+	pd_log_decision(&rq, peer, &run->notes, buf_str(reply));
 	/* Without an instance there is no later request to carry the rest. */
 	if (*rq.instance == 0)
 		pd_instance_switch(inst, "");
-	buf_free(&notes);
-	buf_free(&v.action);
-	buf_free(&v.note);
+	return 0;
+}
+
+void pd_eval(struct pd_conf *pc, const struct attr_list *attrs, struct pd_instance *inst,
+	     const char *peer, struct buf *reply)
+{
+	struct pd_eval_run run;
+
+	pd_eval_run_init(&run);
+	pd_eval_run_start(&run);
+	pd_eval_step(&run, pc, attrs, inst, peer, reply, 1);
+	pd_eval_run_free(&run);
 }

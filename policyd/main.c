@@ -438,6 +438,7 @@ int main(int argc, char **argv)
 		    cfg_get_time(cfg, NULL, "idle_timeout", &boot->idle_timeout, &err) < 0 ||
 		    cfg_get_int(cfg, NULL, "max_clients", &boot->max_clients, &err) < 0 ||
 		    cfg_get_int(cfg, NULL, "worker_threads", &boot->workers, &err) < 0 ||
+		    cfg_get_int(cfg, NULL, "event_loops", &boot->loops, &err) < 0 ||
 		    (m.srv = pd_server_new(m.base, boot, m.uid, m.gid, &err)) == NULL)
 			pd_main_fail_early(&m, &err);
 		pd_conf_unref(boot);
@@ -451,8 +452,9 @@ int main(int argc, char **argv)
 	pd_server_set_conf(m.srv, m.conf);
 	if (pd_server_start(m.srv, &err) < 0)
 		pd_main_die(&m, &err);
-	msg_info("daemon started -- listening on %s, checks %s, configuration %s",
-		 pd_server_listen_text(m.srv), cfg_get_raw(m.conf->cfg, NULL, "checks"), m.config);
+	msg_info("daemon started -- listening on %s, %d event loop(s), checks %s, configuration %s",
+		 pd_server_listen_text(m.srv), pd_server_loops(m.srv),
+		 cfg_get_raw(m.conf->cfg, NULL, "checks"), m.config);
 	pd_main_ready(&m, NULL);
 	event_base_dispatch(m.base);
 	pd_server_free(m.srv);

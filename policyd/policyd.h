@@ -6,10 +6,11 @@
  * PREPEND/BCC queued per instance) -> check_<name>.c -> state.c (LMDB or
  * Redis). A struct pd_conf is immutable once built and reference counted:
  * a reload builds a new one while requests in flight keep the old one.
- * Pitfall: checks may run on worker threads (SPF, Redis): a check's run()
- * must touch only its own immutable settings, the request and the
- * request's instance memory (owned by one connection, used by one thread
- * at a time).
+ * Pitfall: checks run on several threads at once (one event loop per
+ * CPU, and worker threads for SPF and Redis): a check's run() must touch
+ * only its own immutable settings, the request, the request's instance
+ * memory (owned by one connection, used by one thread at a time) and
+ * stores that lock themselves (state.c, shared/spf.c's caches).
  */
 #ifndef TERN_POLICYD_H
 #define TERN_POLICYD_H
@@ -82,6 +83,10 @@ struct pd_check_ops {
 		    struct buf *err);
 	void (*run)(struct pd_check *ck, struct pd_req *rq, struct pd_verdict *v);
 	void (*free)(struct pd_check *ck);
+	/* Optional, for a check that may block: answer like run() if that
+	 * needs no waiting (an SPF result in the cache) and return 0, or
+	 * return -1 having changed nothing: run() then goes to a worker. */
+	int (*try_run)(struct pd_check *ck, struct pd_req *rq, struct pd_verdict *v);
 };
 
 /* One entry of "checks": a check name, or a group with its own settings
@@ -92,6 +97,7 @@ struct pd_check {
 	struct pd_conf *pc;
 	void *priv;
 	int index;	     /* position in checks: its bit in pd_instance.done */
+	int blocking;	     /* ops->blocking, or it uses a state store that blocks */
 	struct cfg *own_cfg; /* the file's settings plus the group's, or NULL */
 };
 
@@ -121,6 +127,7 @@ struct pd_conf {
 	long long idle_timeout;
 	long long max_clients;
 	long long workers;
+	long long loops; /* event_loops (0: one per CPU), read at start */
 };
 
 struct pd_conf *pd_conf_new(struct cfg *cfg, struct buf *err);
@@ -132,6 +139,26 @@ struct pd_state *pd_conf_state(struct pd_conf *pc, struct buf *err);
 /* eval.c: evaluate one request; reply gets the action text (never empty). */
 void pd_eval(struct pd_conf *pc, const struct attr_list *attrs, struct pd_instance *inst,
 	     const char *peer, struct buf *reply);
+
+/* The same in steps, so an event loop runs the checks that cannot block
+ * and hands the request to a worker only at the first check that would
+ * (server.c). One per connection; its buffers are reused by every
+ * request, which spares allocations per request. */
+struct pd_eval_run {
+	size_t next; /* the check to run next */
+	int fresh;   /* no check has run yet */
+	time_t now;  /* the request's time, kept across the hand-over */
+	struct buf notes;
+	struct pd_verdict v;
+};
+
+void pd_eval_run_init(struct pd_eval_run *run);
+void pd_eval_run_free(struct pd_eval_run *run);
+void pd_eval_run_start(struct pd_eval_run *run);
+/* 0: done, reply set and the decision logged. 1 (only when !may_block):
+ * a check would block; call again with may_block on a worker. */
+int pd_eval_step(struct pd_eval_run *run, struct pd_conf *pc, const struct attr_list *attrs,
+		 struct pd_instance *inst, const char *peer, struct buf *reply, int may_block);
 
 /* Action classes (access(5), postfix.md §1.3). */
 enum pd_action_class {

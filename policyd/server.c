@@ -1,5 +1,5 @@
-/* server.c - listeners, connections, the policy protocol framing and the
- * worker pool (server.h).
+/* server.c - listeners, event loops, connections, the policy protocol
+ * framing and the worker pool (server.h).
  *
  * Protocol (postfix.md §1.1): "name=value\n" lines ended by an empty line;
  * one "action=...\n\n" reply per request; the connection stays open. On
@@ -7,7 +7,20 @@
  * a request that is not request=smtpd_access_policy) the server logs a
  * warning and disconnects without a reply, as SMTPD_POLICY_README asks:
  * Postfix then retries or applies its default_action.
+ *
+ * Threads: "event_loops" loops (default: one per CPU). Loop 0 is the
+ * main thread's base: it also accepts, handles signals and the state
+ * timers, and hands each new connection to the loops in turn; the others
+ * run on their own threads. A connection lives on one loop for good, so
+ * its memory is only touched by that loop (and by a worker while busy).
+ * Cost per request, which is what the benchmark measures: one read(2),
+ * one write(2) (plus the decision log line); the read event stays armed
+ * and the write event is only used when the socket is full, so there is
+ * no epoll_ctl(2) per request. The state store's periodic sync and
+ * clean-up run on a thread of their own: an fsync that takes a second on
+ * a busy disk must not stop a loop.
  */
+#define _GNU_SOURCE /* sched_getaffinity, CPU_COUNT */
 #include "server.h"
 #include "state.h"
 
@@ -15,14 +28,13 @@
 #include "log.h"
 
 #include <errno.h>
-#include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -34,6 +46,8 @@
 #define PD_EXPIRE_INTERVAL 600	   /* seconds between state clean-ups */
 #define PD_SYNC_INTERVAL 5	   /* seconds between state syncs (state_lmdb.c) */
 #define PD_OUTPUT_MAX (256 * 1024) /* unread replies before we stop reading */
+#define PD_READ_CHUNK 16384	   /* bytes asked of each read(2) */
+#define PD_LOOPS_MAX 64
 
 struct pd_listener {
 	char *text;
@@ -42,76 +56,191 @@ struct pd_listener {
 	struct pd_server *srv;
 };
 
+struct pd_loop;
+
 struct pd_conn {
-	struct pd_server *srv;
-	struct bufferevent *bev;
+	struct pd_loop *loop;
+	int fd;
+	struct event *rev, *wev;
+	int reading;	    /* rev is added */
+	struct buf in, out; /* bytes read, not yet decoded / not yet written */
+	size_t in_off, out_off;
 	struct attr_decoder dec;
+	struct pd_eval_run run;
 	struct pd_instance inst;
-	struct pd_conf *conf; /* held while a request is evaluated */
+	struct pd_conf *conf; /* held while a request is on a worker */
 	struct buf reply;
 	char peer[128];
 	size_t req_bytes;
 	int busy;    /* a request is on a worker */
 	int closing; /* free when the worker gives it back */
 	int eof;     /* the client closed its side: answer, then close */
+	int dead;    /* a write failed: free at the next chance */
 	struct pd_conn *next;
 	struct pd_conn *prev_all, *next_all;
+};
+
+/* One event loop. The lock guards what other threads hand over: new
+ * connections (from loop 0) and finished jobs (from the workers). */
+struct pd_loop {
+	struct pd_server *srv;
+	int index;
+	struct event_base *base;
+	int own_base;
+	pthread_t thread;
+	int started;
+	pthread_mutex_t lock;
+	struct pd_conn *incoming, *done;
+	int efd;
+	struct event *notify;
+	struct pd_conn *all;
+	struct pd_conf *conf; /* this loop's reference to the configuration */
+	unsigned gen;
 };
 
 struct pd_server {
 	struct event_base *base;
 	struct pd_conf *conf;
+	pthread_mutex_t conf_lock;
+	unsigned conf_gen; /* bumped by a reload: loops pick the new conf up */
 	char *listen_text;
 	struct pd_listener *ls;
 	size_t nls;
-	long long nclients;
-	struct pd_conn *all;
+	long long nclients; /* atomic */
 	int stopping;
+	struct pd_loop *loops;
+	int nloops;
+	unsigned next_loop;
 	/* workers */
 	pthread_t *threads;
 	int nthreads;
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	struct pd_conn *jobs, **jobs_tail;
-	struct pd_conn *done;
 	int quit;
-	int efd;
-	struct event *notify;
-	struct event *expire;
-	struct event *sync;
+	/* housekeeping: state sync and expiry */
+	pthread_t hk_thread;
+	int hk_started, hk_quit;
+	pthread_mutex_t hk_lock;
+	pthread_cond_t hk_cond;
 };
 
-static void pd_conn_read(struct pd_conn *c);
+static void pd_conn_resume(struct pd_conn *c);
+
+/* ---- configuration per loop ---- */
+
+/* The configuration for the next request on this loop. */
+static struct pd_conf *pd_loop_conf(struct pd_loop *lp)
+{
+	struct pd_server *srv = lp->srv;
+
+	if (__atomic_load_n(&srv->conf_gen, __ATOMIC_ACQUIRE) != lp->gen) {
+		pthread_mutex_lock(&srv->conf_lock);
+		pd_conf_ref(srv->conf);
+		pd_conf_unref(lp->conf);
+		lp->conf = srv->conf;
+		lp->gen = srv->conf_gen;
+		pthread_mutex_unlock(&srv->conf_lock);
+	}
+	return lp->conf;
+}
 
 /* ---- connections ---- */
 
+static void pd_conn_close_fd(struct pd_conn *c)
+{
+	if (c->rev) {
+		event_free(c->rev);
+		c->rev = NULL;
+	}
+	if (c->wev) {
+		event_free(c->wev);
+		c->wev = NULL;
+	}
+	if (c->fd >= 0) {
+		close(c->fd);
+		c->fd = -1;
+	}
+	c->reading = 0;
+}
+
 static void pd_conn_free(struct pd_conn *c)
 {
-	struct pd_server *srv = c->srv;
+	struct pd_loop *lp = c->loop;
 
+	pd_conn_close_fd(c);
 	if (c->busy) { /* the worker still uses it: finish later */
 		c->closing = 1;
-		if (c->bev) {
-			bufferevent_free(c->bev);
-			c->bev = NULL;
-		}
 		return;
 	}
-	if (c->bev)
-		bufferevent_free(c->bev);
 	if (c->prev_all)
 		c->prev_all->next_all = c->next_all;
-	else
-		srv->all = c->next_all;
+	else if (lp->all == c)
+		lp->all = c->next_all;
 	if (c->next_all)
 		c->next_all->prev_all = c->prev_all;
 	attr_decoder_free(&c->dec);
+	pd_eval_run_free(&c->run);
 	pd_instance_free(&c->inst);
 	buf_free(&c->reply);
+	buf_free(&c->in);
+	buf_free(&c->out);
 	if (c->conf)
 		pd_conf_unref(c->conf);
 	free(c);
-	srv->nclients--;
+	__atomic_sub_fetch(&lp->srv->nclients, 1, __ATOMIC_RELAXED);
+}
+
+static size_t pd_conn_outlen(const struct pd_conn *c)
+{
+	return c->out.len - c->out_off;
+}
+
+/* Arm or disarm the read event as the connection's state asks: no
+ * reading while a client's unread replies pile up, or while a request is
+ * on a worker and a whole request more already waits (bounded memory). */
+static void pd_conn_want_read(struct pd_conn *c)
+{
+	struct pd_conf *pc = c->loop->conf;
+	int want = c->fd >= 0 && !c->eof && !c->dead && pd_conn_outlen(c) <= PD_OUTPUT_MAX &&
+		   c->in.len - c->in_off <= (size_t)pc->size_limit + 4096;
+
+	if (want && !c->reading) {
+		struct timeval idle = {(time_t)pc->idle_timeout, 0};
+		event_add(c->rev, &idle);
+	} else if (!want && c->reading)
+		event_del(c->rev);
+	c->reading = want;
+}
+
+/* Send now if the socket takes it; what it does not take waits for the
+ * write event. */
+static void pd_conn_send(struct pd_conn *c, const char *data, size_t len)
+{
+	ssize_t n = 0;
+
+	if (c->fd < 0 || c->dead)
+		return;
+	if (pd_conn_outlen(c) == 0) {
+		buf_reset(&c->out);
+		c->out_off = 0;
+		n = write(c->fd, data, len);
+		if (n < 0 && errno != EAGAIN && errno != EINTR) {
+			if (msg_verbose)
+				msg_info("%s: write: %s", c->peer, strerror(errno));
+			c->dead = 1;
+			return;
+		}
+		if (n < 0)
+			n = 0;
+		if ((size_t)n == len)
+			return;
+	}
+	buf_append(&c->out, data + n, len - (size_t)n);
+	{
+		struct timeval idle = {(time_t)c->loop->conf->idle_timeout, 0};
+		event_add(c->wev, &idle);
+	}
 }
 
 static void pd_conn_reply(struct pd_conn *c)
@@ -134,8 +263,7 @@ static void pd_conn_reply(struct pd_conn *c)
 		buf_reset(&out);
 		attr_print_reply(&out, "DUNNO", &err);
 	}
-	if (c->bev)
-		bufferevent_write(c->bev, out.data, out.len);
+	pd_conn_send(c, out.data, out.len);
 	buf_free(&out);
 	buf_free(&err);
 }
@@ -150,10 +278,13 @@ static void pd_job_submit(struct pd_server *srv, struct pd_conn *c)
 	pthread_mutex_unlock(&srv->lock);
 }
 
-/* A complete request is in c->dec.list. */
+/* A complete request is in c->dec.list. Evaluated here when no check
+ * needs to block for it (an SPF answer in the cache does not), else on
+ * a worker from the first check that would block. */
 static int pd_conn_request(struct pd_conn *c)
 {
-	struct pd_server *srv = c->srv;
+	struct pd_server *srv = c->loop->srv;
+	struct pd_conf *pc = pd_loop_conf(c->loop);
 	const char *req = attr_get(&c->dec.list, "request");
 
 	if (strcmp(req, "smtpd_access_policy") != 0) {
@@ -163,118 +294,163 @@ static int pd_conn_request(struct pd_conn *c)
 	if (c->dec.warn.len)
 		msg_warn("%s: %s", c->peer, buf_str(&c->dec.warn));
 	c->req_bytes = 0;
-	c->conf = srv->conf;
-	pd_conf_ref(c->conf);
-	if (c->conf->blocking && srv->nthreads > 0) {
+	pd_eval_run_start(&c->run);
+	if (pd_eval_step(&c->run, pc, &c->dec.list, &c->inst, c->peer, &c->reply,
+			 srv->nthreads == 0) == 1) {
+		c->conf = pc;
+		pd_conf_ref(pc);
 		c->busy = 1;
 		pd_job_submit(srv, c);
 		return 1;
 	}
-	pd_eval(c->conf, &c->dec.list, &c->inst, c->peer, &c->reply);
-	pd_conf_unref(c->conf);
-	c->conf = NULL;
 	pd_conn_reply(c);
 	return 0;
 }
 
-/* Feed what arrived to the decoder; answer every complete request (stop
- * at one that went to a worker: the rest waits in the input buffer).
- * Returns -1 when the connection was freed. */
+/* Decode what arrived; answer every complete request (stop at one that
+ * went to a worker: the rest waits in c->in). Returns -1 when the
+ * connection must be freed. */
 static int pd_conn_process(struct pd_conn *c)
 {
-	struct evbuffer *in;
+	struct pd_conf *pc = c->loop->conf;
 
-	while (c->bev && !c->busy) {
-		struct evbuffer_iovec vec;
+	while (!c->busy && !c->dead && c->in_off < c->in.len) {
 		size_t used = 0;
 		enum attr_decode_status st;
 
 		/* A client that pipelines without reading its replies waits
 		 * until they drain (pd_conn_write_cb): bounded memory. */
-		if (evbuffer_get_length(bufferevent_get_output(c->bev)) > PD_OUTPUT_MAX)
+		if (pd_conn_outlen(c) > PD_OUTPUT_MAX)
 			return 0;
-		in = bufferevent_get_input(c->bev);
-		if (evbuffer_peek(in, -1, NULL, &vec, 1) < 1 || vec.iov_len == 0)
-			return 0;
-		st = attr_decoder_feed(&c->dec, vec.iov_base, vec.iov_len, &used);
-		evbuffer_drain(in, used);
+		st = attr_decoder_feed(&c->dec, c->in.data + c->in_off, c->in.len - c->in_off,
+				       &used);
+		c->in_off += used;
 		c->req_bytes += used;
+		if (c->in_off == c->in.len) {
+			buf_reset(&c->in);
+			c->in_off = 0;
+		}
 		if (st == ATTR_DECODE_ERROR) {
 			msg_warn("%s: malformed request: %s; disconnecting", c->peer,
 				 buf_str(&c->dec.err));
-			pd_conn_free(c);
 			return -1;
 		}
-		if ((long long)c->req_bytes > c->srv->conf->size_limit) {
+		if ((long long)c->req_bytes > pc->size_limit) {
 			msg_warn("%s: request longer than request_size_limit (%lld bytes); "
 				 "disconnecting",
-				 c->peer, c->srv->conf->size_limit);
-			pd_conn_free(c);
+				 c->peer, pc->size_limit);
 			return -1;
 		}
-		if (st == ATTR_DECODE_DONE && pd_conn_request(c) < 0) {
-			pd_conn_free(c);
+		if (st == ATTR_DECODE_DONE && pd_conn_request(c) < 0)
 			return -1;
-		}
 	}
-	return 0;
+	return c->dead ? -1 : 0;
 }
 
 /* After the client's EOF: once every complete request is answered,
  * close when the replies are written (pd_conn_write_cb). A script that
- * pipes requests into nc half-closes like this; Postfix never does. */
-static void pd_conn_eof_check(struct pd_conn *c)
+ * pipes requests into nc half-closes like this; Postfix never does.
+ * Returns 1 when the connection was freed. */
+static int pd_conn_eof_check(struct pd_conn *c)
 {
-	if (!c->eof || c->busy || c->bev == NULL ||
-	    evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
-		return;
+	if (!c->eof || c->busy || c->in_off < c->in.len)
+		return 0;
 	if (attr_decoder_eof(&c->dec) < 0)
 		msg_warn("%s: connection closed in the middle of a request", c->peer);
-	if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
+	if (pd_conn_outlen(c) == 0) {
+		pd_conn_free(c);
+		return 1;
+	}
+	return 0;
+}
+
+/* Go on after new input, a drained output or a worker's answer. */
+static void pd_conn_resume(struct pd_conn *c)
+{
+	if (pd_conn_process(c) < 0) {
 		pd_conn_free(c);
 		return;
 	}
-	bufferevent_disable(c->bev, EV_READ);
-	bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0); /* write_cb when all is sent */
-}
-
-static void pd_conn_read(struct pd_conn *c)
-{
-	if (pd_conn_process(c) == 0)
-		pd_conn_eof_check(c);
-}
-
-static void pd_conn_read_cb(struct bufferevent *bev, void *arg)
-{
-	pd_conn_read(arg);
-}
-
-static void pd_conn_write_cb(struct bufferevent *bev, void *arg)
-{
-	struct pd_conn *c = arg;
-
-	if (c->eof && !c->busy && evbuffer_get_length(bufferevent_get_output(bev)) == 0 &&
-	    evbuffer_get_length(bufferevent_get_input(bev)) == 0) {
-		pd_conn_free(c); /* every reply sent after the client's EOF */
+	if (pd_conn_eof_check(c))
 		return;
-	}
-	pd_conn_read(c);
+	pd_conn_want_read(c);
 }
 
-static void pd_conn_event_cb(struct bufferevent *bev, short what, void *arg)
+static void pd_conn_read_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct pd_conn *c = arg;
+	ssize_t n;
 
-	if (what & BEV_EVENT_TIMEOUT)
+	if (what & EV_TIMEOUT) {
 		msg_info("%s: idle timeout, disconnecting", c->peer);
-	else if (what & BEV_EVENT_ERROR)
-		msg_warn("%s: read error: %s", c->peer, strerror(EVUTIL_SOCKET_ERROR()));
-	else if (what & BEV_EVENT_EOF) {
-		c->eof = 1;
-		pd_conn_eof_check(c); /* frees now, or after the last reply */
+		pd_conn_free(c);
 		return;
 	}
-	pd_conn_free(c);
+	buf_reserve(&c->in, PD_READ_CHUNK);
+	n = read(fd, c->in.data + c->in.len, c->in.cap - c->in.len - 1);
+	if (n < 0) {
+		if (errno == EAGAIN || errno == EINTR)
+			return;
+		msg_warn("%s: read error: %s", c->peer, strerror(errno));
+		pd_conn_free(c);
+		return;
+	}
+	if (n == 0) {
+		c->eof = 1;
+		pd_conn_want_read(c); /* stop watching: the rest is answered */
+	} else {
+		c->in.len += (size_t)n;
+		c->in.data[c->in.len] = 0;
+	}
+	pd_conn_resume(c);
+}
+
+static void pd_conn_write_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct pd_conn *c = arg;
+	ssize_t n;
+
+	if (what & EV_TIMEOUT) {
+		msg_info("%s: idle timeout (client not reading), disconnecting", c->peer);
+		pd_conn_free(c);
+		return;
+	}
+	n = write(fd, c->out.data + c->out_off, pd_conn_outlen(c));
+	if (n < 0 && errno != EAGAIN && errno != EINTR) {
+		msg_warn("%s: write error: %s", c->peer, strerror(errno));
+		pd_conn_free(c);
+		return;
+	}
+	if (n > 0)
+		c->out_off += (size_t)n;
+	if (pd_conn_outlen(c) > 0)
+		return;
+	event_del(c->wev);
+	buf_reset(&c->out);
+	c->out_off = 0;
+	pd_conn_resume(c);
+}
+
+/* On c's loop: start serving a connection made by the accepting loop. */
+static void pd_conn_attach(struct pd_conn *c)
+{
+	struct pd_loop *lp = c->loop;
+
+	pd_loop_conf(lp);
+	c->rev = event_new(lp->base, c->fd, EV_READ | EV_PERSIST, pd_conn_read_cb, c);
+	c->wev = event_new(lp->base, c->fd, EV_WRITE | EV_PERSIST, pd_conn_write_cb, c);
+	c->next_all = lp->all;
+	if (lp->all)
+		lp->all->prev_all = c;
+	lp->all = c;
+	if (c->rev == NULL || c->wev == NULL) {
+		msg_warn("%s: libevent: cannot watch the connection", c->peer);
+		pd_conn_free(c);
+		return;
+	}
+	pd_conn_want_read(c);
+	if (msg_verbose)
+		msg_info("connect from %s (loop %d)", c->peer, lp->index);
 }
 
 static void pd_peer_text(const struct sockaddr *sa, socklen_t len, const char *ltext, char *out,
@@ -295,15 +471,24 @@ static void pd_peer_text(const struct sockaddr *sa, socklen_t len, const char *l
 		snprintf(out, size, "%.64s:%.8s", host, port);
 }
 
+static void pd_loop_wake(struct pd_loop *lp)
+{
+	uint64_t one = 1;
+
+	if (write(lp->efd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+		msg_warn("cannot wake event loop %d: %s", lp->index, strerror(errno));
+}
+
 static void pd_accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
 			 int salen, void *arg)
 {
 	struct pd_listener *l = arg;
 	struct pd_server *srv = l->srv;
+	struct pd_loop *lp;
 	struct pd_conn *c;
-	struct timeval idle = {(time_t)srv->conf->idle_timeout, 0};
 
-	if (srv->stopping || srv->nclients >= srv->conf->max_clients) {
+	if (srv->stopping ||
+	    __atomic_load_n(&srv->nclients, __ATOMIC_RELAXED) >= srv->conf->max_clients) {
 		if (!srv->stopping)
 			msg_warn("too many clients (max_clients = %lld): refusing a connection "
 				 "on %s",
@@ -311,34 +496,29 @@ static void pd_accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct 
 		close(fd);
 		return;
 	}
+	lp = &srv->loops[srv->next_loop++ % (unsigned)srv->nloops];
 	c = xcalloc(1, sizeof(*c));
-	c->srv = srv;
+	c->loop = lp;
+	c->fd = fd;
 	pd_peer_text(sa, (socklen_t)salen, l->text, c->peer, sizeof(c->peer));
-	c->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
-	if (c->bev == NULL) {
-		close(fd);
-		free(c);
-		return;
-	}
 	/* The decoder bounds each name and value; request_size_limit bounds
 	 * the whole request (both are external input limits). */
 	attr_decoder_init(&c->dec, 0, 0);
+	pd_eval_run_init(&c->run);
 	pd_instance_init(&c->inst);
 	buf_init(&c->reply);
-	c->next_all = srv->all;
-	if (srv->all)
-		srv->all->prev_all = c;
-	srv->all = c;
-	srv->nclients++;
-	bufferevent_setcb(c->bev, pd_conn_read_cb, pd_conn_write_cb, pd_conn_event_cb, c);
-	/* Stop reading while a request is evaluated and more waits: the
-	 * input buffer never holds much more than one request. */
-	bufferevent_setwatermark(c->bev, EV_READ, 0, (size_t)srv->conf->size_limit + 4096);
-	bufferevent_setwatermark(c->bev, EV_WRITE, PD_OUTPUT_MAX / 2, 0);
-	bufferevent_set_timeouts(c->bev, &idle, &idle);
-	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
-	if (msg_verbose)
-		msg_info("connect from %s", c->peer);
+	buf_init(&c->in);
+	buf_init(&c->out);
+	__atomic_add_fetch(&srv->nclients, 1, __ATOMIC_RELAXED);
+	if (lp->index == 0) {
+		pd_conn_attach(c);
+		return;
+	}
+	pthread_mutex_lock(&lp->lock);
+	c->next = lp->incoming;
+	lp->incoming = c;
+	pthread_mutex_unlock(&lp->lock);
+	pd_loop_wake(lp);
 }
 
 /* ---- workers ---- */
@@ -346,11 +526,11 @@ static void pd_accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct 
 static void *pd_worker_main(void *arg)
 {
 	struct pd_server *srv = arg;
-	uint64_t one = 1;
 
 	pthread_mutex_lock(&srv->lock);
 	for (;;) {
 		struct pd_conn *c;
+		struct pd_loop *lp;
 
 		while (srv->jobs == NULL && !srv->quit)
 			pthread_cond_wait(&srv->cond, &srv->lock);
@@ -361,37 +541,52 @@ static void *pd_worker_main(void *arg)
 		if (srv->jobs == NULL)
 			srv->jobs_tail = &srv->jobs;
 		pthread_mutex_unlock(&srv->lock);
-		pd_eval(c->conf, &c->dec.list, &c->inst, c->peer, &c->reply);
+		pd_eval_step(&c->run, c->conf, &c->dec.list, &c->inst, c->peer, &c->reply, 1);
+		lp = c->loop;
+		pthread_mutex_lock(&lp->lock);
+		c->next = lp->done;
+		lp->done = c;
+		pthread_mutex_unlock(&lp->lock);
+		pd_loop_wake(lp);
 		pthread_mutex_lock(&srv->lock);
-		c->next = srv->done;
-		srv->done = c;
-		if (write(srv->efd, &one, sizeof(one)) < 0 && errno != EAGAIN)
-			msg_warn("worker: cannot wake the event loop: %s", strerror(errno));
 	}
 	pthread_mutex_unlock(&srv->lock);
 	return NULL;
 }
 
-static void pd_worker_done_cb(evutil_socket_t fd, short what, void *arg)
+static struct pd_conn *pd_list_reverse(struct pd_conn *c)
 {
-	struct pd_server *srv = arg;
-	struct pd_conn *done, *c, *rev = NULL;
-	uint64_t n;
+	struct pd_conn *rev = NULL, *next;
 
-	if (read(srv->efd, &n, sizeof(n)) < 0 && errno != EAGAIN)
-		msg_warn("worker notification: %s", strerror(errno));
-	pthread_mutex_lock(&srv->lock);
-	done = srv->done;
-	srv->done = NULL;
-	pthread_mutex_unlock(&srv->lock);
-	while (done) { /* oldest first */
-		c = done;
-		done = c->next;
+	for (; c; c = next) {
+		next = c->next;
 		c->next = rev;
 		rev = c;
 	}
-	while ((c = rev) != NULL) {
-		rev = c->next;
+	return rev;
+}
+
+/* New connections from loop 0 and answers from the workers. */
+static void pd_loop_notify_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct pd_loop *lp = arg;
+	struct pd_conn *in, *done, *c;
+	uint64_t n;
+
+	if (read(lp->efd, &n, sizeof(n)) < 0 && errno != EAGAIN)
+		msg_warn("event loop %d notification: %s", lp->index, strerror(errno));
+	pthread_mutex_lock(&lp->lock);
+	in = lp->incoming;
+	done = lp->done;
+	lp->incoming = lp->done = NULL;
+	pthread_mutex_unlock(&lp->lock);
+	pd_loop_conf(lp); /* after a reload: let the old configuration go */
+	for (in = pd_list_reverse(in); (c = in) != NULL;) {
+		in = c->next;
+		pd_conn_attach(c);
+	}
+	for (done = pd_list_reverse(done); (c = done) != NULL;) { /* oldest first */
+		done = c->next;
 		c->busy = 0;
 		pd_conf_unref(c->conf);
 		c->conf = NULL;
@@ -400,23 +595,54 @@ static void pd_worker_done_cb(evutil_socket_t fd, short what, void *arg)
 			continue;
 		}
 		pd_conn_reply(c);
-		pd_conn_read(c); /* pipelined requests */
+		pd_conn_resume(c); /* pipelined requests */
 	}
 }
 
-static void pd_sync_cb(evutil_socket_t fd, short what, void *arg)
+static void *pd_loop_main(void *arg)
 {
-	struct pd_server *srv = arg;
+	struct pd_loop *lp = arg;
 
-	pd_state_sync(srv->conf->state);
+	event_base_loop(lp->base, EVLOOP_NO_EXIT_ON_EMPTY);
+	return NULL;
 }
 
-static void pd_expire_cb(evutil_socket_t fd, short what, void *arg)
+/* Every PD_SYNC_INTERVAL seconds: flush the state store; every
+ * PD_EXPIRE_INTERVAL: drop its expired records (LMDB; Redis expires its
+ * own). Uses the configuration of the moment. */
+static void *pd_housekeeping_main(void *arg)
 {
 	struct pd_server *srv = arg;
+	time_t next_expire = time(NULL) + PD_EXPIRE_INTERVAL;
 
-	if (srv->conf->state && !pd_state_blocking(srv->conf->state))
-		pd_state_expire(srv->conf->state, (long long)time(NULL));
+	pthread_mutex_lock(&srv->hk_lock);
+	while (!srv->hk_quit) {
+		struct timespec until;
+		struct pd_conf *pc;
+
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_sec += PD_SYNC_INTERVAL;
+		while (!srv->hk_quit &&
+		       pthread_cond_timedwait(&srv->hk_cond, &srv->hk_lock, &until) == 0)
+			;
+		if (srv->hk_quit)
+			break;
+		pthread_mutex_unlock(&srv->hk_lock);
+		pthread_mutex_lock(&srv->conf_lock);
+		pc = srv->conf;
+		pd_conf_ref(pc);
+		pthread_mutex_unlock(&srv->conf_lock);
+		pd_state_sync(pc->state);
+		if (time(NULL) >= next_expire) {
+			if (pc->state && !pd_state_blocking(pc->state))
+				pd_state_expire(pc->state, (long long)time(NULL));
+			next_expire = time(NULL) + PD_EXPIRE_INTERVAL;
+		}
+		pd_conf_unref(pc);
+		pthread_mutex_lock(&srv->hk_lock);
+	}
+	pthread_mutex_unlock(&srv->hk_lock);
+	return NULL;
 }
 
 /* ---- listeners ---- */
@@ -517,11 +743,21 @@ struct pd_server *pd_server_new(struct event_base *base, struct pd_conf *pc, uid
 	srv->base = base;
 	srv->conf = pc;
 	pd_conf_ref(pc);
-	srv->efd = -1;
 	srv->jobs_tail = &srv->jobs;
 	pthread_mutex_init(&srv->lock, NULL);
+	pthread_mutex_init(&srv->conf_lock, NULL);
 	pthread_cond_init(&srv->cond, NULL);
+	pthread_mutex_init(&srv->hk_lock, NULL);
+	pthread_cond_init(&srv->hk_cond, NULL);
 	srv->listen_text = xstrdup(cfg_get_raw(pc->cfg, NULL, "listen"));
+	srv->nloops = (int)pc->loops;
+	if (srv->nloops <= 0) { /* the CPUs this process may run on */
+		cpu_set_t set;
+		long n = sched_getaffinity(0, sizeof(set), &set) == 0
+			     ? CPU_COUNT(&set)
+			     : sysconf(_SC_NPROCESSORS_ONLN);
+		srv->nloops = n < 1 ? 1 : n > PD_LOOPS_MAX ? PD_LOOPS_MAX : (int)n;
+	}
 	if (cfg_get_list(pc->cfg, NULL, "listen", &l, err) < 0)
 		goto fail;
 	if (l.count == 0) {
@@ -547,10 +783,52 @@ fail:
 	return NULL;
 }
 
+/* Loop 0 runs on the caller's base; the others get a base and a thread. */
+static int pd_loops_start(struct pd_server *srv, struct buf *err)
+{
+	srv->loops = xcalloc((size_t)srv->nloops, sizeof(*srv->loops));
+	for (int i = 0; i < srv->nloops; i++) {
+		struct pd_loop *lp = &srv->loops[i];
+		lp->srv = srv;
+		lp->index = i;
+		lp->efd = -1;
+		pthread_mutex_init(&lp->lock, NULL);
+		lp->gen = srv->conf_gen;
+		lp->conf = srv->conf;
+		pd_conf_ref(lp->conf);
+		lp->base = i == 0 ? srv->base : event_base_new();
+		lp->own_base = i > 0;
+		if (lp->base == NULL) {
+			buf_puts(err, "libevent: cannot create an event base");
+			return -1;
+		}
+		lp->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+		if (lp->efd < 0) {
+			buf_printf(err, "eventfd: %s", strerror(errno));
+			return -1;
+		}
+		lp->notify =
+		    event_new(lp->base, lp->efd, EV_READ | EV_PERSIST, pd_loop_notify_cb, lp);
+		if (lp->notify == NULL || event_add(lp->notify, NULL) < 0) {
+			buf_puts(err, "libevent: cannot add the loop notification event");
+			return -1;
+		}
+	}
+	for (int i = 1; i < srv->nloops; i++) {
+		if (pthread_create(&srv->loops[i].thread, NULL, pd_loop_main, &srv->loops[i]) !=
+		    0) {
+			buf_puts(err, "cannot start event loop threads");
+			return -1;
+		}
+		srv->loops[i].started = 1;
+	}
+	return 0;
+}
+
 int pd_server_start(struct pd_server *srv, struct buf *err)
 {
-	struct timeval every = {PD_EXPIRE_INTERVAL, 0}, sync = {PD_SYNC_INTERVAL, 0};
-
+	if (pd_loops_start(srv, err) < 0)
+		return -1;
 	for (size_t i = 0; i < srv->nls; i++) {
 		struct pd_listener *l = &srv->ls[i];
 		evutil_make_socket_nonblocking(l->fd);
@@ -563,20 +841,11 @@ int pd_server_start(struct pd_server *srv, struct buf *err)
 		}
 		l->fd = -1; /* owned by the listener now */
 	}
-	srv->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-	if (srv->efd < 0) {
-		buf_printf(err, "eventfd: %s", strerror(errno));
+	if (pthread_create(&srv->hk_thread, NULL, pd_housekeeping_main, srv) != 0) {
+		buf_puts(err, "cannot start the housekeeping thread");
 		return -1;
 	}
-	srv->notify = event_new(srv->base, srv->efd, EV_READ | EV_PERSIST, pd_worker_done_cb, srv);
-	srv->expire = event_new(srv->base, -1, EV_PERSIST, pd_expire_cb, srv);
-	srv->sync = event_new(srv->base, -1, EV_PERSIST, pd_sync_cb, srv);
-	if (srv->notify == NULL || srv->expire == NULL || srv->sync == NULL ||
-	    event_add(srv->notify, NULL) < 0 || event_add(srv->expire, &every) < 0 ||
-	    event_add(srv->sync, &sync) < 0) {
-		buf_puts(err, "libevent: cannot add the worker events");
-		return -1;
-	}
+	srv->hk_started = 1;
 	/* Workers are started whatever the first configuration needs, so a
 	 * reload may add a blocking check (spf, redis state). */
 	srv->nthreads = (int)srv->conf->workers;
@@ -594,12 +863,27 @@ int pd_server_start(struct pd_server *srv, struct buf *err)
 void pd_server_set_conf(struct pd_server *srv, struct pd_conf *pc)
 {
 	const char *now = cfg_get_raw(pc->cfg, NULL, "listen");
+	struct pd_conf *old;
 
 	if (strcmp(now ? now : "", srv->listen_text ? srv->listen_text : "") != 0)
 		msg_warn("reload: a changed \"listen\" takes effect only after a restart");
+	if (srv->loops && pc->loops != srv->conf->loops)
+		msg_warn("reload: a changed \"event_loops\" takes effect only after a restart");
 	pd_conf_ref(pc);
-	pd_conf_unref(srv->conf);
+	pthread_mutex_lock(&srv->conf_lock);
+	old = srv->conf;
 	srv->conf = pc;
+	__atomic_add_fetch(&srv->conf_gen, 1, __ATOMIC_RELEASE);
+	pthread_mutex_unlock(&srv->conf_lock);
+	pd_conf_unref(old);
+	if (srv->loops)
+		for (int i = 1; i < srv->nloops; i++)
+			pd_loop_wake(&srv->loops[i]); /* drop the old one when idle too */
+}
+
+int pd_server_loops(const struct pd_server *srv)
+{
+	return srv->nloops;
 }
 
 void pd_server_stop(struct pd_server *srv)
@@ -613,11 +897,59 @@ void pd_server_stop(struct pd_server *srv)
 	}
 }
 
+static void pd_loops_free(struct pd_server *srv)
+{
+	if (srv->loops == NULL)
+		return;
+	for (int i = 1; i < srv->nloops; i++)
+		if (srv->loops[i].started) {
+			event_base_loopbreak(srv->loops[i].base);
+			pthread_join(srv->loops[i].thread, NULL);
+		}
+	/* Every loop is still now; the workers are stopped: give back
+	 * what they had, then free every connection. */
+	for (int i = 0; i < srv->nloops; i++) {
+		struct pd_loop *lp = &srv->loops[i];
+		struct pd_conn *c, *next;
+		for (c = lp->incoming; c; c = next) {
+			next = c->next;
+			pd_conn_attach(c);
+		}
+		for (c = lp->done; c; c = c->next)
+			c->busy = 0;
+		lp->incoming = lp->done = NULL;
+	}
+	for (int i = 0; i < srv->nloops; i++) {
+		struct pd_loop *lp = &srv->loops[i];
+		while (lp->all) {
+			lp->all->busy = 0;
+			pd_conn_free(lp->all);
+		}
+		if (lp->notify)
+			event_free(lp->notify);
+		if (lp->efd >= 0)
+			close(lp->efd);
+		if (lp->own_base && lp->base)
+			event_base_free(lp->base);
+		pd_conf_unref(lp->conf);
+		pthread_mutex_destroy(&lp->lock);
+	}
+	free(srv->loops);
+	srv->loops = NULL;
+}
+
 void pd_server_free(struct pd_server *srv)
 {
 	if (srv == NULL)
 		return;
 	pd_server_stop(srv);
+	if (srv->hk_started) {
+		pthread_mutex_lock(&srv->hk_lock);
+		srv->hk_quit = 1;
+		pthread_cond_signal(&srv->hk_cond);
+		pthread_mutex_unlock(&srv->hk_lock);
+		pthread_join(srv->hk_thread, NULL);
+	}
 	pthread_mutex_lock(&srv->lock);
 	srv->quit = 1;
 	pthread_cond_broadcast(&srv->cond);
@@ -625,16 +957,10 @@ void pd_server_free(struct pd_server *srv)
 	for (int i = 0; i < srv->nthreads; i++)
 		pthread_join(srv->threads[i], NULL);
 	free(srv->threads);
-	/* Jobs never started or finished but not collected: give them back. */
+	/* Jobs never started: give them back. */
 	for (struct pd_conn *c = srv->jobs; c; c = c->next)
 		c->busy = 0;
-	for (struct pd_conn *c = srv->done; c; c = c->next)
-		c->busy = 0;
-	while (srv->all) {
-		struct pd_conn *c = srv->all;
-		c->busy = 0;
-		pd_conn_free(c);
-	}
+	pd_loops_free(srv);
 	for (size_t i = 0; i < srv->nls; i++) {
 		if (srv->ls[i].fd >= 0)
 			close(srv->ls[i].fd);
@@ -643,15 +969,10 @@ void pd_server_free(struct pd_server *srv)
 		free(srv->ls[i].text);
 	}
 	free(srv->ls);
-	if (srv->notify)
-		event_free(srv->notify);
-	if (srv->expire)
-		event_free(srv->expire);
-	if (srv->sync)
-		event_free(srv->sync);
-	if (srv->efd >= 0)
-		close(srv->efd);
 	pthread_mutex_destroy(&srv->lock);
+	pthread_mutex_destroy(&srv->hk_lock);
+	pthread_cond_destroy(&srv->hk_cond);
+	pthread_mutex_destroy(&srv->conf_lock);
 	pthread_cond_destroy(&srv->cond);
 	pd_conf_unref(srv->conf);
 	free(srv->listen_text);

@@ -1,11 +1,14 @@
-/* server.h - tern-policyd's listeners, client connections and workers.
+/* server.h - tern-policyd's listeners, event loops, client connections
+ * and workers.
  *
- * One libevent loop accepts clients on every "listen" address and reads
- * requests; a request is evaluated inline when no configured check can
- * block, otherwise on a pool of worker threads, so a slow DNS or Redis
- * answer never holds up other clients. Each connection has at most one
- * request in evaluation; pipelined requests wait in its input buffer and
- * are answered in order, one reply each.
+ * The main loop accepts clients on every "listen" address and deals them
+ * out to "event_loops" loops (one per CPU by default, the main one among
+ * them), which read requests and run the checks that cannot block; a
+ * check that would block (SPF without a cached answer, Redis state) runs
+ * on a pool of worker threads, so a slow DNS or Redis answer never holds
+ * up other clients. Each connection has at most one request in
+ * evaluation; pipelined requests wait in its input buffer and are
+ * answered in order, one reply each.
  */
 #ifndef TERN_POLICYD_SERVER_H
 #define TERN_POLICYD_SERVER_H
@@ -31,5 +34,7 @@ void pd_server_stop(struct pd_server *srv);
 void pd_server_free(struct pd_server *srv);
 /* Listener sockets (for "-n" checks and logs). */
 const char *pd_server_listen_text(const struct pd_server *srv);
+/* Event loops serving clients (after pd_server_new). */
+int pd_server_loops(const struct pd_server *srv);
 
 #endif

@@ -15,10 +15,34 @@ void pd_state_format(const struct pd_state_rec *rec, struct buf *out)
 
 int pd_state_parse(const char *text, struct pd_state_rec *rec)
 {
+	return pd_state_parse_n(text, strlen(text), rec);
+}
+
+/* Four decimal integers separated by single spaces, as pd_state_format()
+ * writes them; anything else (a damaged record) is refused. */
+int pd_state_parse_n(const char *text, size_t len, struct pd_state_rec *rec)
+{
+	long long *out[4] = {&rec->a, &rec->b, &rec->c, &rec->expires};
+	const char *p = text, *end = text + len;
+
 	memset(rec, 0, sizeof(*rec));
-	return sscanf(text, "%lld %lld %lld %lld", &rec->a, &rec->b, &rec->c, &rec->expires) == 4
-		   ? 0
-		   : -1;
+	for (int i = 0; i < 4; i++) {
+		int neg = 0, digits = 0;
+		long long v = 0;
+
+		if (i > 0 && (p == end || *p++ != ' '))
+			return -1;
+		if (p < end && *p == '-') {
+			neg = 1;
+			p++;
+		}
+		for (; p < end && *p >= '0' && *p <= '9' && digits < 18; p++, digits++)
+			v = v * 10 + (*p - '0');
+		if (digits == 0 || (p < end && *p >= '0' && *p <= '9'))
+			return -1;
+		*out[i] = neg ? -v : v;
+	}
+	return p == end ? 0 : -1;
 }
 
 static pthread_mutex_t pd_state_lock = PTHREAD_MUTEX_INITIALIZER;

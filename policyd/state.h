@@ -74,6 +74,7 @@ void pd_state_sync(struct pd_state *st);
 /* Value text <-> record (shared by the back ends). */
 void pd_state_format(const struct pd_state_rec *rec, struct buf *out);
 int pd_state_parse(const char *text, struct pd_state_rec *rec);
+int pd_state_parse_n(const char *text, size_t len, struct pd_state_rec *rec);
 
 extern const struct pd_state_ops pd_state_lmdb_ops;
 extern const struct pd_state_ops pd_state_redis_ops;

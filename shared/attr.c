@@ -40,8 +40,8 @@ static struct attr *attr_list_find(const struct attr_list *l, const char *name)
 {
 	size_t i;
 
-	for (i = 0; i < l->n; i++)
-		if (strcmp(l->v[i].name, name) == 0)
+	for (i = 0; i < l->n; i++) /* first byte first: most names differ there */
+		if (l->v[i].name[0] == name[0] && strcmp(l->v[i].name, name) == 0)
 			return &l->v[i];
 	return NULL;
 }
@@ -161,7 +161,7 @@ static enum attr_decode_status attr_decoder_line(struct attr_decoder *d)
 	*eq = 0;
 	if ((size_t)(eq - line) > d->max_string || strlen(eq + 1) > d->max_string)
 		return attr_decoder_fail(d, "attribute name or value too long");
-	if (!attr_has(&d->list, line) && d->list.n >= d->max_count)
+	if (d->list.n >= d->max_count && !attr_has(&d->list, line))
 		return attr_decoder_fail(d, "too many attributes");
 	if (attr_list_set(&d->list, line, eq + 1) && d->warn.len == 0)
 		buf_printf(&d->warn, "repeated attribute \"%.64s\": keeping the last value", line);

@@ -7,6 +7,18 @@
  * layer sits on top (it has its own mutex). resolver.c keeps per-object
  * state that is not thread-safe, so each lookup borrows a resolver from a
  * pool, growing to one per concurrent thread.
+ * Result cache (spf_ctx_set_cache): libspf2 compiles the record and
+ * walks its mechanisms on every check even when every DNS answer is in
+ * its cache, which costs more than the rest of a policy request. A
+ * result is kept, keyed by identity, client IP, HELO and sender domain
+ * (and the sender's local part only when a record seen during the check
+ * uses the %{l} or %{s} macros), for as long as the shortest remaining
+ * lifetime of the DNS answers it used (libspf2's cache's, whose minimum
+ * TTLs already decide when an answer is asked again), at most max_ttl.
+ * temperror is not kept: the next message asks DNS again. The entries
+ * are bounded (least recently used first out). The comment libspf2
+ * writes names the sender: it is stored with the sender cut out and put
+ * back on a hit, so a hit gives the same texts as a fresh check.
  * Pitfall: SPF_error() in libspf2 always abort()s after its handler; it
  * is only used for "cannot happen" and out-of-memory paths.
  */
@@ -23,9 +35,11 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include <spf2/spf.h>
 #include <spf2/spf_dns.h>
@@ -34,10 +48,33 @@
 #define SPF_POOL_MAX 64
 #define SPF_CACHE_BITS 10 /* 1024 cached answers */
 
+struct spf_cache_entry {
+	char *key;
+	uint32_t hash;
+	time_t expires;
+	int by_local; /* a marker: look again with the local part in the key */
+	enum spf_result result;
+	char *comment; /* with SPF_SENDER_MARK where the sender was */
+	char *reason;
+	struct spf_cache_entry *hnext, *older, *newer;
+};
+
+struct spf_cache {
+	pthread_mutex_t lock;
+	struct spf_cache_entry **slots;
+	size_t nslots, count, max;
+	long max_ttl;
+	struct spf_cache_entry *newest, *oldest;
+};
+
+#define SPF_SENDER_MARK '\001'
+
 struct spf_ctx {
 	SPF_server_t *server;
-	SPF_dns_server_t *cache; /* libspf2's cache layer, on top of ours */
+	SPF_dns_server_t *track; /* ours, on top: what a check looked up */
+	SPF_dns_server_t *cache; /* libspf2's cache layer */
 	SPF_dns_server_t *layer; /* ours, below libspf2's cache */
+	struct spf_cache *results;
 	char *dns_servers;
 	int timeout;
 	pthread_mutex_t lock;
@@ -155,6 +192,48 @@ static SPF_dns_rr_t *spf_dns_lookup(SPF_dns_server_t *layer, const char *domain,
 	return rr;
 }
 
+/* What the check running on this thread looked up: the shortest
+ * remaining lifetime, and whether a record uses the sender's local part. */
+struct spf_track {
+	int active;
+	long ttl; /* -1: no answer with a lifetime yet */
+	int local;
+};
+
+static __thread struct spf_track spf_track;
+
+static int spf_txt_uses_local(const char *txt)
+{
+	for (const char *p = strstr(txt, "%{"); p; p = strstr(p + 2, "%{"))
+		if (strchr("lLsS", p[2]) != NULL)
+			return 1;
+	return 0;
+}
+
+static SPF_dns_rr_t *spf_track_lookup(SPF_dns_server_t *layer, const char *domain, ns_type type,
+				      int should_cache)
+{
+	SPF_dns_server_t *below = layer->layer_below;
+	SPF_dns_rr_t *rr = below->lookup(below, domain, type, should_cache);
+	time_t now = time(NULL);
+	long left;
+
+	if (rr == NULL || !spf_track.active)
+		return rr;
+	/* libspf2's cache sets utc_ttl to when it asks again; an answer
+	 * that did not go through it has only its TTL. */
+	left = rr->utc_ttl > now ? (long)(rr->utc_ttl - now) : (long)rr->ttl;
+	if (left < 0)
+		left = 0;
+	if (spf_track.ttl < 0 || left < spf_track.ttl)
+		spf_track.ttl = left;
+	if (type == ns_t_txt)
+		for (int i = 0; i < rr->num_rr; i++)
+			if (rr->rr[i] && spf_txt_uses_local(rr->rr[i]->txt))
+				spf_track.local = 1;
+	return rr;
+}
+
 /* libspf2's warnings go to our log; info and debug are dropped. */
 static void spf_log_warning(const char *file, int line, const char *msg)
 {
@@ -163,6 +242,280 @@ static void spf_log_warning(const char *file, int line, const char *msg)
 
 static void spf_log_quiet(const char *file, int line, const char *msg)
 {
+}
+
+/* ---- result cache ---- */
+
+static uint32_t spf_hash(const char *s)
+{
+	uint32_t h = 2166136261u; /* FNV-1a */
+
+	for (; *s; s++)
+		h = (h ^ (unsigned char)*s) * 16777619u;
+	return h;
+}
+
+static void spf_cache_entry_free(struct spf_cache_entry *e)
+{
+	free(e->key);
+	free(e->comment);
+	free(e->reason);
+	free(e);
+}
+
+static void spf_cache_free(struct spf_cache *c)
+{
+	struct spf_cache_entry *e, *next;
+
+	if (c == NULL)
+		return;
+	for (e = c->newest; e; e = next) {
+		next = e->older;
+		spf_cache_entry_free(e);
+	}
+	free(c->slots);
+	pthread_mutex_destroy(&c->lock);
+	free(c);
+}
+
+static void spf_cache_unlink(struct spf_cache *c, struct spf_cache_entry *e)
+{
+	struct spf_cache_entry **pp = &c->slots[e->hash & (c->nslots - 1)];
+
+	while (*pp != e)
+		pp = &(*pp)->hnext;
+	*pp = e->hnext;
+	if (e->newer)
+		e->newer->older = e->older;
+	else
+		c->newest = e->older;
+	if (e->older)
+		e->older->newer = e->newer;
+	else
+		c->oldest = e->newer;
+	c->count--;
+}
+
+static void spf_cache_push_front(struct spf_cache *c, struct spf_cache_entry *e)
+{
+	e->newer = NULL;
+	e->older = c->newest;
+	if (c->newest)
+		c->newest->newer = e;
+	c->newest = e;
+	if (c->oldest == NULL)
+		c->oldest = e;
+}
+
+/* With the lock held: the live entry for key (made newest), or NULL. */
+static struct spf_cache_entry *spf_cache_find(struct spf_cache *c, const char *key, time_t now)
+{
+	uint32_t h = spf_hash(key);
+	struct spf_cache_entry *e = c->slots[h & (c->nslots - 1)];
+
+	while (e && (e->hash != h || strcmp(e->key, key) != 0))
+		e = e->hnext;
+	if (e == NULL)
+		return NULL;
+	if (e->expires <= now) {
+		spf_cache_unlink(c, e);
+		spf_cache_entry_free(e);
+		return NULL;
+	}
+	if (c->newest != e) { /* move to the young end of the age list */
+		e->newer->older = e->older;
+		if (e->older)
+			e->older->newer = e->newer;
+		else
+			c->oldest = e->newer;
+		spf_cache_push_front(c, e);
+	}
+	return e;
+}
+
+/* With the lock held: add (or replace) an entry. */
+static void spf_cache_put(struct spf_cache *c, struct spf_cache_entry *e)
+{
+	struct spf_cache_entry *old, **slot;
+
+	e->hash = spf_hash(e->key);
+	slot = &c->slots[e->hash & (c->nslots - 1)];
+	for (old = *slot; old && (old->hash != e->hash || strcmp(old->key, e->key) != 0);)
+		old = old->hnext;
+	if (old) {
+		spf_cache_unlink(c, old);
+		spf_cache_entry_free(old);
+	}
+	while (c->count >= c->max && c->oldest) {
+		old = c->oldest;
+		spf_cache_unlink(c, old);
+		spf_cache_entry_free(old);
+	}
+	e->hnext = *slot;
+	*slot = e;
+	c->count++;
+	spf_cache_push_front(c, e);
+}
+
+int spf_ctx_set_cache(struct spf_ctx *ctx, size_t max_entries, long max_ttl)
+{
+	struct spf_cache *c;
+	size_t n = 64;
+
+	spf_cache_free(ctx->results);
+	ctx->results = NULL;
+	if (max_entries == 0 || max_ttl <= 0)
+		return 0;
+	while (n < max_entries && n < ((size_t)1 << 24))
+		n <<= 1;
+	c = xcalloc(1, sizeof(*c));
+	pthread_mutex_init(&c->lock, NULL);
+	c->slots = xcalloc(n, sizeof(*c->slots));
+	c->nslots = n;
+	c->max = max_entries;
+	c->max_ttl = max_ttl;
+	ctx->results = c;
+	return 0;
+}
+
+/* "id ip helo domain" (the sender's domain as given: the comment is
+ * built from it); with_local adds the local part. Fields are split by
+ * a byte that no attribute value holds (policy and milter input is
+ * line-based and NUL-free, and controls never reach here). */
+static void spf_cache_key(enum spf_identity id, const char *ip, const char *helo,
+			  const char *sender, int with_local, struct buf *key)
+{
+	const char *at = strrchr(sender, '@');
+	const char *domain = id == SPF_ID_HELO ? "" : at ? at + 1 : sender;
+
+	buf_reset(key);
+	buf_printf(key, "%d\002%s\002%s\002%s", (int)id, ip, helo, domain);
+	if (with_local && id == SPF_ID_MAILFROM) {
+		buf_putc(key, '\002');
+		buf_append(key, sender, at ? (size_t)(at - sender) : 0);
+	}
+}
+
+/* The sender libspf2 names in its comment: the MAIL FROM as given, or
+ * postmaster@helo for the HELO identity and the null sender. */
+static void spf_comment_sender(enum spf_identity id, const char *helo, const char *sender,
+			       struct buf *out)
+{
+	buf_reset(out);
+	if (id == SPF_ID_MAILFROM && *sender)
+		buf_puts(out, sender);
+	else
+		buf_printf(out, "postmaster@%s", helo);
+}
+
+static void spf_comment_expand(const char *tpl, const char *who, struct buf *out)
+{
+	buf_reset(out);
+	for (; *tpl; tpl++) {
+		if (*tpl == SPF_SENDER_MARK)
+			buf_puts(out, who);
+		else
+			buf_putc(out, *tpl);
+	}
+}
+
+/* The comment with the sender cut out; NULL if the sender is named in
+ * a way we do not recognise (the result is then not kept). */
+static char *spf_comment_template(const char *comment, const char *who)
+{
+	struct buf t = BUF_INIT;
+	size_t n = strlen(who);
+	const char *p, *at = strrchr(who, '@');
+
+	buf_init(&t);
+	while ((p = n ? strstr(comment, who) : NULL) != NULL) {
+		buf_append(&t, comment, (size_t)(p - comment));
+		buf_putc(&t, SPF_SENDER_MARK);
+		comment = p + n;
+	}
+	buf_puts(&t, comment);
+	/* "domain of USER@x" in another spelling would name the first sender
+	 * to every later one */
+	if (at && at != who && strstr(buf_str(&t), "@") != NULL) {
+		buf_free(&t);
+		return NULL;
+	}
+	return buf_detach(&t);
+}
+
+/* 1 and o filled when the cache holds this check's result. */
+static int spf_cache_get(struct spf_ctx *ctx, enum spf_identity id, const char *ip,
+			 const char *helo, const char *sender, struct spf_outcome *o)
+{
+	struct spf_cache *c = ctx->results;
+	struct spf_cache_entry *e;
+	struct buf key = BUF_INIT, who = BUF_INIT;
+	time_t now = time(NULL);
+	int hit = 0;
+
+	buf_init(&key);
+	buf_init(&who);
+	spf_cache_key(id, ip, helo, sender, 0, &key);
+	pthread_mutex_lock(&c->lock);
+	e = spf_cache_find(c, buf_str(&key), now);
+	if (e && e->by_local) {
+		spf_cache_key(id, ip, helo, sender, 1, &key);
+		e = spf_cache_find(c, buf_str(&key), now);
+	}
+	if (e) {
+		o->result = e->result;
+		spf_comment_sender(id, helo, sender, &who);
+		spf_comment_expand(e->comment, buf_str(&who), &o->comment);
+		buf_set(&o->reason, e->reason);
+		hit = 1;
+	}
+	pthread_mutex_unlock(&c->lock);
+	buf_free(&key);
+	buf_free(&who);
+	return hit;
+}
+
+static void spf_cache_store(struct spf_ctx *ctx, enum spf_identity id, const char *ip,
+			    const char *helo, const char *sender, const struct spf_outcome *o,
+			    const struct spf_track *tr)
+{
+	struct spf_cache *c = ctx->results;
+	struct spf_cache_entry *e, *mark = NULL;
+	struct buf key = BUF_INIT, who = BUF_INIT;
+	long ttl = tr->ttl < 0 || tr->ttl > c->max_ttl ? c->max_ttl : tr->ttl;
+	char *tpl;
+
+	if (o->result == SPF_R_TEMPERROR || ttl <= 0)
+		return;
+	buf_init(&key);
+	buf_init(&who);
+	spf_comment_sender(id, helo, sender, &who);
+	if ((tpl = spf_comment_template(buf_str(&o->comment), buf_str(&who))) == NULL)
+		goto done;
+	e = xcalloc(1, sizeof(*e));
+	e->expires = time(NULL) + ttl;
+	e->result = o->result;
+	e->comment = tpl;
+	e->reason = xstrdup(buf_str(&o->reason));
+	if (tr->local && id == SPF_ID_MAILFROM) {
+		mark = xcalloc(1, sizeof(*mark));
+		spf_cache_key(id, ip, helo, sender, 0, &key);
+		mark->key = xstrdup(buf_str(&key));
+		mark->by_local = 1;
+		mark->expires = e->expires;
+		mark->comment = xstrdup("");
+		mark->reason = xstrdup("");
+	}
+	spf_cache_key(id, ip, helo, sender, mark != NULL, &key);
+	e->key = xstrdup(buf_str(&key));
+	pthread_mutex_lock(&c->lock);
+	if (mark)
+		spf_cache_put(c, mark);
+	spf_cache_put(c, e);
+	pthread_mutex_unlock(&c->lock);
+done:
+	buf_free(&key);
+	buf_free(&who);
 }
 
 struct spf_ctx *spf_ctx_new(const char *dns_servers, int timeout, const char *receiver,
@@ -186,8 +539,16 @@ struct spf_ctx *spf_ctx_new(const char *dns_servers, int timeout, const char *re
 	ctx->layer->lookup = spf_dns_lookup;
 	ctx->layer->name = "tern-resolver";
 	ctx->layer->hook = ctx;
-	if ((ctx->cache = SPF_dns_cache_new(ctx->layer, "tern-cache", 0, SPF_CACHE_BITS)) == NULL ||
-	    (ctx->server = SPF_server_new_dns(ctx->cache, 0)) == NULL) {
+	if ((ctx->cache = SPF_dns_cache_new(ctx->layer, "tern-cache", 0, SPF_CACHE_BITS)) == NULL) {
+		buf_puts(err, "libspf2: cannot create the SPF server");
+		goto fail;
+	}
+	ctx->track = xcalloc(1, sizeof(*ctx->track));
+	ctx->track->lookup = spf_track_lookup;
+	ctx->track->layer_below = ctx->cache;
+	ctx->track->name = "tern-track";
+	ctx->track->hook = ctx;
+	if ((ctx->server = SPF_server_new_dns(ctx->track, 0)) == NULL) {
 		buf_puts(err, "libspf2: cannot create the SPF server");
 		goto fail;
 	}
@@ -207,9 +568,12 @@ void spf_ctx_free(struct spf_ctx *ctx)
 		return;
 	if (ctx->server)
 		SPF_server_free(ctx->server); /* a server given its DNS layers does not free them */
+	/* ours: no destructor, and nothing below it to free */
+	free(ctx->track);
 	if (ctx->cache)
 		SPF_dns_free(ctx->cache); /* our layer below has no destructor */
 	free(ctx->layer);
+	spf_cache_free(ctx->results);
 	for (size_t i = 0; i < ctx->npool; i++)
 		resolver_free(ctx->pool[i]);
 	pthread_mutex_destroy(&ctx->lock);
@@ -273,6 +637,43 @@ static void spf_domain_of(const char *sender, const char *helo, enum spf_identit
 	buf_lower(out);
 }
 
+/* Nothing to check: no HELO for a HELO check, or neither HELO nor a
+ * sender for MAIL FROM (RFC 7208 §2.3, §2.4). Returns 1 with o set. */
+static int spf_nothing_to_check(enum spf_identity id, struct spf_outcome *o)
+{
+	if (o->domain.len && strchr(buf_str(&o->domain), '.') != NULL &&
+	    buf_str(&o->domain)[0] != '[')
+		return 0;
+	o->result = SPF_R_NONE;
+	buf_set(&o->reason, "no domain to check");
+	buf_printf(&o->comment, "no %s domain to check", id == SPF_ID_HELO ? "HELO" : "sender");
+	return 1;
+}
+
+static void spf_outcome_start(struct spf_outcome *o, enum spf_identity id, const char *helo,
+			      const char *sender)
+{
+	o->identity = id;
+	buf_reset(&o->comment);
+	buf_reset(&o->reason);
+	spf_domain_of(sender, helo, id, &o->domain);
+}
+
+int spf_check_cached(struct spf_ctx *ctx, enum spf_identity id, const char *ip, const char *helo,
+		     const char *sender, struct spf_outcome *o)
+{
+	struct in6_addr a6;
+	struct in_addr a4;
+
+	spf_outcome_start(o, id, helo, sender);
+	/* a bad address is spf_check()'s error to report */
+	if (inet_pton(AF_INET, ip, &a4) != 1 && inet_pton(AF_INET6, ip, &a6) != 1)
+		return 0;
+	if (spf_nothing_to_check(id, o))
+		return 1;
+	return ctx->results && spf_cache_get(ctx, id, ip, helo, sender, o);
+}
+
 int spf_check(struct spf_ctx *ctx, enum spf_identity id, const char *ip, const char *helo,
 	      const char *sender, struct spf_outcome *o, struct buf *err)
 {
@@ -280,11 +681,10 @@ int spf_check(struct spf_ctx *ctx, enum spf_identity id, const char *ip, const c
 	SPF_response_t *resp = NULL;
 	SPF_errcode_t rc;
 	const char *comment;
+	struct spf_track tr;
 
-	o->identity = id;
-	buf_reset(&o->comment);
-	buf_reset(&o->reason);
-	spf_domain_of(sender, helo, id, &o->domain);
+	if (spf_check_cached(ctx, id, ip, helo, sender, o))
+		return 0;
 	if ((req = SPF_request_new(ctx->server)) == NULL) {
 		buf_puts(err, "libspf2: out of memory");
 		return -1;
@@ -295,24 +695,18 @@ int spf_check(struct spf_ctx *ctx, enum spf_identity id, const char *ip, const c
 		SPF_request_free(req);
 		return -1;
 	}
-	/* Nothing to check: no HELO for a HELO check, or neither HELO nor
-	 * a sender for MAIL FROM (RFC 7208 §2.3, §2.4). */
-	if (o->domain.len == 0 || strchr(buf_str(&o->domain), '.') == NULL ||
-	    buf_str(&o->domain)[0] == '[') {
-		o->result = SPF_R_NONE;
-		buf_set(&o->reason, "no domain to check");
-		buf_printf(&o->comment, "no %s domain to check",
-			   id == SPF_ID_HELO ? "HELO" : "sender");
-		SPF_request_free(req);
-		return 0;
-	}
 	if (*helo)
 		SPF_request_set_helo_dom(req, helo);
 	/* Without env_from, libspf2 checks postmaster@helo: the HELO
 	 * identity, and the null sender's (RFC 7208 §2.4). */
 	if (id == SPF_ID_MAILFROM && *sender)
 		SPF_request_set_env_from(req, sender);
+	spf_track.active = 1;
+	spf_track.ttl = -1;
+	spf_track.local = 0;
 	rc = SPF_request_query_mailfrom(req, &resp);
+	tr = spf_track;
+	spf_track.active = 0;
 	o->result = spf_result_map(SPF_response_result(resp), rc);
 	comment = SPF_response_get_header_comment(resp);
 	if (comment && *comment)
@@ -326,6 +720,8 @@ int spf_check(struct spf_ctx *ctx, enum spf_identity id, const char *ip, const c
 			   buf_str(&o->reason));
 	SPF_response_free(resp);
 	SPF_request_free(req);
+	if (ctx->results)
+		spf_cache_store(ctx, id, ip, helo, sender, o, &tr);
 	return 0;
 }
 

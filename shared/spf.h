@@ -6,7 +6,8 @@
  * itself, and the layer below it (ours) takes a libtern resolver from a
  * small pool for each lookup, so $dns_servers (tests: a dnsmasq on a
  * loopback port) is honoured as everywhere else in Tern. spf_check()
- * blocks on DNS: call it from a worker thread, never an event loop.
+ * blocks on DNS: call it from a worker thread, never an event loop;
+ * spf_check_cached() never blocks (a result cache hit, see spf.c).
  *
  * Results follow RFC 7208 §2.6; libspf2's "INVALID" result is mapped as
  * it should be (a DNS error -> temperror, anything else -> permerror).
@@ -63,6 +64,15 @@ void spf_outcome_free(struct spf_outcome *o);
  * (no usable client address). */
 int spf_check(struct spf_ctx *ctx, enum spf_identity id, const char *ip, const char *helo,
 	      const char *sender, struct spf_outcome *o, struct buf *err);
+
+/* Result cache (off until set; see spf.c for what a key holds and how
+ * long a result is kept): max_entries results, each at most max_ttl
+ * seconds. 0 turns it off. Not to be called while checks run. */
+int spf_ctx_set_cache(struct spf_ctx *ctx, size_t max_entries, long max_ttl);
+/* spf_check() without blocking: 1 with o filled when no DNS is needed
+ * (a cached result, or nothing to check), 0 otherwise. */
+int spf_check_cached(struct spf_ctx *ctx, enum spf_identity id, const char *ip, const char *helo,
+		     const char *sender, struct spf_outcome *o);
 
 const char *spf_result_name(enum spf_result r); /* "pass", "temperror", ... */
 int spf_result_parse(const char *name, enum spf_result *r);

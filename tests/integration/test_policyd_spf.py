@@ -171,3 +171,90 @@ def test_spf_concurrent_clients(spf_server):
     for t in threads:
         t.join(60)
     assert errors == []
+
+
+# --- result cache ------------------------------------------------------------
+
+
+def test_spf_cache_hit_answers_without_a_worker(start_program, dns, tmp_path):
+    """A cached result is given on the event loop: with the only worker
+    stuck on a DNS server that never answers, a message from a sender
+    whose result is cached is answered at once, with the texts a fresh
+    check gives (the comment and envelope-from name the new sender)."""
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent.bind(("127.0.0.1", 0))
+    try:
+        zone = dns(txt=TXT, extra=["--local-ttl=300", "--server=/slow.example/127.0.0.1#%d"
+                                   % silent.getsockname()[1]])
+        srv = PolicyServer(start_program, tmp_path / "hit", checks="spf",
+                           dns_servers=zone.server, dns_timeout="3s",
+                           worker_threads="1").start()
+        c = srv.client()
+        first = spf_req(c, "a@pass.example", IP_OK, instance="m1")
+        assert first.startswith("PREPEND Received-SPF: pass (")
+        srv.wait_log(r"instance=m1, .*checks=spf=pass, action=")
+        slow = srv.client()
+        slow.send_raw(encode(full_request(sender="x@slow.example", client_address=IP_BAD,
+                                          instance="stuck")))
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        second = spf_req(srv.client(), "b@pass.example", IP_OK, instance="m2")
+        assert time.monotonic() - t0 < 1.0
+        assert second == first.replace("a@pass.example", "b@pass.example")
+        srv.wait_log(r"instance=m2, .*checks=spf=pass\(hit\), action=")
+        assert slow.read_reply()["action"].startswith("PREPEND Received-SPF: temperror")
+    finally:
+        silent.close()
+
+
+def test_spf_cache_expiry_and_off(spf_server, dns):
+    """spf_cache_max_ttl bounds how long a result is used; fail results
+    are kept too; spf_cache_size = 0 keeps nothing."""
+    zone = dns(txt=TXT, extra=["--local-ttl=300"])
+    srv = spf_server("ttl", server=zone.server, spf_cache_max_ttl="1s")
+    c = srv.client()
+    assert spf_req(c, "a@pass.example", IP_BAD, instance="f1").startswith("550 5.7.23 ")
+    assert spf_req(c, "a@pass.example", IP_BAD, instance="f2").startswith("550 5.7.23 ")
+    srv.wait_log(r"instance=f2, .*checks=spf=fail\(hit\), action=550")
+    time.sleep(1.2)
+    assert spf_req(c, "a@pass.example", IP_BAD, instance="f3").startswith("550 5.7.23 ")
+    srv.wait_log(r"instance=f3, .*checks=spf=fail, action=550")
+    off = spf_server("off", server=zone.server, spf_cache_size="0")
+    c = off.client()
+    for i in range(2):
+        assert spf_req(c, "a@pass.example", IP_OK, instance="o%d" % i).startswith(
+            "PREPEND Received-SPF: pass (")
+    off.wait_log(r"instance=o1, .*checks=spf=pass, action=")
+    assert "(hit)" not in off.log()
+
+
+def test_spf_cache_bounded_by_dns_ttl(spf_server):
+    """Answers with no lifetime (TTL 0, as this dnsmasq gives by default)
+    do not make a result cacheable on their own: the result is kept once
+    libspf2's DNS cache holds the answers, and no longer than it does."""
+    srv = spf_server("ttl0")
+    c = srv.client()
+    for i in range(3):
+        assert spf_req(c, "a@pass.example", IP_OK, instance="t%d" % i).startswith(
+            "PREPEND Received-SPF: pass (")
+    srv.wait_log(r"instance=t0, .*checks=spf=pass, action=")
+    srv.wait_log(r"instance=t2, .*checks=spf=pass\(hit\), action=")
+
+
+def test_spf_cache_local_part_macro(start_program, dns, tmp_path):
+    """A record that uses the sender's local part (%{l}) gives each local
+    part its own cache entry: a cached pass for one user is not another
+    user's result."""
+    zone = dns(txt={"macro.example": ["v=spf1 exists:%{l}.allow.macro.example -all"]},
+               a={"good.allow.macro.example": ["127.0.0.2"]}, extra=["--local-ttl=300"])
+    srv = PolicyServer(start_program, tmp_path / "macro", checks="spf",
+                       dns_servers=zone.server, dns_timeout="5s").start()
+    c = srv.client()
+    assert spf_req(c, "good@macro.example", IP_BAD, instance="g1").startswith(
+        "PREPEND Received-SPF: pass (")
+    assert spf_req(c, "bad@macro.example", IP_BAD, instance="b1").startswith("550 5.7.23 ")
+    assert spf_req(c, "good@macro.example", IP_BAD, instance="g2").startswith(
+        "PREPEND Received-SPF: pass (")
+    assert spf_req(c, "bad@macro.example", IP_BAD, instance="b2").startswith("550 5.7.23 ")
+    srv.wait_log(r"instance=g2, .*checks=spf=pass\(hit\)")
+    srv.wait_log(r"instance=b2, .*checks=spf=fail\(hit\)")

@@ -13,18 +13,27 @@
  * connection is then measured in its steady state). Prints one JSON
  * object: requests,
  * seconds, rate, p50/p99/max latency in microseconds, failures (closed
- * connections, replies without "action="), and a count per reply's first
- * word.
+ * connections, replies without "action="), a count per reply's first
+ * word, and client_cpu: the CPU this client used (user + system, in
+ * cores), to show whether the client or the server is the bottleneck.
+ *
+ * policyload -S [-c THREADS] inet:host:port runs the other side instead:
+ * the least a policy server can do (read a request, answer
+ * "action=DUNNO"), with THREADS epoll loops (SO_REUSEPORT listeners), so
+ * the benchmark can show the ceiling this machine and client allow.
  */
 #include "buf.h"
 
 #include <errno.h>
 #include <netdb.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <time.h>
@@ -165,6 +174,126 @@ static void *load_run(void *arg)
 	return NULL;
 }
 
+/* ---- -S: a trivial policy server ---- */
+
+struct sink_conn {
+	int fd;
+	int nl; /* the last byte read was '\n' */
+};
+
+static int sink_listen(const char *endpoint)
+{
+	const char *hp = strncmp(endpoint, "inet:", 5) == 0 ? endpoint + 5 : endpoint;
+	char *host = strdup(hp), *port = strrchr(host, ':');
+	struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE}, *res;
+	int fd = -1, one = 1;
+
+	if (port == NULL)
+		goto done;
+	*port++ = 0;
+	if (getaddrinfo(host, port, &hints, &res) != 0)
+		goto done;
+	fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK, 0);
+	if (fd >= 0 && (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0 ||
+			bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, 511) < 0)) {
+		close(fd);
+		fd = -1;
+	}
+	freeaddrinfo(res);
+done:
+	free(host);
+	return fd;
+}
+
+/* Count the requests (lines "...\n\n") that end in data. */
+static int sink_requests(struct sink_conn *sc, const char *data, size_t n)
+{
+	int done = 0;
+	const char *p = data, *end = data + n, *q;
+
+	while (p < end && (q = memchr(p, '\n', (size_t)(end - p))) != NULL) {
+		if ((q == p && sc->nl) || (q > p && q[-1] == '\n'))
+			done++;
+		sc->nl = 1;
+		p = q + 1;
+	}
+	if (p < end)
+		sc->nl = 0;
+	return done;
+}
+
+static void *sink_run(void *arg)
+{
+	const char *endpoint = arg;
+	static const char reply[] = "action=DUNNO\n\n";
+	char chunk[16384], out[sizeof(reply) * 64];
+	struct epoll_event ev, evs[64];
+	int lfd = sink_listen(endpoint), ep = epoll_create1(0);
+
+	if (lfd < 0 || ep < 0) {
+		fprintf(stderr, "policyload -S: cannot listen on %s\n", endpoint);
+		exit(2);
+	}
+	ev.events = EPOLLIN;
+	ev.data.ptr = NULL;
+	epoll_ctl(ep, EPOLL_CTL_ADD, lfd, &ev);
+	for (;;) {
+		int n = epoll_wait(ep, evs, 64, -1);
+		for (int i = 0; i < n; i++) {
+			struct sink_conn *sc = evs[i].data.ptr;
+			ssize_t got;
+			int reqs;
+
+			if (sc == NULL) {
+				int fd = accept(lfd, NULL, NULL); /* blocking: one read per event */
+				if (fd < 0)
+					continue;
+				sc = xcalloc(1, sizeof(*sc));
+				sc->fd = fd;
+				ev.events = EPOLLIN;
+				ev.data.ptr = sc;
+				epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
+				continue;
+			}
+			got = read(sc->fd, chunk, sizeof(chunk));
+			if (got <= 0) {
+				close(sc->fd);
+				free(sc);
+				continue;
+			}
+			for (reqs = sink_requests(sc, chunk, (size_t)got); reqs > 0;) {
+				int k = reqs > 64 ? 64 : reqs;
+				for (int j = 0; j < k; j++)
+					memcpy(out + j * (sizeof(reply) - 1), reply,
+					       sizeof(reply) - 1);
+				if (write(sc->fd, out, (size_t)k * (sizeof(reply) - 1)) < 0)
+					break;
+				reqs -= k;
+			}
+		}
+	}
+	return NULL;
+}
+
+static int sink_main(const char *endpoint, int threads)
+{
+	pthread_t tid;
+
+	for (int i = 1; i < threads; i++)
+		pthread_create(&tid, NULL, sink_run, (void *)endpoint);
+	sink_run((void *)endpoint);
+	return 0;
+}
+
+static double load_cpu(void)
+{
+	struct rusage ru;
+
+	getrusage(RUSAGE_SELF, &ru);
+	return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
+	       ru.ru_stime.tv_usec / 1e6;
+}
+
 static int load_cmp(const void *a, const void *b)
 {
 	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
@@ -198,16 +327,18 @@ static void load_read(const char *path)
 
 int main(int argc, char **argv)
 {
-	int ch, conns = 1;
-	double secs = 3, warm = 0, start, took;
+	int ch, conns = 1, sink = 0;
+	double secs = 3, warm = 0, start, took, cpu0 = 0, cpu;
 	const char *file = NULL;
 	struct load_thread *t;
 	uint32_t *all;
 	size_t n = 0, at = 0;
 	long failures = 0;
 
-	while ((ch = getopt(argc, argv, "c:t:w:f:")) != -1) {
-		if (ch == 'w')
+	while ((ch = getopt(argc, argv, "c:t:w:f:S")) != -1) {
+		if (ch == 'S')
+			sink = 1;
+		else if (ch == 'w')
 			warm = atof(optarg);
 		else if (ch == 'c')
 			conns = atoi(optarg);
@@ -218,6 +349,8 @@ int main(int argc, char **argv)
 		else
 			goto usage;
 	}
+	if (sink && optind + 1 == argc && conns >= 1)
+		return sink_main(argv[optind], conns);
 	if (file == NULL || optind + 1 != argc || conns < 1)
 		goto usage;
 	load_endpoint = argv[optind];
@@ -236,6 +369,7 @@ int main(int argc, char **argv)
 		failures += t[i].failures;
 	}
 	took = load_now() - load_measure;
+	cpu = (load_cpu() - cpu0) / (load_now() - start); /* cores, over the whole run */
 	all = xcalloc(n + 1, sizeof(*all));
 	for (int i = 0; i < conns; i++) {
 		memcpy(all + at, t[i].lat, t[i].nlat * sizeof(*all));
@@ -267,11 +401,11 @@ int main(int argc, char **argv)
 		for (int j = 0; j < nw; j++)
 			printf("%s\"%s\": %ld", j ? ", " : "", words[j], counts[j]);
 	}
-	printf("}}\n");
+	printf("}, \"client_cpu\": %.2f}\n", cpu);
 	return failures ? 1 : 0;
 usage:
-	fprintf(
-	    stderr,
-	    "usage: policyload [-c conns] [-t seconds] -f requests inet:host:port|unix:/path\n");
+	fprintf(stderr, "usage: policyload [-c conns] [-t seconds] [-w seconds] -f requests "
+			"inet:host:port|unix:/path\n"
+			"       policyload -S [-c threads] inet:host:port\n");
 	return 2;
 }

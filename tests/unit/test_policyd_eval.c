@@ -2,7 +2,9 @@
  * (policyd/eval.c, conf.c, state.c): action classes, how one reply is
  * chosen from the checks' verdicts, the per-message memory (queued and
  * once-only actions, never PREPEND at END-OF-MESSAGE), client networks,
- * the state record text, and configuration errors that refuse a start.
+ * the state record text, and configuration errors that refuse a start;
+ * evaluation in steps (the event loop runs what cannot block, a worker
+ * the rest, from the check that would block).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -136,6 +138,54 @@ static void test_reply_choice_and_message_memory(void **state)
 	buf_free(&reply);
 }
 
+static void test_eval_steps(void **state)
+{
+	struct buf err = BUF_INIT, reply = BUF_INIT;
+	struct pd_instance in;
+	struct pd_eval_run run;
+	struct attr_list l;
+	/* nothing answers DNS on port 9: a check that gets that far ends in
+	 * temperror, quickly */
+	struct pd_conf *pc = conf_from("checks = access, spf\n"
+				       "sender_access = inline:{ {p@x.test = PREPEND X-P: 1} }\n"
+				       "dns_servers = 127.0.0.1@9\ndns_timeout = 1s\n",
+				       &err);
+
+	assert_non_null(pc);
+	assert_true(pc->checks[1].blocking && !pc->checks[0].blocking);
+	pd_instance_init(&in);
+	pd_eval_run_init(&run);
+	attr_list_init(&l);
+	attr_list_set(&l, "request", "smtpd_access_policy");
+	attr_list_set(&l, "protocol_state", "RCPT");
+	attr_list_set(&l, "client_address", "192.0.2.1");
+	attr_list_set(&l, "recipient", "r@y.test");
+	/* no sender and no HELO: SPF has nothing to look up, so the loop
+	 * answers without a worker */
+	attr_list_set(&l, "sender", "");
+	attr_list_set(&l, "instance", "i1");
+	pd_eval_run_start(&run);
+	assert_int_equal(pd_eval_step(&run, pc, &l, &in, "unit", &reply, 0), 0);
+	assert_string_equal(buf_str(&run.notes), "access=dunno,spf=none(hit)");
+	/* a sender: access runs on the loop, SPF would need DNS: stop there */
+	attr_list_set(&l, "sender", "p@x.test");
+	attr_list_set(&l, "instance", "i2");
+	pd_eval_run_start(&run);
+	assert_int_equal(pd_eval_step(&run, pc, &l, &in, "unit", &reply, 0), 1);
+	assert_int_equal(run.next, 1);
+	assert_int_equal(in.npending, 1); /* access's PREPEND is queued already */
+	/* the worker goes on from SPF, not from the start */
+	assert_int_equal(pd_eval_step(&run, pc, &l, &in, "unit", &reply, 1), 0);
+	assert_string_equal(buf_str(&reply), "PREPEND X-P: 1");
+	assert_string_equal(buf_str(&run.notes), "access=sender:PREPEND X-P: 1,spf=temperror");
+	attr_list_free(&l);
+	pd_eval_run_free(&run);
+	pd_instance_free(&in);
+	pd_conf_unref(pc);
+	buf_free(&err);
+	buf_free(&reply);
+}
+
 static void test_config_errors(void **state)
 {
 	static const struct {
@@ -192,6 +242,13 @@ static void test_client_net_and_records(void **state)
 	assert_int_equal(pd_state_parse(buf_str(&out), &back), 0);
 	assert_memory_equal(&r, &back, sizeof(r));
 	assert_int_equal(pd_state_parse("1 2 x", &back), -1);
+	/* the parser takes exactly what pd_state_format() writes */
+	assert_int_equal(pd_state_parse_n("5 -1 0 2000000000", 17, &back), 0);
+	assert_true(back.a == 5 && back.b == -1 && back.c == 0 && back.expires == 2000000000);
+	assert_int_equal(pd_state_parse_n("5 -1 0 2000000000junk", 21, &back), -1);
+	assert_int_equal(pd_state_parse_n("5 1 0 7", 6, &back), -1); /* cut short */
+	assert_int_equal(pd_state_parse("5  1 0 7", &back), -1);
+	assert_int_equal(pd_state_parse("1 2 3 99999999999999999999", &back), -1);
 	buf_free(&out);
 }
 
@@ -200,6 +257,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_action_classes),
 	    cmocka_unit_test(test_reply_choice_and_message_memory),
+	    cmocka_unit_test(test_eval_steps),
 	    cmocka_unit_test(test_config_errors),
 	    cmocka_unit_test(test_client_net_and_records),
 	};
