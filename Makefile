@@ -265,8 +265,11 @@ run-tls: $(BUILD)/bin/tern
 
 # make bench: Tern vs a private Postfix instance on this machine (root;
 # see tests/bench/README.md). Table to stdout, JSON to $(BUILD)/bench.json.
+# Then the policy server and the DKIM milter benches (the two targets below).
 bench: all $(TOOL_BIN)
 	$(PYTHON) tests/bench/bench.py --build $(abspath $(BUILD))
+	$(PYTHON) tests/bench/policyd_bench.py --build $(abspath $(BUILD))
+	$(PYTHON) tests/bench/milter_dkim_bench.py --build $(abspath $(BUILD))
 
 # tern-policyd vs postgrey and pypolicyd-spf (root; tests/bench/policyd_bench.py).
 bench-policyd: all $(TOOL_BIN)
