@@ -165,22 +165,41 @@ static void pd_req_fill(struct pd_req *rq, struct pd_conf *pc, const struct attr
 	rq->inst = inst;
 }
 
-/* The Postfix-style log fields of one request. */
-static void pd_log_decision(const struct pd_req *rq, const char *peer, const struct buf *notes,
-			    const char *action)
+/* The Postfix-style log fields of one request, put together without
+ * printf (a line per request is a measurable share of the work). */
+static void pd_log_decision(struct buf *line, const struct pd_req *rq, const char *peer,
+			    const struct buf *notes, const char *action)
 {
-	msg_info("decision: client=%s[%s], helo=<%s>, from=<%s>, to=<%s>, state=%s, "
-		 "instance=%s, peer=%s, checks=%s, action=%s",
-		 *rq->client_name ? rq->client_name : "unknown", rq->client_address, rq->helo,
-		 rq->sender, rq->recipient, *rq->state ? rq->state : "-",
-		 *rq->instance ? rq->instance : "-", peer, notes->len ? buf_str(notes) : "-",
-		 action);
+	struct {
+		const char *label, *value;
+	} f[] = {
+	    {"decision: client=", *rq->client_name ? rq->client_name : "unknown"},
+	    {"[", rq->client_address},
+	    {"], helo=<", rq->helo},
+	    {">, from=<", rq->sender},
+	    {">, to=<", rq->recipient},
+	    {">, state=", *rq->state ? rq->state : "-"},
+	    {", instance=", *rq->instance ? rq->instance : "-"},
+	    {", peer=", peer},
+	    {", checks=", notes->len ? buf_str(notes) : "-"},
+	    {", action=", action},
+	};
+
+	buf_reset(line);
+	for (size_t i = 0; i < sizeof(f) / sizeof(f[0]); i++) {
+		buf_puts(line, f[i].label);
+		buf_puts(line, f[i].value);
+	}
+	msg_info_text(line->data, line->len);
+	if (line->cap > 65536)
+		buf_free(line);
 }
 
 void pd_eval_run_init(struct pd_eval_run *run)
 {
 	memset(run, 0, sizeof(*run));
 	buf_init(&run->notes);
+	buf_init(&run->logline);
 	buf_init(&run->v.action);
 	buf_init(&run->v.note);
 }
@@ -188,6 +207,7 @@ void pd_eval_run_init(struct pd_eval_run *run)
 void pd_eval_run_free(struct pd_eval_run *run)
 {
 	buf_free(&run->notes);
+	buf_free(&run->logline);
 	buf_free(&run->v.action);
 	buf_free(&run->v.note);
 }
@@ -253,7 +273,7 @@ int pd_eval_step(struct pd_eval_run *run, struct pd_conf *pc, const struct attr_
 	}
 	if (!decided && !pd_instance_pop(inst, rq.state, reply))
 		buf_set(reply, "DUNNO");
-	pd_log_decision(&rq, peer, &run->notes, buf_str(reply));
+	pd_log_decision(&run->logline, &rq, peer, &run->notes, buf_str(reply));
 	/* Without an instance there is no later request to carry the rest. */
 	if (*rq.instance == 0)
 		pd_instance_switch(inst, "");

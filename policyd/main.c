@@ -43,6 +43,7 @@ struct pd_main {
 	gid_t gid;
 	int ready_fd; /* daemon mode: tells the waiting parent how the start went */
 	struct event *sigev[4];
+	int stop; /* a terminating signal came: leave the main loop */
 };
 
 /* Load and build a configuration; checks open their tables and state. */
@@ -298,6 +299,7 @@ static void pd_main_signal_cb(evutil_socket_t signo, short what, void *arg)
 	}
 	msg_info("terminating on signal %d", (int)signo);
 	pd_server_stop(m->srv);
+	__atomic_store_n(&m->stop, 1, __ATOMIC_RELEASE);
 	event_base_loopbreak(m->base);
 }
 
@@ -456,7 +458,7 @@ int main(int argc, char **argv)
 		 pd_server_listen_text(m.srv), pd_server_loops(m.srv),
 		 cfg_get_raw(m.conf->cfg, NULL, "checks"), m.config);
 	pd_main_ready(&m, NULL);
-	event_base_dispatch(m.base);
+	pd_loop_run(m.base, &m.stop);
 	pd_server_free(m.srv);
 	pd_conf_unref(m.conf);
 	for (size_t i = 0; i < 4; i++)

@@ -149,6 +149,7 @@ struct pd_eval_run {
 	int fresh;   /* no check has run yet */
 	time_t now;  /* the request's time, kept across the hand-over */
 	struct buf notes;
+	struct buf logline; /* the decision's log line, built here */
 	struct pd_verdict v;
 };
 

@@ -96,6 +96,7 @@ struct pd_loop {
 	struct pd_conn *all;
 	struct pd_conf *conf; /* this loop's reference to the configuration */
 	unsigned gen;
+	int stop; /* set (atomically) before the loop is broken */
 };
 
 struct pd_server {
@@ -599,11 +600,24 @@ static void pd_loop_notify_cb(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
+void pd_loop_run(struct event_base *base, int *stop)
+{
+	log_batch_begin();
+	while (!__atomic_load_n(stop, __ATOMIC_ACQUIRE)) {
+		if (event_base_loop(base, EVLOOP_ONCE | EVLOOP_NO_EXIT_ON_EMPTY) < 0)
+			break;
+		log_batch_flush(); /* this turn's decision lines, one write */
+		if (event_base_got_break(base))
+			break;
+	}
+	log_batch_end();
+}
+
 static void *pd_loop_main(void *arg)
 {
 	struct pd_loop *lp = arg;
 
-	event_base_loop(lp->base, EVLOOP_NO_EXIT_ON_EMPTY);
+	pd_loop_run(lp->base, &lp->stop);
 	return NULL;
 }
 
@@ -903,6 +917,8 @@ static void pd_loops_free(struct pd_server *srv)
 		return;
 	for (int i = 1; i < srv->nloops; i++)
 		if (srv->loops[i].started) {
+			/* the flag covers a break between two turns */
+			__atomic_store_n(&srv->loops[i].stop, 1, __ATOMIC_RELEASE);
 			event_base_loopbreak(srv->loops[i].base);
 			pthread_join(srv->loops[i].thread, NULL);
 		}

@@ -32,6 +32,10 @@ void pd_server_set_conf(struct pd_server *srv, struct pd_conf *pc);
 /* Stop accepting and close idle clients; returns the clients still busy. */
 void pd_server_stop(struct pd_server *srv);
 void pd_server_free(struct pd_server *srv);
+/* Run an event loop until *stop is set (atomically) or the base is
+ * broken, flushing the thread's batched log lines after every turn. */
+struct event_base;
+void pd_loop_run(struct event_base *base, int *stop);
 /* Listener sockets (for "-n" checks and logs). */
 const char *pd_server_listen_text(const struct pd_server *srv);
 /* Event loops serving clients (after pd_server_new). */

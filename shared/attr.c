@@ -16,17 +16,30 @@ void attr_list_init(struct attr_list *l)
 {
 	l->v = NULL;
 	l->n = l->cap = 0;
+	l->borrowed = 0;
 }
 
 void attr_list_reset(struct attr_list *l)
 {
 	size_t i;
 
-	for (i = 0; i < l->n; i++) {
+	for (i = 0; i < l->n && !l->borrowed; i++) {
 		free(l->v[i].name);
 		free(l->v[i].value);
 	}
 	l->n = 0;
+}
+
+/* A borrowed list that is about to change gets its own copies. */
+static void attr_list_own(struct attr_list *l)
+{
+	if (!l->borrowed)
+		return;
+	for (size_t i = 0; i < l->n; i++) {
+		l->v[i].name = xstrdup(l->v[i].name);
+		l->v[i].value = xstrdup(l->v[i].value);
+	}
+	l->borrowed = 0;
 }
 
 void attr_list_free(struct attr_list *l)
@@ -48,7 +61,10 @@ static struct attr *attr_list_find(const struct attr_list *l, const char *name)
 
 int attr_list_set(struct attr_list *l, const char *name, const char *value)
 {
-	struct attr *a = attr_list_find(l, name);
+	struct attr *a;
+
+	attr_list_own(l);
+	a = attr_list_find(l, name);
 
 	if (a != NULL) {
 		free(a->value);
@@ -122,6 +138,10 @@ int attr_print_reply(struct buf *out, const char *action, struct buf *err)
 void attr_decoder_init(struct attr_decoder *d, size_t max_string, size_t max_count)
 {
 	attr_list_init(&d->list);
+	buf_init(&d->store);
+	d->offs = NULL;
+	d->nattr = d->offcap = 0;
+	d->seen = 0;
 	buf_init(&d->line);
 	buf_init(&d->err);
 	buf_init(&d->warn);
@@ -133,6 +153,8 @@ void attr_decoder_init(struct attr_decoder *d, size_t max_string, size_t max_cou
 void attr_decoder_free(struct attr_decoder *d)
 {
 	attr_list_free(&d->list);
+	buf_free(&d->store);
+	free(d->offs);
 	buf_free(&d->line);
 	buf_free(&d->err);
 	buf_free(&d->warn);
@@ -145,26 +167,84 @@ static enum attr_decode_status attr_decoder_fail(struct attr_decoder *d, const c
 	return ATTR_DECODE_ERROR;
 }
 
-/* attr_decoder_line - one complete line (without "\n") in d->line */
-static enum attr_decode_status attr_decoder_line(struct attr_decoder *d)
+/* The attribute of the list being decoded named name, or -1. */
+static long attr_decoder_find(const struct attr_decoder *d, const char *name)
 {
-	char *line = d->line.data, *eq;
-
-	if (d->line.len == 0) {
-		d->done = 1;
-		return ATTR_DECODE_DONE;
+	for (size_t i = 0; i < d->nattr; i++) {
+		const char *n = d->store.data + d->offs[2 * i];
+		if (n[0] == name[0] && strcmp(n, name) == 0)
+			return (long)i;
 	}
-	if ((eq = strchr(line, '=')) == NULL)
+	return -1;
+}
+
+/* The list is complete: point d->list at the store. */
+static enum attr_decode_status attr_decoder_finish(struct attr_decoder *d)
+{
+	attr_list_reset(&d->list);
+	d->list.borrowed = 1;
+	if (d->list.cap < d->nattr) {
+		d->list.cap = d->nattr < 32 ? 32 : d->nattr;
+		d->list.v = xrealloc(d->list.v, d->list.cap * sizeof(*d->list.v));
+	}
+	for (size_t i = 0; i < d->nattr; i++) {
+		d->list.v[i].name = d->store.data + d->offs[2 * i];
+		d->list.v[i].value = d->store.data + d->offs[2 * i + 1];
+	}
+	d->list.n = d->nattr;
+	d->done = 1;
+	return ATTR_DECODE_DONE;
+}
+
+/* attr_decoder_line - one complete line (without "\n") in line..line+len */
+static enum attr_decode_status attr_decoder_line(struct attr_decoder *d, const char *line,
+						 size_t len)
+{
+	const char *eq;
+	size_t nlen, vlen, at;
+	unsigned long long bit;
+	long old;
+
+	if (len == 0)
+		return attr_decoder_finish(d);
+	if ((eq = memchr(line, '=', len)) == NULL)
 		return attr_decoder_fail(d, "malformed attribute line: missing '='");
 	if (eq == line)
 		return attr_decoder_fail(d, "malformed attribute line: empty name");
-	*eq = 0;
-	if ((size_t)(eq - line) > d->max_string || strlen(eq + 1) > d->max_string)
+	nlen = (size_t)(eq - line);
+	vlen = len - nlen - 1;
+	if (nlen > d->max_string || vlen > d->max_string)
 		return attr_decoder_fail(d, "attribute name or value too long");
-	if (d->list.n >= d->max_count && !attr_has(&d->list, line))
+	at = d->store.len;
+	buf_append(&d->store, line, nlen);
+	buf_putc(&d->store, 0);
+	/* Only a name whose hash bit is already set can be a repeat. */
+	bit = 1ULL << ((nlen * 31u + (unsigned char)line[0] * 7u +
+			(unsigned char)line[nlen - 1]) & 63u);
+	old = (d->seen & bit) ? attr_decoder_find(d, d->store.data + at) : -1;
+	d->seen |= bit;
+	if (old >= 0) {
+		/* repeated: keep the last value (the name stays where it was) */
+		buf_truncate(&d->store, at);
+		d->offs[2 * old + 1] = d->store.len;
+		buf_append(&d->store, eq + 1, vlen);
+		buf_putc(&d->store, 0);
+		if (d->warn.len == 0)
+			buf_printf(&d->warn, "repeated attribute \"%.64s\": keeping the last value",
+				   d->store.data + d->offs[2 * old]);
+		return ATTR_DECODE_MORE;
+	}
+	if (d->nattr >= d->max_count)
 		return attr_decoder_fail(d, "too many attributes");
-	if (attr_list_set(&d->list, line, eq + 1) && d->warn.len == 0)
-		buf_printf(&d->warn, "repeated attribute \"%.64s\": keeping the last value", line);
+	if (d->nattr == d->offcap) {
+		d->offcap = d->offcap ? 2 * d->offcap : 32;
+		d->offs = xrealloc(d->offs, 2 * d->offcap * sizeof(*d->offs));
+	}
+	d->offs[2 * d->nattr] = at;
+	d->offs[2 * d->nattr + 1] = d->store.len;
+	d->nattr++;
+	buf_append(&d->store, eq + 1, vlen);
+	buf_putc(&d->store, 0);
 	return ATTR_DECODE_MORE;
 }
 
@@ -181,6 +261,9 @@ enum attr_decode_status attr_decoder_feed(struct attr_decoder *d, const char *da
 	}
 	if (d->done) {
 		attr_list_reset(&d->list);
+		buf_reset(&d->store);
+		d->nattr = 0;
+		d->seen = 0;
 		buf_reset(&d->warn);
 		d->done = 0;
 	}
@@ -196,12 +279,18 @@ enum attr_decode_status attr_decoder_feed(struct attr_decoder *d, const char *da
 			st = attr_decoder_fail(d, "attribute line too long");
 			break;
 		}
+		if (nl != NULL && d->line.len == 0) {
+			/* the usual case: the whole line is in data, no copy */
+			st = attr_decoder_line(d, data + pos, n);
+			pos += n + 1;
+			continue;
+		}
 		buf_append(&d->line, data + pos, n);
 		pos += n;
 		if (nl == NULL)
 			break;
 		pos++;
-		st = attr_decoder_line(d);
+		st = attr_decoder_line(d, d->line.data, d->line.len);
 		buf_reset(&d->line);
 	}
 	*used = pos;
@@ -212,7 +301,7 @@ int attr_decoder_eof(struct attr_decoder *d)
 {
 	if (d->failed)
 		return -1;
-	if (d->line.len > 0 || (!d->done && d->list.n > 0)) {
+	if (d->line.len > 0 || (!d->done && d->nattr > 0)) {
 		attr_decoder_fail(d, "premature end of input inside an attribute list");
 		return -1;
 	}

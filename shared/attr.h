@@ -6,6 +6,8 @@
  * non-blocking streams: feed it whatever bytes arrived; it stops at each
  * complete list so pipelined requests are answered one at a time.
  * Pitfall: a repeated attribute keeps the last value and sets a warning.
+ * A decoded list borrows its strings from the decoder (no allocation per
+ * attribute): it is valid until the next feed.
  */
 #ifndef TERN_ATTR_H
 #define TERN_ATTR_H
@@ -26,6 +28,7 @@ struct attr {
 struct attr_list {
 	struct attr *v;
 	size_t n, cap;
+	int borrowed; /* names and values point into a decoder's store */
 };
 
 void attr_list_init(struct attr_list *l);
@@ -51,7 +54,11 @@ enum attr_decode_status {
 };
 
 struct attr_decoder {
-	struct attr_list list; /* the list being built / just completed */
+	struct attr_list list; /* the list just completed (points into store) */
+	struct buf store;      /* this list's "name\0value\0" pairs */
+	size_t *offs;	       /* per attribute: name offset, value offset */
+	size_t nattr, offcap;  /* attributes so far; offs capacity (pairs) */
+	unsigned long long seen; /* a bit per name hash: repeats are rare */
 	struct buf line;       /* partial line carried between feeds */
 	struct buf err;	       /* why decoding failed */
 	struct buf warn;       /* non-fatal: repeated attributes */

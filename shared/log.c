@@ -3,6 +3,7 @@
  * The line is formatted into a private buffer first and emitted with one
  * write(2) (or one syslog(3) call): concurrent threads never interleave.
  */
+#define _GNU_SOURCE /* sendmmsg */
 #include "log.h"
 #include "buf.h"
 
@@ -167,57 +168,213 @@ void log_set_verbose(int level)
 	msg_verbose = level;
 }
 
+/* A thread's batch (log_batch_begin): whole lines, or whole datagrams
+ * for syslog, with where each ends. */
+#define LOG_BATCH_LINES 64
+#define LOG_BATCH_BYTES 32768
+static __thread struct {
+	int on;
+	int n;
+	struct buf text;
+	size_t ends[LOG_BATCH_LINES];
+} log_batch;
+
+/* The thread's /dev/log socket, connected on first use. */
+static __thread int log_syslog_fd = -1;
+
+static int log_syslog_socket(void)
+{
+	struct sockaddr_un sun = {.sun_family = AF_UNIX};
+
+	if (log_syslog_fd >= 0)
+		return log_syslog_fd;
+	strcpy(sun.sun_path, "/dev/log");
+	if ((log_syslog_fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0)) >= 0 &&
+	    connect(log_syslog_fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
+		close(log_syslog_fd);
+		log_syslog_fd = -1;
+	}
+	return log_syslog_fd;
+}
+
+/* Send n datagrams (the batch's, or one) with one sendmmsg(2); on an
+ * error (syslogd restarted) reconnect once and send what is left. */
+static void log_syslog_sendv(const char *text, const size_t *ends, int n)
+{
+	struct mmsghdr msgs[LOG_BATCH_LINES];
+	struct iovec iov[LOG_BATCH_LINES];
+	int done = 0;
+
+	for (int i = 0; i < n; i++) {
+		size_t from = i ? ends[i - 1] : 0;
+		iov[i].iov_base = (char *)text + from;
+		iov[i].iov_len = ends[i] - from;
+		memset(&msgs[i], 0, sizeof(msgs[i]));
+		msgs[i].msg_hdr.msg_iov = &iov[i];
+		msgs[i].msg_hdr.msg_iovlen = 1;
+	}
+	for (int attempt = 0; attempt < 2 && done < n; attempt++) {
+		int fd = log_syslog_socket(), sent;
+		if (fd < 0)
+			break;
+		while (done < n && (sent = sendmmsg(fd, msgs + done, (unsigned)(n - done),
+						    MSG_NOSIGNAL)) > 0)
+			done += sent;
+		if (done < n) {
+			close(fd);
+			log_syslog_fd = -1;
+		}
+	}
+}
+
+static void log_write_out(const char *text, size_t len)
+{
+	/* A short write to a log is not worth retrying. */
+	if (write(log_fd, text, len) < 0)
+		(void)0;
+}
+
+void log_batch_flush(void)
+{
+	if (log_batch.n == 0)
+		return;
+	if (log_dest == LOG_DEST_SYSLOG)
+		log_syslog_sendv(log_batch.text.data, log_batch.ends, log_batch.n);
+	else
+		log_write_out(log_batch.text.data, log_batch.text.len);
+	buf_reset(&log_batch.text);
+	log_batch.n = 0;
+}
+
+void log_batch_begin(void)
+{
+	log_batch.on = 1;
+}
+
+void log_batch_end(void)
+{
+	log_batch_flush();
+	log_batch.on = 0;
+	buf_free(&log_batch.text);
+}
+
+/* One finished line or datagram: into the batch, or out now. */
+static void log_out(int prio, const struct buf *line)
+{
+	if (!log_batch.on || prio <= LOG_CRIT) {
+		log_batch_flush(); /* keep the order */
+		if (log_dest == LOG_DEST_SYSLOG) {
+			size_t end = line->len;
+			log_syslog_sendv(line->data, &end, 1);
+		} else {
+			log_write_out(line->data, line->len);
+		}
+		return;
+	}
+	buf_append(&log_batch.text, line->data, line->len);
+	log_batch.ends[log_batch.n++] = log_batch.text.len;
+	if (log_batch.n == LOG_BATCH_LINES || log_batch.text.len >= LOG_BATCH_BYTES)
+		log_batch_flush();
+}
+
+/* The start of a line: "<PRI>stamp " (syslog) or "stamp host " (file),
+ * then "tern/service[pid]: prefix" ("progname: prefix" for tools). Built
+ * without printf: a busy policy server logs a line per request. */
+static void log_head(struct buf *line, int prio, const char *prefix)
+{
+	char num[24], *p = num + sizeof(num);
+	long v;
+
+	if (log_dest == LOG_DEST_SYSLOG) {
+		buf_printf(line, "<%d>", log_facility | prio);
+		buf_puts(line, log_stamp());
+		buf_putc(line, ' ');
+	} else if (log_dest == LOG_DEST_FILE) {
+		buf_puts(line, log_stamp());
+		buf_putc(line, ' ');
+		buf_puts(line, log_hostname());
+		buf_putc(line, ' ');
+	}
+	if (log_dest == LOG_DEST_CLI) {
+		buf_puts(line, log_cli_name);
+		buf_puts(line, ": ");
+		buf_puts(line, prefix);
+		return;
+	}
+	buf_puts(line, "tern/");
+	buf_puts(line, log_service());
+	buf_putc(line, '[');
+	v = log_getpid();
+	*--p = 0;
+	do
+		*--p = (char)('0' + v % 10);
+	while ((v /= 10) > 0);
+	buf_puts(line, p);
+	buf_puts(line, "]: ");
+	buf_puts(line, prefix);
+}
+
+/* The thread's line buffer, kept between lines, freed when the thread
+ * ends (a pthread key's destructor: the memory of a thread that is gone
+ * would otherwise be a leak). */
+static __thread struct buf log_line;
+static pthread_key_t log_key;
+static pthread_once_t log_key_once = PTHREAD_ONCE_INIT;
+
+static void log_thread_end(void *arg)
+{
+	(void)arg;
+	log_batch_flush();
+	buf_free(&log_batch.text);
+	buf_free(&log_line);
+}
+
+static void log_key_make(void)
+{
+	(void)pthread_key_create(&log_key, log_thread_end);
+}
+
+static struct buf *log_line_buf(void)
+{
+	if (log_line.data == NULL) {
+		pthread_once(&log_key_once, log_key_make);
+		(void)pthread_setspecific(log_key, &log_line);
+	}
+	buf_reset(&log_line);
+	return &log_line;
+}
+
+static void log_finish(int prio, struct buf *line)
+{
+	if (log_dest != LOG_DEST_SYSLOG)
+		buf_putc(line, '\n');
+	log_out(prio, line);
+	if (line->cap > 65536) /* one huge line must not stay allocated */
+		buf_free(line);
+}
+
 /* syslog(3) fixes the tag at openlog(); Tern's tag changes per thread
  * (log_thread_service), so the datagram is built here: RFC 3164 form,
  * "<PRI>Mmm dd hh:mm:ss tern/smtpd[pid]: text", to /dev/log. */
-static void log_syslog_send(int prio, const struct buf *text)
-{
-	static __thread int fd = -1;
-	struct sockaddr_un sun = {.sun_family = AF_UNIX};
-	struct buf dgram = BUF_INIT;
-
-	buf_printf(&dgram, "<%d>%s %s", log_facility | prio, log_stamp(), buf_str(text));
-	strcpy(sun.sun_path, "/dev/log");
-	for (int attempt = 0; attempt < 2; attempt++) {
-		if (fd < 0 && (fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0)) >= 0 &&
-		    connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
-			close(fd);
-			fd = -1;
-		}
-		if (fd < 0 || send(fd, dgram.data, dgram.len, MSG_NOSIGNAL) >= 0)
-			break;
-		close(fd); /* syslogd restarted: reconnect once */
-		fd = -1;
-	}
-	buf_free(&dgram);
-}
-
 static void log_emit(int prio, const char *prefix, const char *fmt, va_list ap)
 {
 	int saved_errno = errno;
-	struct buf line = BUF_INIT;
+	struct buf *line = log_line_buf();
 
-	buf_init(&line);
-	if (log_dest == LOG_DEST_SYSLOG) {
-		buf_printf(&line, "tern/%s[%ld]: %s", log_service(), log_getpid(), prefix);
-		buf_vprintf(&line, fmt, ap);
-		log_syslog_send(prio, &line);
-		buf_free(&line);
-		errno = saved_errno;
-		return;
-	}
-	if (log_dest == LOG_DEST_FILE)
-		buf_printf(&line, "%s %s ", log_stamp(), log_hostname());
-	if (log_dest == LOG_DEST_CLI)
-		buf_printf(&line, "%s: %s", log_cli_name, prefix);
-	else
-		buf_printf(&line, "tern/%s[%ld]: %s", log_service(), log_getpid(), prefix);
-	buf_vprintf(&line, fmt, ap);
-	buf_putc(&line, '\n');
-	/* One write per line; a short write to a log is not worth retrying. */
-	if (write(log_fd, line.data, line.len) < 0)
-		(void)0;
-	buf_free(&line);
+	log_head(line, prio, prefix);
+	buf_vprintf(line, fmt, ap);
+	log_finish(prio, line);
+	errno = saved_errno;
+}
+
+void msg_info_text(const char *text, size_t len)
+{
+	int saved_errno = errno;
+	struct buf *line = log_line_buf();
+
+	log_head(line, LOG_INFO, "");
+	buf_append(line, text, len);
+	log_finish(LOG_INFO, line);
 	errno = saved_errno;
 }
 

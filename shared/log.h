@@ -8,6 +8,11 @@
  * whose lines carry a syslog-style "Mmm dd hh:mm:ss host" prefix, or,
  * for command-line tools, "tern: warning: ..." on stderr (log_to_cli).
  * Each line is written with one write(2), so threads do not interleave.
+ * An event loop that answers many requests per turn may batch: between
+ * log_batch_begin() and log_batch_end() the calling thread's lines are
+ * collected and written by log_batch_flush() (at the end of each turn)
+ * with one write(2), or one sendmmsg(2) of one datagram per line for
+ * syslog; lines stay whole and in order, fatal lines go out at once.
  * msg_fatal() logs and exits with status 1; never call it on input that
  * came from outside the process (return an error instead).
  */
@@ -15,6 +20,7 @@
 #define TERN_LOG_H
 
 #include <stdarg.h>
+#include <stddef.h>
 
 void log_open(const char *service);
 /* ternd is one process doing the work of Postfix's smtpd, cleanup, qmgr,
@@ -41,12 +47,17 @@ void log_set_verbose(int level);
  * keeps this one. */
 int log_descriptor(void);
 extern int msg_verbose;
+void log_batch_begin(void);
+void log_batch_flush(void);
+void log_batch_end(void);
 
 void msg_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void msg_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void msg_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void msg_fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 void msg_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* msg_info of text that is already formatted (no printf on a hot path). */
+void msg_info_text(const char *text, size_t len);
 
 /* "QUEUEID: text", Postfix's per-message line; qid NULL gives "NOQUEUE". */
 void msg_qid(const char *qid, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -18,9 +18,11 @@ The request mix: Postfix-shaped RCPT requests from 50 client networks,
 200 senders in 20 SPF-publishing domains, 90 % of them for triplets that
 passed greylisting in a warm-up (known), 10 % new triplets (a fresh
 recipient each). Each server is measured with 1 and 50 concurrent
-connections (tests/tools/policyload.c: a request, its reply, the next, as
-a Postfix smtpd does), for --seconds each after --warmup seconds on the
-same connections:
+connections (tests/tools/policyload.c: each connection sends a request,
+waits for its reply and sends the next, as a Postfix smtpd does; one
+epoll loop drives all of them, so the client takes little of the two
+cores), for --seconds each after --warmup seconds on the same
+connections:
 
   tern-policyd access+greylist+ratelimit   (the issue's 20,000 req/s target)
   tern-policyd access+spf+greylist+ratelimit

@@ -558,9 +558,11 @@ def test_daemon_mode_pid_file_and_stop(policyd):
     try:
         assert harness.port_accepts(srv.port)
         assert srv.client().request() == "DUNNO"
-        log = (srv.dir / "maillog").read_text()
-        assert "tern/policyd[%d]: daemon started" % pid in log
-        assert "tern/policyd[%d]: decision: client=mail.example.org[192.0.2.10]" % pid in log
+        # the decision line is written at the end of the loop's turn,
+        # which may come a moment after the reply
+        decision = "tern/policyd[%d]: decision: client=mail.example.org[192.0.2.10]" % pid
+        harness.wait_for(lambda: decision in (srv.dir / "maillog").read_text(), timeout=10)
+        assert "tern/policyd[%d]: daemon started" % pid in (srv.dir / "maillog").read_text()
         if os.getuid() == 0:      # privileges dropped to "user" (tern)
             st = os.stat("/proc/%d" % pid)
             assert st.st_uid != 0

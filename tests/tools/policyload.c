@@ -1,27 +1,31 @@
 /* policyload.c - load generator for policy servers (Postfix's policy
  * delegation protocol), used by tests/bench/policyd_bench.py.
  *
- * Usage: policyload [-c CONNS] [-t SECONDS] [-w SECONDS] -f REQUESTS ENDPOINT
+ * Usage: policyload [-c CONNS] [-T LOOPS] [-t SECONDS] [-w SECONDS] -f REQUESTS ENDPOINT
  * ENDPOINT is inet:host:port or unix:/path. REQUESTS holds requests as
  * they go on the wire (attribute lines, an empty line after each); the
  * text "{seq}" in them is replaced by a number unique to each request
- * sent, so instances, recipients or senders can vary. Each connection is
- * one thread that sends a request, waits for its reply and sends the next,
- * as a Postfix smtpd does (no pipelining), cycling through the requests
- * from its own starting point. -w: a warm-up on the same connections
- * before the measured -t seconds (a server that starts a process per
- * connection is then measured in its steady state). Prints one JSON
- * object: requests,
- * seconds, rate, p50/p99/max latency in microseconds, failures (closed
- * connections, replies without "action="), a count per reply's first
- * word, and client_cpu: the CPU this client used (user + system, in
- * cores), to show whether the client or the server is the bottleneck.
+ * sent, so instances, recipients or senders can vary. Each connection
+ * sends a request, waits for its reply and sends the next, as a Postfix
+ * smtpd does (no pipelining), cycling through the requests from its own
+ * starting point. The CONNS connections are driven by LOOPS epoll loops
+ * (threads; default 1), so the client costs little CPU and the server
+ * is what is measured: a thread per connection cost this 2-core machine
+ * most of a core in context switches. -w: a warm-up on the same
+ * connections before the measured -t seconds (a server that starts a
+ * process per connection is then measured in its steady state). Prints
+ * one JSON object: requests, seconds, rate, p50/p99/max latency in
+ * microseconds, failures (closed connections, replies without
+ * "action="), a count per reply's first word, and client_cpu: the CPU
+ * this client used (user + system, in cores), to show whether the client
+ * or the server is the bottleneck.
  *
  * policyload -S [-c THREADS] inet:host:port runs the other side instead:
  * the least a policy server can do (read a request, answer
  * "action=DUNNO"), with THREADS epoll loops (SO_REUSEPORT listeners), so
  * the benchmark can show the ceiling this machine and client allow.
  */
+#define _GNU_SOURCE /* memmem */
 #include "buf.h"
 
 #include <errno.h>
@@ -44,11 +48,23 @@
 struct load_thread {
 	pthread_t tid;
 	int index;
-	uint32_t *lat; /* microseconds */
+	int first, nconns; /* this loop's connections: first .. first+nconns-1 */
+	uint32_t *lat;	   /* microseconds */
 	size_t nlat, cap;
 	long failures;
 	char words[LOAD_WORDS][24];
 	long counts[LOAD_WORDS];
+};
+
+/* One client connection: at most one request outstanding, as Postfix's
+ * smtpd has (it waits for each reply before the next request). */
+struct load_conn {
+	int fd;
+	size_t k;	 /* next request template */
+	double t0;	 /* when the outstanding request was written */
+	struct buf req;	 /* the request being sent */
+	struct buf in;	 /* reply bytes so far */
+	size_t scanned;	 /* bytes of in already searched for "\n\n" */
 };
 
 static char **load_reqs;
@@ -115,62 +131,116 @@ static void load_count(struct load_thread *t, const char *action)
 	t->counts[i]++;
 }
 
-static void *load_run(void *arg)
+/* Write c's next request (blocking socket: a request of a few hundred
+ * bytes always fits the empty send buffer). 0, or -1 if the peer is gone. */
+static int load_send(struct load_conn *c)
 {
-	struct load_thread *t = arg;
-	struct buf req = BUF_INIT, in = BUF_INIT;
-	char chunk[8192];
-	size_t k = (size_t)t->index * 7;
-	int fd = load_connect();
+	const char *tmpl = load_reqs[c->k++ % load_nreqs], *p;
+	unsigned long seq = __atomic_add_fetch(&load_seq, 1, __ATOMIC_RELAXED);
 
-	buf_init(&req);
-	buf_init(&in);
-	while (fd >= 0 && load_now() < load_deadline) {
-		const char *tmpl = load_reqs[k++ % load_nreqs], *p;
-		unsigned long seq = __atomic_add_fetch(&load_seq, 1, __ATOMIC_RELAXED);
-		double t0;
-		char *end;
+	buf_reset(&c->req);
+	while ((p = strstr(tmpl, "{seq}")) != NULL) {
+		buf_append(&c->req, tmpl, (size_t)(p - tmpl));
+		buf_printf(&c->req, "%lu", seq);
+		tmpl = p + 5;
+	}
+	buf_puts(&c->req, tmpl);
+	buf_reset(&c->in);
+	c->scanned = 0;
+	c->t0 = load_now();
+	return write(c->fd, c->req.data, c->req.len) == (ssize_t)c->req.len ? 0 : -1;
+}
 
-		buf_reset(&req);
-		while ((p = strstr(tmpl, "{seq}")) != NULL) {
-			buf_append(&req, tmpl, (size_t)(p - tmpl));
-			buf_printf(&req, "%lu", seq);
-			tmpl = p + 5;
-		}
-		buf_puts(&req, tmpl);
-		t0 = load_now();
-		if (write(fd, req.data, req.len) != (ssize_t)req.len)
-			goto lost;
-		buf_reset(&in);
-		while ((end = strstr(buf_str(&in), "\n\n")) == NULL) {
-			ssize_t n = read(fd, chunk, sizeof(chunk));
-			if (n <= 0)
-				goto lost;
-			buf_append(&in, chunk, (size_t)n);
-		}
-		if (t0 < load_measure)
-			continue; /* warm-up: not counted */
+static int load_open(struct load_thread *t, struct load_conn *c, int ep)
+{
+	struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
+
+	c->fd = load_connect();
+	if (c->fd < 0)
+		return -1;
+	if (epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev) < 0 || load_send(c) < 0) {
+		close(c->fd);
+		c->fd = -1;
+		return -1;
+	}
+	(void)t;
+	return 0;
+}
+
+static void load_lost(struct load_thread *t, struct load_conn *c, int ep)
+{
+	t->failures++;
+	close(c->fd); /* also leaves the epoll set */
+	c->fd = -1;
+	if (load_now() < load_deadline && load_open(t, c, ep) < 0)
+		t->failures++;
+}
+
+/* The reply to c's request is complete: count it, send the next. */
+static void load_reply(struct load_thread *t, struct load_conn *c, int ep)
+{
+	double now = load_now();
+
+	if (c->t0 >= load_measure) { /* warm-up replies are not counted */
 		if (t->nlat == t->cap) {
 			t->cap = t->cap ? 2 * t->cap : 65536;
 			t->lat = xrealloc(t->lat, t->cap * sizeof(*t->lat));
 		}
-		t->lat[t->nlat++] = (uint32_t)((load_now() - t0) * 1e6);
-		if (strncmp(buf_str(&in), "action=", 7) == 0)
-			load_count(t, buf_str(&in) + 7);
+		t->lat[t->nlat++] = (uint32_t)((now - c->t0) * 1e6);
+		if (strncmp(buf_str(&c->in), "action=", 7) == 0)
+			load_count(t, buf_str(&c->in) + 7);
 		else
 			t->failures++;
-		continue;
-	lost:
-		t->failures++;
-		close(fd);
-		fd = load_connect();
 	}
-	if (fd >= 0)
-		close(fd);
-	else
-		t->failures++;
-	buf_free(&req);
-	buf_free(&in);
+	if (now < load_deadline && load_send(c) < 0)
+		load_lost(t, c, ep);
+}
+
+/* One event loop driving its share of the connections: a client that
+ * spends little CPU, so that the server, not the client, is measured. */
+static void *load_run(void *arg)
+{
+	struct load_thread *t = arg;
+	struct load_conn *conns = xcalloc((size_t)t->nconns, sizeof(*conns));
+	struct epoll_event evs[64];
+	int ep = epoll_create1(0);
+	char chunk[8192];
+
+	for (int i = 0; i < t->nconns; i++) {
+		conns[i].k = (size_t)(t->first + i) * 7;
+		buf_init(&conns[i].req);
+		buf_init(&conns[i].in);
+		if (load_open(t, &conns[i], ep) < 0)
+			t->failures++;
+	}
+	while (load_now() < load_deadline) {
+		int n = epoll_wait(ep, evs, 64, 100);
+		for (int i = 0; i < n; i++) {
+			struct load_conn *c = evs[i].data.ptr;
+			ssize_t got = read(c->fd, chunk, sizeof(chunk));
+			const char *end;
+
+			if (got <= 0) {
+				load_lost(t, c, ep);
+				continue;
+			}
+			buf_append(&c->in, chunk, (size_t)got);
+			end = c->in.len >= 2 ? memmem(c->in.data + c->scanned,
+						      c->in.len - c->scanned, "\n\n", 2)
+					     : NULL;
+			c->scanned = c->in.len > 0 ? c->in.len - 1 : 0;
+			if (end != NULL)
+				load_reply(t, c, ep);
+		}
+	}
+	for (int i = 0; i < t->nconns; i++) {
+		if (conns[i].fd >= 0)
+			close(conns[i].fd);
+		buf_free(&conns[i].req);
+		buf_free(&conns[i].in);
+	}
+	free(conns);
+	close(ep);
 	return NULL;
 }
 
@@ -327,7 +397,7 @@ static void load_read(const char *path)
 
 int main(int argc, char **argv)
 {
-	int ch, conns = 1, sink = 0;
+	int ch, conns = 1, loops = 1, sink = 0;
 	double secs = 3, warm = 0, start, took, cpu0 = 0, cpu;
 	const char *file = NULL;
 	struct load_thread *t;
@@ -335,13 +405,15 @@ int main(int argc, char **argv)
 	size_t n = 0, at = 0;
 	long failures = 0;
 
-	while ((ch = getopt(argc, argv, "c:t:w:f:S")) != -1) {
+	while ((ch = getopt(argc, argv, "c:T:t:w:f:S")) != -1) {
 		if (ch == 'S')
 			sink = 1;
 		else if (ch == 'w')
 			warm = atof(optarg);
 		else if (ch == 'c')
 			conns = atoi(optarg);
+		else if (ch == 'T')
+			loops = atoi(optarg);
 		else if (ch == 't')
 			secs = atof(optarg);
 		else if (ch == 'f')
@@ -351,19 +423,24 @@ int main(int argc, char **argv)
 	}
 	if (sink && optind + 1 == argc && conns >= 1)
 		return sink_main(argv[optind], conns);
-	if (file == NULL || optind + 1 != argc || conns < 1)
+	if (file == NULL || optind + 1 != argc || conns < 1 || loops < 1)
 		goto usage;
+	if (loops > conns)
+		loops = conns;
 	load_endpoint = argv[optind];
 	load_read(file);
-	t = xcalloc((size_t)conns, sizeof(*t));
+	t = xcalloc((size_t)loops, sizeof(*t));
 	start = load_now();
 	load_measure = start + warm;
 	load_deadline = load_measure + secs;
-	for (int i = 0; i < conns; i++) {
+	for (int i = 0, first = 0; i < loops; i++) {
 		t[i].index = i;
+		t[i].first = first;
+		t[i].nconns = conns / loops + (i < conns % loops);
+		first += t[i].nconns;
 		pthread_create(&t[i].tid, NULL, load_run, &t[i]);
 	}
-	for (int i = 0; i < conns; i++) {
+	for (int i = 0; i < loops; i++) {
 		pthread_join(t[i].tid, NULL);
 		n += t[i].nlat;
 		failures += t[i].failures;
@@ -371,7 +448,7 @@ int main(int argc, char **argv)
 	took = load_now() - load_measure;
 	cpu = (load_cpu() - cpu0) / (load_now() - start); /* cores, over the whole run */
 	all = xcalloc(n + 1, sizeof(*all));
-	for (int i = 0; i < conns; i++) {
+	for (int i = 0; i < loops; i++) {
 		memcpy(all + at, t[i].lat, t[i].nlat * sizeof(*all));
 		at += t[i].nlat;
 	}
@@ -385,7 +462,7 @@ int main(int argc, char **argv)
 		char words[LOAD_WORDS * 4][24];
 		long counts[LOAD_WORDS * 4];
 		int nw = 0;
-		for (int i = 0; i < conns; i++)
+		for (int i = 0; i < loops; i++)
 			for (int w = 0; w < LOAD_WORDS && t[i].words[w][0]; w++) {
 				int j;
 				for (j = 0; j < nw && strcmp(words[j], t[i].words[w]) != 0; j++)
@@ -404,7 +481,7 @@ int main(int argc, char **argv)
 	printf("}, \"client_cpu\": %.2f}\n", cpu);
 	return failures ? 1 : 0;
 usage:
-	fprintf(stderr, "usage: policyload [-c conns] [-t seconds] [-w seconds] -f requests "
+	fprintf(stderr, "usage: policyload [-c conns] [-T loops] [-t seconds] [-w seconds] -f requests "
 			"inet:host:port|unix:/path\n"
 			"       policyload -S [-c threads] inet:host:port\n");
 	return 2;

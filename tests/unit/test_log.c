@@ -80,6 +80,54 @@ static void test_log_file_has_syslog_prefix(void **state)
 	assert_int_equal(log_to_syslog("nosuchfacility"), -1);
 }
 
+/* Batched lines: nothing until the flush, then all of them in order,
+ * each whole; msg_info_text gives the same line as msg_info. */
+static void test_log_batch(void **state)
+{
+	char path[] = "/tmp/tern-logb-XXXXXX", expect[512];
+	int fd = mkstemp(path);
+	long pid = (long)getpid();
+	close(fd);
+	log_open("policyd");
+	assert_int_equal(log_to_file(path), 0);
+	log_batch_begin();
+	msg_info("one %d", 1);
+	msg_warn("two");
+	msg_info_text("three and more", 5);
+	char *got = slurp(path);
+	assert_string_equal(got, "");
+	free(got);
+	log_batch_flush();
+	got = slurp(path);
+	snprintf(expect, sizeof(expect),
+		 " tern/policyd[%ld]: one 1\n", pid);
+	assert_non_null(strstr(got, expect));
+	snprintf(expect, sizeof(expect), " tern/policyd[%ld]: warning: two\n", pid);
+	assert_non_null(strstr(got, expect));
+	snprintf(expect, sizeof(expect), " tern/policyd[%ld]: three\n", pid);
+	assert_non_null(strstr(got, expect));
+	assert_true(strstr(got, "one 1") < strstr(got, "warning: two"));
+	free(got);
+	/* a full batch goes out by itself; the end flushes the rest */
+	for (int i = 0; i < 100; i++)
+		msg_info("line %03d", i);
+	got = slurp(path);
+	assert_non_null(strstr(got, "line 063\n"));
+	assert_null(strstr(got, "line 064"));
+	free(got);
+	log_batch_end();
+	got = slurp(path);
+	assert_non_null(strstr(got, "line 099\n"));
+	free(got);
+	/* no batch: at once */
+	msg_info("after");
+	got = slurp(path);
+	assert_non_null(strstr(got, "after\n"));
+	free(got);
+	log_to_stderr();
+	unlink(path);
+}
+
 static void test_log_cli_format(void **state)
 {
 	char path[] = "/tmp/tern-logc-XXXXXX";
@@ -104,6 +152,7 @@ int main(void)
 	    cmocka_unit_test(test_log_stderr_format),
 	    cmocka_unit_test(test_log_file_has_syslog_prefix),
 	    cmocka_unit_test(test_log_cli_format),
+	    cmocka_unit_test(test_log_batch),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
