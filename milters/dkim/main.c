@@ -105,13 +105,19 @@ static sfsistat dkim_negotiate(SMFICTX *ctx, unsigned long f0, unsigned long f1,
 	unsigned long want = SMFIF_ADDHDRS | SMFIF_CHGHDRS | SMFIF_SETSYMLIST | SMFIF_QUARANTINE;
 	unsigned long steps = SMFIP_HDR_LEADSPC | SMFIP_NOHELO | SMFIP_NORCPT | SMFIP_NOUNKNOWN |
 			      SMFIP_NODATA | SMFIP_NR_CONN | SMFIP_NR_MAIL | SMFIP_NR_HDR |
-			      SMFIP_NR_EOH | SMFIP_SKIP;
+			      SMFIP_NR_EOH | SMFIP_NR_BODY | SMFIP_SKIP;
 
 	if ((f0 & SMFIF_ADDHDRS) == 0) {
 		msg_warn("the MTA does not let milters add header fields: cannot sign or verify");
 		return SMFIS_REJECT;
 	}
 	c->actions = *pf0 = f0 & want;
+	/* No reply to body chunks when the MTA allows it: the MTA then
+	 * streams the body and waits only at end of message, one round
+	 * trip less per message. SKIP (which needs a reply to a chunk) is
+	 * the fallback for MTAs without SMFIP_NR_BODY. */
+	if (f1 & SMFIP_NR_BODY)
+		steps &= ~(unsigned long)SMFIP_SKIP;
 	c->protocol = *pf1 = f1 & steps;
 	*pf2 = *pf3 = 0;
 	if (msg_verbose)
@@ -403,6 +409,8 @@ static sfsistat dkim_body_cb(SMFICTX *ctx, unsigned char *data, size_t len)
 	 * missing, say) answers DKIM_STAT_OK and ignores the rest. */
 	if (c->verify)
 		(void)dkim_body(c->verify, data, len);
+	if (c->protocol & SMFIP_NR_BODY)
+		return SMFIS_NOREPLY;
 	if (c->sign == NULL && c->verify == NULL && (c->protocol & SMFIP_SKIP))
 		return SMFIS_SKIP;
 	return SMFIS_CONTINUE;
