@@ -18,7 +18,8 @@ per packet, as a local Postfix often uses them).
 
 The raw rate (openssl speed -multi CORES rsa2048) is measured before
 each signing run, and the milters are compared with the highest: the
-machine at its best. Other load on the machine lowers both the milters'
+machine at its best (t/raw); t/adj compares each run with the raw rate
+measured right before it, which saw about the same machine. Other load on the machine lowers both the milters'
 rates and, a lot, the -multi figure, so t/raw is only meaningful on a
 quiet machine. The CPU columns (the milter's CPU time per message, and
 the load generator's) hardly depend on that load, nor does one openssl
@@ -91,20 +92,28 @@ def children_cpu():
     return r.ru_utime + r.ru_stime
 
 
+def cpu_ticks():
+    """(steal, total) jiffies of all CPUs from /proc/stat (steal: CPU time
+    the hypervisor gave to other guests)."""
+    f = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+    return (f[7] if len(f) > 7 else 0), sum(f[:8])
+
+
 def measured(load, pid, endpoint, addr, seconds, clients, msgfile, want):
     """(messages/s, milter CPU us per message, load generator CPU us per
     message); a run with a failed message is an error."""
-    c0, d0 = cpu_seconds(pid), children_cpu()
+    c0, d0, s0 = cpu_seconds(pid), children_cpu(), cpu_ticks()
     p = subprocess.run([str(load), "-c", str(clients), "-t", str(seconds), "-w", "0.5",
                         "-a", addr, "-f", str(msgfile)] + want + [endpoint],
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    c1, d1 = cpu_seconds(pid), children_cpu()
+    c1, d1, s1 = cpu_seconds(pid), children_cpu(), cpu_ticks()
     if p.returncode != 0:
         raise RuntimeError("milterload failed: %s %s" % (p.stdout, p.stderr))
     r = json.loads(p.stdout)
     # The warm-up's messages were processed too: CPU per message over all.
     n = max(r["messages"] * (r["seconds"] + 0.5) / r["seconds"], 1)
-    return r["rate"], 1e6 * (c1 - c0) / n, 1e6 * (d1 - d0) / n
+    steal = (s1[0] - s0[0]) / max(s1[1] - s0[1], 1)
+    return r["rate"], 1e6 * (c1 - c0) / n, 1e6 * (d1 - d0) / n, steal
 
 
 def openssl_rate(seconds, procs):
@@ -183,23 +192,25 @@ def main():
         for run in range(1, a.runs + 1):
             for what, addr, msgfile, want in cases:
                 if what == "sign":
-                    raws.append(openssl_rate(a.seconds, cores))
+                    # the -multi rate right before the milter's run: the
+                    # pair sees about the same machine
                     raw1s.append(openssl_rate(a.seconds, 1))
-                t, tcpu, tl = measured(load, procs[0].pid, tend, addr, a.seconds, a.clients,
+                    raws.append(openssl_rate(a.seconds, cores))
+                t, tcpu, tl, tsteal = measured(load, procs[0].pid, tend, addr, a.seconds, a.clients,
                                        msgfile, want)
-                o, ocpu, ol = measured(load, procs[1].pid, oend, addr, a.seconds, a.clients,
+                o, ocpu, ol, _ = measured(load, procs[1].pid, oend, addr, a.seconds, a.clients,
                                        msgfile, want)
                 rows.append((run, what, raws[-1] if what == "sign" else 0, t, o, tcpu, ocpu, tl,
-                             open("/proc/loadavg").read().split()[0]))
+                             "%.0f%%" % (100 * tsteal)))
                 print("run %d %s done" % (run, what), file=sys.stderr, flush=True)
         print("load after: %s" % open("/proc/loadavg").read().strip())
         # The milters are compared with the machine at its best: the
         # highest raw rate of the run (raw/s shows each measurement).
         raw, raw1 = max(raws), max(raw1s)
-        print("%-3s %-6s %7s %8s %8s %7s %6s %6s %8s %8s %8s %6s %5s" % (
-            "run", "", "raw/s", "tern/s", "odkim/s", "t/odkim", "t/raw", "o/raw", "tern CPU",
-            "odkimCPU", "load CPU", "t eff", "load"))
-        effs = []
+        print("%-3s %-6s %7s %8s %8s %7s %6s %6s %6s %8s %8s %8s %6s %5s" % (
+            "run", "", "raw/s", "tern/s", "odkim/s", "t/odkim", "t/raw", "t/adj", "o/raw",
+            "tern CPU", "odkimCPU", "load CPU", "t eff", "steal"))
+        effs, adjs = [], []
         for run, what, r, t, o, tcpu, ocpu, tl, ld in rows:
             sign = what == "sign"
             # One signature's CPU time (one openssl process, which counts
@@ -209,9 +220,11 @@ def main():
             eff = 1e6 / raw1 / (tcpu + tl)
             if sign:
                 effs.append(eff)
-            print("%-3d %-6s %7s %8.0f %8.0f %7.2f %6s %6s %5.0f us %5.0f us %5.0f us %6s %5s" % (
+                adjs.append(t / r if r else 0)
+            print("%-3d %-6s %7s %8.0f %8.0f %7.2f %6s %6s %6s %5.0f us %5.0f us %5.0f us %6s %5s" % (
                 run, what, "%.0f" % r if sign else "-", t, o, t / o if o else 0,
                 "%.0f%%" % (100 * t / raw) if sign else "-",
+                "%.0f%%" % (100 * t / r) if sign and r else "-",
                 "%.0f%%" % (100 * o / raw) if sign else "-", tcpu, ocpu, tl,
                 "%.0f%%" % (100 * eff) if sign else "-", ld))
         med = lambda v: sorted(v)[len(v) // 2]
@@ -220,15 +233,17 @@ def main():
             print("median of %d runs, %s: tern %.0f msg/s, opendkim %.0f, tern/opendkim %.2f%s"
                   % (len(rs), what, med([x[3] for x in rs]), med([x[4] for x in rs]),
                      med([x[3] / x[4] if x[4] else 0 for x in rs]),
-                     "; tern/raw %.0f%% (raw %.0f sign/s on %d cores), t eff %.0f%% "
-                     "(one core: %.0f us per signature)"
-                     % (100 * med([x[3] for x in rs]) / raw, raw, cores, 100 * med(effs),
-                        1e6 / raw1)
+                     "; tern/raw %.0f%% (raw %.0f sign/s on %d cores), t/adj %.0f%%, "
+                     "t eff %.0f%% (one core: %.0f us per signature)"
+                     % (100 * med([x[3] for x in rs]) / raw, raw, cores, 100 * med(adjs),
+                        100 * med(effs), 1e6 / raw1)
                      if what == "sign" else ""))
         print("raw/s: openssl speed -multi %d rsa2048 sign/s before each signing run; t/raw "
-              "and o/raw against the highest; CPU: per message, of each milter and of the load "
+              "and o/raw against the highest, t/adj against the one measured right before the same "
+              "run; CPU: per message, of each milter and of the load "
               "generator (tern run); t eff: one signature's CPU time (openssl speed rsa2048, "
-              "one process, fastest run) over tern CPU + load CPU" % cores)
+              "one process, fastest run) over tern CPU + load CPU; steal: the share of the VM's CPU "
+              "time the hypervisor gave to others during the tern run" % cores)
     finally:
         for p in procs:
             p.terminate()

@@ -216,13 +216,25 @@ def requests(rng):
     return "".join(known), "".join(mix)
 
 
+def cpu_ticks():
+    """(steal, total) jiffies of all CPUs from /proc/stat: on a virtual
+    machine the hypervisor may give the guest's CPUs to others (steal),
+    which slows every row without showing as load in here."""
+    f = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+    return (f[7] if len(f) > 7 else 0), sum(f[:8])
+
+
 def load(build, port, conns, seconds, reqfile, warm=0):
+    s0 = cpu_ticks()
     p = subprocess.run([str(build / "tests" / "policyload"), "-c", str(conns), "-t", str(seconds),
                         "-w", str(warm), "-f", str(reqfile), "inet:127.0.0.1:%d" % port],
                        capture_output=True, text=True, timeout=seconds + 120)
     if not p.stdout.strip():
         raise RuntimeError("policyload: %s" % p.stderr)
-    return json.loads(p.stdout)
+    s1 = cpu_ticks()
+    r = json.loads(p.stdout)
+    r["steal"] = (s1[0] - s0[0]) / max(s1[1] - s0[1], 1)
+    return r
 
 
 def main():
@@ -273,9 +285,10 @@ def main():
                 if r["requests"] == 0:
                     r["failures"] = max(r["failures"], 1)
                 results.append(r)
-                print("%-45s %3d conn  %9.0f req/s  p50 %6d us  p99 %7d us  client %.2f cores  %s" % (
-                    name, conns, r["rate"], r["p50_us"], r["p99_us"], r.get("client_cpu", 0),
-                    r["actions"]), file=sys.stderr, flush=True)
+                print("%-45s %3d conn  %9.0f req/s  p50 %6d us  p99 %7d us  client %.2f cores  "
+                      "steal %2.0f%%  %s" % (
+                          name, conns, r["rate"], r["p50_us"], r["p99_us"], r.get("client_cpu", 0),
+                          100 * r["steal"], r["actions"]), file=sys.stderr, flush=True)
     finally:
         w.stop_all()
         if not args.keep:
@@ -283,12 +296,14 @@ def main():
     by = {(r["server"], r["conns"]): r for r in results}
     print("load average at the end: %.2f %.2f %.2f (other work on this machine skews every row)"
           % os.getloadavg())
-    print("| server | conns | requests/s | p50 (ms) | p99 (ms) | client CPU (cores) | failures |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| server | conns | requests/s | p50 (ms) | p99 (ms) | client CPU (cores) | steal | failures |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
-        print("| %s | %d | %.0f | %.2f | %.2f | %.2f | %d |" % (
+        print("| %s | %d | %.0f | %.2f | %.2f | %.2f | %.0f%% | %d |" % (
             r["server"], r["conns"], r["rate"], r["p50_us"] / 1000, r["p99_us"] / 1000,
-            r.get("client_cpu", 0), r["failures"]))
+            r.get("client_cpu", 0), 100 * r["steal"], r["failures"]))
+    print("steal: the share of this VM's CPU time the hypervisor gave to others during the "
+          "row (it slows the row; 0 on real hardware)")
     print()
 
     def ratio(a, b, conns):
