@@ -388,12 +388,7 @@ static void pd_greylist_run(struct pd_check *ck, struct pd_req *rq, struct pd_ve
 
 	if (strcasecmp(rq->state, "RCPT") != 0 || *rq->recipient == 0)
 		return;
-	buf_init(&net);
-	buf_init(&key);
-	buf_init(&awl);
-	buf_init(&snd);
-	buf_init(&err);
-	buf_init(&date);
+	/* BUF_INIT buffers allocate on first use: err and date seldom */
 	if (pd_client_net(rq->client_address, g->v4len, g->v6len, &net) < 0) {
 		buf_set(&v->note, "greylist=no-client-address");
 		goto done;
@@ -403,7 +398,8 @@ static void pd_greylist_run(struct pd_check *ck, struct pd_req *rq, struct pd_ve
 		buf_set(&v->note, "greylist=whitelisted");
 		goto done;
 	}
-	buf_printf(&awl, "awl:%s", buf_str(&net));
+	buf_puts(&awl, "awl:");
+	buf_append(&awl, net.data, net.len);
 	if (pd_greylist_awl_get(g, buf_str(&awl), now, &awlrec, &err) < 0)
 		goto state_error;
 	if (g->awl > 0 && awlrec.a >= g->awl) {
@@ -411,7 +407,12 @@ static void pd_greylist_run(struct pd_check *ck, struct pd_req *rq, struct pd_ve
 		goto done;
 	}
 	pd_grey_sender(rq->sender, ck->pc->delims, &snd);
-	buf_printf(&key, "grey:%s/%s/%s", buf_str(&net), buf_str(&snd), rq->recipient);
+	buf_puts(&key, "grey:");
+	buf_append(&key, net.data, net.len);
+	buf_putc(&key, '/');
+	buf_append(&key, snd.data, snd.len);
+	buf_putc(&key, '/');
+	buf_puts(&key, rq->recipient);
 	buf_lower(&key);
 	if ((rc = pd_state_get(g->state, buf_str(&key), now, &r, &err)) < 0)
 		goto state_error;

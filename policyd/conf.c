@@ -433,6 +433,7 @@ int pd_client_net(const char *addr, int v4len, int v6len, struct buf *out)
 	inet_prefix_mask(&a, len);
 	buf_reset(out);
 	inet_addr_format(&a, out);
-	buf_printf(out, "/%d", len);
+	buf_putc(out, '/');
+	buf_put_ll(out, len);
 	return 0;
 }

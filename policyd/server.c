@@ -70,6 +70,7 @@ struct pd_conn {
 	struct pd_instance inst;
 	struct pd_conf *conf; /* held while a request is on a worker */
 	struct buf reply;
+	struct buf wire; /* the reply as sent, reused */
 	char peer[128];
 	size_t req_bytes;
 	int busy;    /* a request is on a worker */
@@ -184,6 +185,7 @@ static void pd_conn_free(struct pd_conn *c)
 	pd_eval_run_free(&c->run);
 	pd_instance_free(&c->inst);
 	buf_free(&c->reply);
+	buf_free(&c->wire);
 	buf_free(&c->in);
 	buf_free(&c->out);
 	if (c->conf)
@@ -246,10 +248,9 @@ static void pd_conn_send(struct pd_conn *c, const char *data, size_t len)
 
 static void pd_conn_reply(struct pd_conn *c)
 {
-	struct buf out = BUF_INIT, err = BUF_INIT;
+	struct buf *out = &c->wire, err = BUF_INIT; /* err: allocated if used */
 
-	buf_init(&out);
-	buf_init(&err);
+	buf_reset(out);
 	/* Postfix treats a reply that is not UTF-8 as a failed request; a
 	 * table result or a client's bytes must not cause that. */
 	if (!addr_utf8_valid(c->reply.data, c->reply.len)) {
@@ -258,14 +259,15 @@ static void pd_conn_reply(struct pd_conn *c)
 			if ((unsigned char)c->reply.data[i] >= 0x80)
 				c->reply.data[i] = '?';
 	}
-	if (attr_print_reply(&out, buf_str(&c->reply), &err) < 0) {
+	if (attr_print_reply(out, buf_str(&c->reply), &err) < 0) {
 		/* a check produced an action the protocol cannot carry */
 		msg_warn("%s: cannot send action: %s; sending DUNNO", c->peer, buf_str(&err));
-		buf_reset(&out);
-		attr_print_reply(&out, "DUNNO", &err);
+		buf_reset(out);
+		attr_print_reply(out, "DUNNO", &err);
 	}
-	pd_conn_send(c, out.data, out.len);
-	buf_free(&out);
+	pd_conn_send(c, out->data, out->len);
+	if (out->cap > 65536)
+		buf_free(out);
 	buf_free(&err);
 }
 

@@ -9,8 +9,14 @@
 
 void pd_state_format(const struct pd_state_rec *rec, struct buf *out)
 {
+	long long v[4] = {rec->a, rec->b, rec->c, rec->expires};
+
 	buf_reset(out);
-	buf_printf(out, "%lld %lld %lld %lld", rec->a, rec->b, rec->c, rec->expires);
+	for (int i = 0; i < 4; i++) {
+		if (i)
+			buf_putc(out, ' ');
+		buf_put_ll(out, v[i]);
+	}
 }
 
 int pd_state_parse(const char *text, struct pd_state_rec *rec)

@@ -109,7 +109,10 @@ int attr_print(struct buf *out, const char *name, const char *value, struct buf 
 		buf_printf(err, "attribute \"%.40s\" longer than %d octets", name, ATTR_STRING_MAX);
 		return -1;
 	}
-	buf_printf(out, "%s=%s\n", name, value);
+	buf_puts(out, name);
+	buf_putc(out, '=');
+	buf_puts(out, value);
+	buf_putc(out, '\n');
 	return 0;
 }
 

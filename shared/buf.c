@@ -112,6 +112,19 @@ void buf_append(struct buf *b, const void *data, size_t n)
 	b->data[b->len] = 0;
 }
 
+void buf_put_ll(struct buf *b, long long v)
+{
+	char num[24], *p = num + sizeof(num);
+	unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+
+	do
+		*--p = (char)('0' + u % 10);
+	while ((u /= 10) > 0);
+	if (v < 0)
+		*--p = '-';
+	buf_append(b, p, (size_t)(num + sizeof(num) - p));
+}
+
 void buf_puts(struct buf *b, const char *s)
 {
 	buf_append(b, s, strlen(s));

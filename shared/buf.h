@@ -37,6 +37,8 @@ void buf_set(struct buf *b, const char *s);
 void buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void buf_vprintf(struct buf *b, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 void buf_truncate(struct buf *b, size_t len);
+/* Append v in decimal (no printf: for per-request paths). */
+void buf_put_ll(struct buf *b, long long v);
 void buf_lower(struct buf *b);
 void buf_trim(struct buf *b);
 char *buf_detach(struct buf *b);

@@ -40,6 +40,14 @@ void inet_addr_format(const struct inet_addr *a, struct buf *out)
 {
 	char text[INET6_ADDRSTRLEN];
 
+	if (a->family == AF_INET) { /* glibc formats IPv4 with sprintf */
+		for (int i = 0; i < 4; i++) {
+			if (i)
+				buf_putc(out, '.');
+			buf_put_ll(out, a->bytes[i]);
+		}
+		return;
+	}
 	if (inet_ntop(a->family, a->bytes, text, sizeof(text)) == NULL)
 		text[0] = 0; /* cannot happen for a parsed address */
 	buf_puts(out, text);

@@ -70,6 +70,20 @@ static void test_buf_trim_lower_truncate(void **state)
 	free(s);
 }
 
+static void test_buf_put_ll(void **state)
+{
+	struct buf b = BUF_INIT;
+	buf_put_ll(&b, 0);
+	buf_putc(&b, ' ');
+	buf_put_ll(&b, 1234567890123LL);
+	buf_putc(&b, ' ');
+	buf_put_ll(&b, -42);
+	buf_putc(&b, ' ');
+	buf_put_ll(&b, -9223372036854775807LL - 1);
+	assert_string_equal(buf_str(&b), "0 1234567890123 -42 -9223372036854775808");
+	buf_free(&b);
+}
+
 static void test_xstrndup_stops_at_nul(void **state)
 {
 	char *s = xstrndup("abc\0def", 7);
@@ -87,6 +101,7 @@ int main(void)
 	    cmocka_unit_test(test_buf_growth_keeps_binary),
 	    cmocka_unit_test(test_buf_printf_long),
 	    cmocka_unit_test(test_buf_trim_lower_truncate),
+	    cmocka_unit_test(test_buf_put_ll),
 	    cmocka_unit_test(test_xstrndup_stops_at_nul),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

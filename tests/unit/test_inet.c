@@ -40,6 +40,7 @@ static void test_parse_format(void **state)
 {
 	assert_fmt("1.2.3.4", "1.2.3.4");
 	assert_fmt("0.0.0.0", "0.0.0.0");
+	assert_fmt("255.255.10.200", "255.255.10.200");
 	assert_fmt("2001:DB8:0:0:0:0:0:1", "2001:db8::1");
 	assert_fmt("::1", "::1");
 	assert_fmt("::ffff:1.2.3.4", "::ffff:1.2.3.4");
