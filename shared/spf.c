@@ -52,6 +52,7 @@ struct spf_cache_entry {
 	char *key;
 	uint32_t hash;
 	time_t expires;
+	time_t used;  /* when last made newest: at most once a second */
 	int by_local; /* a marker: look again with the local part in the key */
 	enum spf_result result;
 	char *comment; /* with SPF_SENDER_MARK where the sender was */
@@ -322,7 +323,8 @@ static struct spf_cache_entry *spf_cache_find(struct spf_cache *c, const char *k
 		spf_cache_entry_free(e);
 		return NULL;
 	}
-	if (c->newest != e) { /* move to the young end of the age list */
+	if (c->newest != e && e->used != now) { /* to the young end of the age list */
+		e->used = now;
 		e->newer->older = e->older;
 		if (e->older)
 			e->older->newer = e->newer;
@@ -389,7 +391,13 @@ static void spf_cache_key(enum spf_identity id, const char *ip, const char *helo
 	const char *domain = id == SPF_ID_HELO ? "" : at ? at + 1 : sender;
 
 	buf_reset(key);
-	buf_printf(key, "%d\002%s\002%s\002%s", (int)id, ip, helo, domain);
+	buf_put_ll(key, (long long)id);
+	buf_putc(key, '\002');
+	buf_puts(key, ip);
+	buf_putc(key, '\002');
+	buf_puts(key, helo);
+	buf_putc(key, '\002');
+	buf_puts(key, domain);
 	if (with_local && id == SPF_ID_MAILFROM) {
 		buf_putc(key, '\002');
 		buf_append(key, sender, at ? (size_t)(at - sender) : 0);
@@ -410,13 +418,15 @@ static void spf_comment_sender(enum spf_identity id, const char *helo, const cha
 
 static void spf_comment_expand(const char *tpl, const char *who, struct buf *out)
 {
+	const char *mark;
+
 	buf_reset(out);
-	for (; *tpl; tpl++) {
-		if (*tpl == SPF_SENDER_MARK)
-			buf_puts(out, who);
-		else
-			buf_putc(out, *tpl);
+	while ((mark = strchr(tpl, SPF_SENDER_MARK)) != NULL) {
+		buf_append(out, tpl, (size_t)(mark - tpl));
+		buf_puts(out, who);
+		tpl = mark + 1;
 	}
+	buf_puts(out, tpl);
 }
 
 /* The comment with the sender cut out; NULL if the sender is named in
@@ -449,12 +459,10 @@ static int spf_cache_get(struct spf_ctx *ctx, enum spf_identity id, const char *
 {
 	struct spf_cache *c = ctx->results;
 	struct spf_cache_entry *e;
-	struct buf key = BUF_INIT, who = BUF_INIT;
+	struct buf key = BUF_INIT, who = BUF_INIT, tpl = BUF_INIT;
 	time_t now = time(NULL);
 	int hit = 0;
 
-	buf_init(&key);
-	buf_init(&who);
 	spf_cache_key(id, ip, helo, sender, 0, &key);
 	pthread_mutex_lock(&c->lock);
 	e = spf_cache_find(c, buf_str(&key), now);
@@ -462,16 +470,20 @@ static int spf_cache_get(struct spf_ctx *ctx, enum spf_identity id, const char *
 		spf_cache_key(id, ip, helo, sender, 1, &key);
 		e = spf_cache_find(c, buf_str(&key), now);
 	}
-	if (e) {
+	if (e) { /* copy under the lock, expand after it */
 		o->result = e->result;
-		spf_comment_sender(id, helo, sender, &who);
-		spf_comment_expand(e->comment, buf_str(&who), &o->comment);
+		buf_set(&tpl, e->comment);
 		buf_set(&o->reason, e->reason);
 		hit = 1;
 	}
 	pthread_mutex_unlock(&c->lock);
+	if (hit) {
+		spf_comment_sender(id, helo, sender, &who);
+		spf_comment_expand(buf_str(&tpl), buf_str(&who), &o->comment);
+	}
 	buf_free(&key);
 	buf_free(&who);
+	buf_free(&tpl);
 	return hit;
 }
 
