@@ -282,9 +282,6 @@ static void log_out(int prio, const struct buf *line)
  * without printf: a busy policy server logs a line per request. */
 static void log_head(struct buf *line, int prio, const char *prefix)
 {
-	char num[24], *p = num + sizeof(num);
-	long v;
-
 	if (log_dest == LOG_DEST_SYSLOG) {
 		buf_printf(line, "<%d>", log_facility | prio);
 		buf_puts(line, log_stamp());
@@ -304,12 +301,7 @@ static void log_head(struct buf *line, int prio, const char *prefix)
 	buf_puts(line, "tern/");
 	buf_puts(line, log_service());
 	buf_putc(line, '[');
-	v = log_getpid();
-	*--p = 0;
-	do
-		*--p = (char)('0' + v % 10);
-	while ((v /= 10) > 0);
-	buf_puts(line, p);
+	buf_put_ll(line, log_getpid());
 	buf_puts(line, "]: ");
 	buf_puts(line, prefix);
 }
