@@ -112,10 +112,12 @@ static sfsistat dkim_negotiate(SMFICTX *ctx, unsigned long f0, unsigned long f1,
 		return SMFIS_REJECT;
 	}
 	c->actions = *pf0 = f0 & want;
-	/* No reply to body chunks when the MTA allows it: the MTA then
-	 * streams the body and waits only at end of message, one round
-	 * trip less per message. SKIP (which needs a reply to a chunk) is
-	 * the fallback for MTAs without SMFIP_NR_BODY. */
+	/* No reply to body chunks: the MTA streams the body and waits only
+	 * at end of message, one round trip less per message. That rules
+	 * out SKIP (an answer to a chunk). libmilter offers every NR_* step
+	 * here whatever the MTA offered, and answers "continue" for us where
+	 * the MTA did not take one, so f1 cannot tell; SKIP is only used if
+	 * a libmilter ever leaves NR_BODY out. */
 	if (f1 & SMFIP_NR_BODY)
 		steps &= ~(unsigned long)SMFIP_SKIP;
 	c->protocol = *pf1 = f1 & steps;

@@ -21,7 +21,7 @@ FINAL = set(b"cartdy4s")
 
 
 class MilterClient:
-    def __init__(self, port, timeout=30, actions=0x1ff):
+    def __init__(self, port, timeout=30, actions=0x1ff, steps=0x1fffff):
         if isinstance(port, int):
             self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
             # A macro packet and its command go out back to back: without
@@ -31,7 +31,7 @@ class MilterClient:
             self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             self.sock.settimeout(timeout)
             self.sock.connect(str(port))
-        self.send(b"O", struct.pack("!III", 6, actions, 0x1fffff))
+        self.send(b"O", struct.pack("!III", 6, actions, steps))
         cmd, data = self.recv()
         assert cmd == b"O", (cmd, data)
         self.version, self.actions, self.proto = struct.unpack("!III", data[:12])

@@ -14,7 +14,7 @@ import time
 import pytest
 
 import harness
-from milterclient import MilterClient
+from milterclient import SMFIP, MilterClient
 
 
 def start_milter(start_program, tmp_path, name, conf, files=None):
@@ -297,3 +297,35 @@ def test_dkim_header_lists_test_keys_and_quarantine(start_program, tmp_path):
         assert ar and want in ar[0], mods
         quarantined = [m for m in mods if m[0] == b"q"]
         assert bool(quarantined) == (want == b"dkim=fail"), mods
+
+
+def test_dkim_body_without_replies_when_the_mta_allows(milters):
+    """tern-dkim-milter takes SMFIP_NR_BODY (Postfix and ternd offer it):
+    the MTA streams the body and waits only at end of message. libmilter
+    offers the milter every NR_* step whatever the MTA offered and answers
+    "continue" itself where the MTA did not take one: an MTA without
+    NR_BODY gets a continue for each body chunk (no SKIP) and the same
+    signature."""
+    port = milters["dkim"][0]
+    c = MilterClient(port)
+    assert c.proto & SMFIP["NR_BODY"] and not c.proto & SMFIP["SKIP"]
+    c.close()
+    mods, final = full_session(port)
+    assert final[0] == b"c" and [d[4:].split(b"\0")[0] for _, d in mods] == [b"DKIM-Signature"]
+
+    c = MilterClient(port, steps=0x1fffff & ~SMFIP["NR_BODY"])
+    try:
+        assert not c.proto & SMFIP["NR_BODY"] and not c.proto & SMFIP["SKIP"]
+        c.connect(addr="127.0.0.1", **{"{client_addr}": "127.0.0.1", "j": "mx.test"})
+        c.helo()
+        c.mail("a@example.com")
+        for name, value in HEADERS:
+            c.header(name, value)
+        c.macros(b"N", i="ABC123")
+        c.eoh()
+        assert c.body(b"body\r\n" * 40000)[0] == b"c"     # two chunks, each answered
+        mods, final = c.eom()
+        assert final[0] == b"c"
+        assert [d[4:].split(b"\0")[0] for _, d in mods] == [b"DKIM-Signature"]
+    finally:
+        c.close()
