@@ -48,9 +48,11 @@ import pytest
 
 import harness
 from milters_mta import HOSTNAME, World, wait_idle
+from test_milter_dkim import dnsfunc
 from test_milter_rules import CASES as RULES_CASES
 from test_milter_rules import CORPORA as RULES_CORPORA
 from test_milter_rules import REGEXP_CASES
+from test_milter_spf import SPF_TXT
 from test_smtpd_tls import PASSWORD, start_dovecot
 
 OUTSIDE = "ADDR=198.51.100.7 NAME=mail.outside.test"
@@ -108,16 +110,10 @@ def world(tmp_path_factory):
         keys.chmod(0o755)
         w.key_rsa, record = genkey(keys, "sel1", "example.com")
         dead = harness.free_port()      # nobody answers: DNS errors for temp.test
-        dns = harness.start_dns(progs.start, txt={
-            "sel1._domainkey.example.com": [record],
-            "pass.test": ["v=spf1 ip4:192.0.2.0/24 -all"],
-            "fail.test": ["v=spf1 -all"],
-            "soft.test": ["v=spf1 ~all"],
-            "neutral.test": ["v=spf1 ?all"],
-            "perm.test": ["v=spf1 ip4:300.1.1.1 -all"],
-            "badhelo.test": ["v=spf1 -all"],
-            "goodhelo.test": ["v=spf1 ip4:192.0.2.10 -all"],
-        }, extra=["--server=/temp.test/127.0.0.1#%d" % dead])
+        txt = dict(SPF_TXT)
+        txt["sel1._domainkey.example.com"] = [record]
+        dns = harness.start_dns(progs.start, txt=txt,
+                                extra=["--server=/temp.test/127.0.0.1#%d" % dead])
         w.dns = dns
         (base / "archive-check").write_text("!/@example\\.com$/ %s\n" % ARCHIVE)
         # name -> (program, configuration); rules and rulesre are
@@ -231,19 +227,6 @@ def _diff(token, want, got, milter):
 
 
 # -- DKIM ------------------------------------------------------------------------
-
-
-def dnsfunc(server):
-    def lookup(name, timeout=5):
-        name = name.decode() if isinstance(name, bytes) else name
-        vals = harness.dns_query(name.rstrip("."), "TXT", server.port).values("TXT")
-        if not vals:
-            return None
-        v = vals[0]
-        if isinstance(v, (list, tuple)):
-            v = b"".join(x if isinstance(x, bytes) else x.encode() for x in v)
-        return v if isinstance(v, bytes) else v.encode()
-    return lookup
 
 
 def without_sig_times(fields):
