@@ -373,7 +373,10 @@ static int dkim_lib_hdrlist(struct dkim_conf *dc, const struct cfg *cfg, const c
 
 static int dkim_lib_setup(struct dkim_conf *dc, const struct cfg *cfg, struct buf *err)
 {
-	unsigned int flags = DKIM_LIBFLAGS_FIXCRLF | DKIM_LIBFLAGS_BADSIGHANDLES;
+	/* No DKIM_LIBFLAGS_FIXCRLF: main.c hands libopendkim header fields
+	 * and body with CRLF line ends already (dkim_hdr_add, dkim_body_feed);
+	 * the flag would copy every body chunk byte by byte once more. */
+	unsigned int flags = DKIM_LIBFLAGS_BADSIGHANDLES;
 	long long bits = 1024;
 	unsigned int ubits;
 	int method;

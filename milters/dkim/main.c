@@ -57,6 +57,9 @@ struct dkim_conn {
 	struct dkim_lookup_ctx lc;
 	int no_sigs;
 	int internal_error;
+	/* body bytes as on the wire (dkim_body_feed) */
+	struct buf body_fix;
+	unsigned char body_last; /* the last byte fed, 0 before the first */
 };
 
 /* ---- session state ---- */
@@ -67,6 +70,7 @@ static struct dkim_conn *dkim_conn_get(SMFICTX *ctx)
 
 	if (c == NULL) {
 		c = xcalloc(1, sizeof(*c));
+		buf_init(&c->body_fix);
 		c->conf_ref = milter_conf_acquire();
 		c->conf = milter_conf_state(c->conf_ref);
 		smfi_setpriv(ctx, c);
@@ -90,6 +94,8 @@ static void dkim_msg_reset(struct dkim_conn *c)
 	memset(&c->lc, 0, sizeof(c->lc));
 	c->no_sigs = c->internal_error = 0;
 	c->auth = 0;
+	c->body_last = 0;
+	buf_reset(&c->body_fix);
 }
 
 static sfsistat dkim_reply(const struct dkim_conn *c, unsigned long nr)
@@ -195,11 +201,15 @@ static void dkim_hdr_add(struct dkim_conn *c, const char *name, const char *valu
 	struct buf h = BUF_INIT;
 
 	buf_init(&h);
-	buf_printf(&h, "%s:%s", name, c->protocol & SMFIP_HDR_LEADSPC ? "" : " ");
-	for (const char *p = value; *p; p++) {
-		if (*p == '\n' && (p == value || p[-1] != '\r'))
-			buf_putc(&h, '\r');
-		buf_putc(&h, *p);
+	buf_puts(&h, name);
+	buf_puts(&h, c->protocol & SMFIP_HDR_LEADSPC ? ":" : ": ");
+	for (const char *p = value, *lf; *p; p = lf + 1) {
+		if ((lf = strchr(p, '\n')) == NULL) {
+			buf_puts(&h, p);
+			break;
+		}
+		buf_append(&h, p, (size_t)(lf - p));
+		buf_puts(&h, lf == value || lf[-1] != '\r' ? "\r\n" : "\n");
 	}
 	if (c->hdr_bytes + h.len > DKIM_HDR_BYTES_MAX) {
 		c->hdr_overflow = 1;
@@ -398,11 +408,12 @@ static sfsistat dkim_eoh_cb(SMFICTX *ctx)
 	return dkim_reply(c, SMFIP_NR_EOH);
 }
 
-static sfsistat dkim_body_cb(SMFICTX *ctx, unsigned char *data, size_t len)
+/* Body bytes to the open handles. */
+static void dkim_body_put(struct dkim_conn *c, const unsigned char *data, size_t len)
 {
-	struct dkim_conn *c = dkim_conn_get(ctx);
-
-	if (c->sign && dkim_body(c->sign, data, len) != DKIM_STAT_OK) {
+	if (len == 0)
+		return;
+	if (c->sign && dkim_body(c->sign, (u_char *)data, len) != DKIM_STAT_OK) {
 		dkim_free(c->sign);
 		c->sign = NULL;
 		c->internal_error = 1;
@@ -410,7 +421,53 @@ static sfsistat dkim_body_cb(SMFICTX *ctx, unsigned char *data, size_t len)
 	/* A verifier that has already decided (every signature's key is
 	 * missing, say) answers DKIM_STAT_OK and ignores the rest. */
 	if (c->verify)
-		(void)dkim_body(c->verify, data, len);
+		(void)dkim_body(c->verify, (u_char *)data, len);
+}
+
+/* The body is hashed as the MTA will write it: a line that ends in a
+ * bare LF gets CRLF, as on the wire; everything else, lone CRs included,
+ * goes as it is. MTAs send CRLF (Postfix, Sendmail, ternd), so a chunk
+ * normally goes to libopendkim untouched, without the byte-by-byte copy
+ * libopendkim's own DKIM_LIBFLAGS_FIXCRLF makes of every chunk. */
+static void dkim_body_feed(struct dkim_conn *c, const unsigned char *data, size_t len)
+{
+	const unsigned char *end = data + len, *run = data, *lf;
+
+	if (len == 0 || (c->sign == NULL && c->verify == NULL))
+		return;
+	buf_reset(&c->body_fix);
+	for (const unsigned char *p = data; (lf = memchr(p, '\n', (size_t)(end - p))) != NULL;
+	     p = lf + 1) {
+		if ((lf > data ? lf[-1] : c->body_last) == '\r')
+			continue;
+		buf_append(&c->body_fix, (const char *)run, (size_t)(lf - run));
+		buf_append(&c->body_fix, "\r\n", 2);
+		run = lf + 1;
+	}
+	if (run == data) {
+		dkim_body_put(c, data, len);
+	} else {
+		buf_append(&c->body_fix, (const char *)run, (size_t)(end - run));
+		dkim_body_put(c, (const unsigned char *)c->body_fix.data, c->body_fix.len);
+	}
+	c->body_last = end[-1];
+}
+
+/* At end of message: a last line without its line end gets one, as the
+ * MTA will write it (RFC 6376 §3.4.3/§3.4.4 hash it so, in both
+ * canonicalizations). */
+static void dkim_body_finish(struct dkim_conn *c)
+{
+	if (c->body_last != 0 && c->body_last != '\n')
+		dkim_body_put(c, (const unsigned char *)"\r\n", 2);
+	c->body_last = '\n';
+}
+
+static sfsistat dkim_body_cb(SMFICTX *ctx, unsigned char *data, size_t len)
+{
+	struct dkim_conn *c = dkim_conn_get(ctx);
+
+	dkim_body_feed(c, data, len);
 	if (c->protocol & SMFIP_NR_BODY)
 		return SMFIS_NOREPLY;
 	if (c->sign == NULL && c->verify == NULL && (c->protocol & SMFIP_SKIP))
@@ -465,9 +522,9 @@ static sfsistat dkim_eom_sign(SMFICTX *ctx, struct dkim_conn *c, const char *qid
 	}
 	buf_init(&v);
 	buf_putc(&v, ' '); /* HDR_LEADSPC: the value goes in as given */
-	/* With FIXCRLF libopendkim folds with CRLF; milters fold with a bare
-	 * LF and the MTA writes CRLF (a CR left in would become part of the
-	 * field and break "simple" header canonicalization). */
+	/* libopendkim folds with CRLF; milters fold with a bare LF and the
+	 * MTA writes CRLF (a CR left in would become part of the field and
+	 * break "simple" header canonicalization). */
 	for (size_t i = 0; i < len; i++)
 		if (!(hdr[i] == '\r' && i + 1 < len && hdr[i + 1] == '\n'))
 			buf_putc(&v, hdr[i]);
@@ -557,6 +614,7 @@ static sfsistat dkim_eom_cb(SMFICTX *ctx)
 		msg_qid(buf_str(&qid), "removed Authentication-Results field #%u claiming %s",
 			c->ar_del[i - 1], c->authserv);
 	}
+	dkim_body_finish(c);
 	if (c->internal_error)
 		rc = dkim_act(ctx, c, c->conf->on_internal_error, "451", "4.7.0",
 			      "DKIM signing failed, try again later", buf_str(&qid));
@@ -586,6 +644,7 @@ static sfsistat dkim_close_cb(SMFICTX *ctx)
 		return SMFIS_CONTINUE;
 	dkim_msg_reset(c);
 	free(c->hdrs);
+	buf_free(&c->body_fix);
 	free(c->client_addr);
 	free(c->client_name);
 	free(c->daemon_name);

@@ -329,3 +329,49 @@ def test_dkim_body_without_replies_when_the_mta_allows(milters):
         assert [d[4:].split(b"\0")[0] for _, d in mods] == [b"DKIM-Signature"]
     finally:
         c.close()
+
+
+@pytest.mark.parametrize("canon", ["relaxed/simple", "simple/relaxed"])
+def test_dkim_body_hashed_as_on_the_wire(start_program, tmp_path, canon):
+    """The body is signed as the MTA will write it: a bare LF ends a line
+    with CRLF (also when the CR of a CRLF ended the previous chunk, or
+    the LF starts the next one), a last line without a line end gets
+    one; the signature then verifies with dkimpy over that wire form.
+    A lone CR is data, not a line end ("simple" body only: libopendkim's
+    relaxed body drops a lone CR, which no verifier does)."""
+    import dkim
+    key = genkey(tmp_path)
+    txt = (tmp_path / "keys" / "sel1.txt").read_text()
+    record = "".join(re.findall(r'"([^"]*)"', txt)).encode()
+    port, prog = start_milter(start_program, tmp_path, "dkim",
+                              "domain = example.com\nselector = sel1\nkey_file = %s\n"
+                              "canonicalization = %s\n" % (key, canon))
+    cases = [
+        ([b"one\ntwo\n"], b"one\r\ntwo\r\n"),
+        ([b"one\r\ntwo\nthree\r\n\n"], b"one\r\ntwo\r\nthree\r\n\r\n"),
+        ([b"one\r", b"\ntwo\r\n"], b"one\r\ntwo\r\n"),
+        ([b"one", b"\ntwo\n", b"\n"], b"one\r\ntwo\r\n\r\n"),
+        ([b"one\r\nlast"], b"one\r\nlast\r\n"),
+        ([b"x" * 70000 + b"\n" + b"y\n" * 40000], b"x" * 70000 + b"\r\n" + b"y\r\n" * 40000),
+    ]
+    if canon.endswith("/simple"):
+        cases.append(([b"one\rtwo\r\n"], b"one\rtwo\r\n"))
+    for chunks, wire in cases:
+        c = MilterClient(port)
+        c.connect(addr="127.0.0.1", **{"{client_addr}": "127.0.0.1", "j": "mx.test"})
+        c.helo()
+        c.mail("a@example.com")
+        for name, value in HEADERS:
+            c.header(name, value)
+        c.macros(b"N", i="ABC123")
+        c.eoh()
+        for chunk in chunks:
+            c.body(chunk)
+        mods, final = c.eom(i="ABC123")
+        c.close()
+        assert final[0] == b"c", (chunks, final)
+        sig = [m[1][4:].split(b"\0")[1] for m in mods if m[0] == b"i"][0]
+        raw = (b"DKIM-Signature:" + sig.replace(b"\n", b"\r\n") + b"\r\n" +
+               b"".join(b"%s: %s\r\n" % (k.encode(), v.encode()) for k, v in HEADERS) +
+               b"\r\n" + wire)
+        assert dkim.verify(raw, dnsfunc=lambda name, timeout=5: record), (chunks, sig)
