@@ -98,8 +98,8 @@ $(BUILD)/tests/test_milter_rules: $(BUILD)/tests/unit/test_milter_rules.o $(RULE
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $< $(RULES_MILTER_OBJ) $(LIBTERN) $(LDLIBS) -lcmocka
 
-# The DKIM milter's key cache (libopendkim's key decode answered from it).
-DKIM_KEYCACHE_OBJ := $(BUILD)/milters/dkim/dkim_keycache.o
+# The DKIM milter's key caches (libopendkim's key decodes answered from them).
+DKIM_KEYCACHE_OBJ := $(BUILD)/milters/dkim/dkim_keycache.o $(BUILD)/milters/dkim/dkim_pubcache.o
 $(BUILD)/tests/unit/test_dkim_keycache.o: CFLAGS += -Imilters/dkim
 $(BUILD)/tests/test_dkim_keycache: $(BUILD)/tests/unit/test_dkim_keycache.o $(DKIM_KEYCACHE_OBJ) $(LIBTERN)
 	@mkdir -p $(dir $@)

@@ -11,6 +11,8 @@
  *               authserv-id check of existing A-R fields
  *   dkim_keycache.c  private keys decoded once, handed to libopendkim
  *               through an interposed PEM_read_bio_PrivateKey()
+ *   dkim_pubcache.c  signers' public keys decoded once while in use,
+ *               through an interposed d2i_PUBKEY_bio()
  *   genkey.c    "tern-dkim-milter genkey": key file and DNS TXT record
  */
 #ifndef TERN_DKIM_MILTER_H
@@ -137,6 +139,12 @@ void dkim_keycache_remove(struct dkim_keycache_entry *e);
 unsigned long dkim_keycache_hits(void);
 /* Warn if libopendkim's decode of k does not come from the cache. */
 void dkim_keycache_check(DKIM_LIB *lib, const struct dkim_key *k);
+
+/* dkim_pubcache.c: public key decodes answered from the cache, and keys
+ * stored in it, so far. */
+unsigned long dkim_pubcache_hits(void);
+unsigned long dkim_pubcache_stored(void);
+size_t dkim_pubcache_entries(void); /* keys held now */
 
 /* genkey.c */
 int dkim_genkey_main(int argc, char **argv);

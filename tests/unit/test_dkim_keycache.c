@@ -1,8 +1,11 @@
-/* test_dkim_keycache.c - unit tests for tern-dkim-milter's private key
- * cache (milters/dkim/dkim_keycache.c): libopendkim's key decode is
- * answered from it only for the exact registered bytes, the signatures it
- * makes verify (libopendkim's own verifier, key from a key file), other
- * keys and near-misses go to libcrypto, and threads can share it. */
+/* test_dkim_keycache.c - unit tests for tern-dkim-milter's key caches.
+ * The private key cache (milters/dkim/dkim_keycache.c): libopendkim's key
+ * decode is answered from it only for the exact registered bytes, the
+ * signatures it makes verify (libopendkim's own verifier, key from a key
+ * file), other keys and near-misses go to libcrypto, and threads can
+ * share it. The public key cache (dkim_pubcache.c): the same DER gives
+ * the same shared key, other calls and near-misses are decoded by
+ * libcrypto, libopendkim's verifier uses it, and it stays bounded. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -11,6 +14,7 @@
 #include <cmocka.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
+#include <openssl/x509.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -195,12 +199,135 @@ static void test_threads_share_keys(void **state)
 	buf_free(&err);
 }
 
+/* The DER of a fresh key: RSA-1024, or P-256 (faster to make). */
+static unsigned char *test_pub_der(int rsa, int *len)
+{
+	EVP_PKEY *pk = rsa ? EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)1024)
+			   : EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+	unsigned char *der = NULL, *copy;
+
+	assert_non_null(pk);
+	*len = i2d_PUBKEY(pk, &der);
+	assert_true(*len > 0);
+	copy = xmalloc((size_t)*len);
+	memcpy(copy, der, (size_t)*len);
+	OPENSSL_free(der);
+	EVP_PKEY_free(pk);
+	return copy;
+}
+
+/* d2i_PUBKEY_bio() over a memory BIO of der, as libopendkim calls it;
+ * *left: the bytes the call left unread. */
+static EVP_PKEY *test_d2i(const unsigned char *der, int len, size_t *left)
+{
+	BIO *b = BIO_new_mem_buf(der, len);
+	EVP_PKEY *pk = d2i_PUBKEY_bio(b, NULL);
+
+	*left = BIO_ctrl_pending(b);
+	BIO_free(b);
+	return pk;
+}
+
+/* The decoded key is the one in der. */
+static void test_same_key(EVP_PKEY *pk, const unsigned char *der, int len)
+{
+	unsigned char *out = NULL;
+	int n = i2d_PUBKEY(pk, &out);
+
+	assert_int_equal(n, len);
+	assert_memory_equal(out, der, (size_t)len);
+	OPENSSL_free(out);
+}
+
+static void test_public_key_cache(void **state)
+{
+	int len;
+	unsigned char *der = test_pub_der(1, &len), *longer = xmalloc((size_t)len + 1);
+	unsigned long h0 = dkim_pubcache_hits(), s0 = dkim_pubcache_stored();
+	EVP_PKEY *p1, *p2, *p3, *reuse = NULL;
+	size_t left;
+	BIO *b;
+
+	/* first decode: libcrypto's, kept; the second: the same object */
+	p1 = test_d2i(der, len, &left);
+	assert_non_null(p1);
+	assert_int_equal(left, 0);
+	assert_int_equal(dkim_pubcache_stored(), s0 + 1);
+	p2 = test_d2i(der, len, &left);
+	assert_ptr_equal(p1, p2);
+	assert_int_equal(left, 0); /* the BIO is read, as after a decode */
+	assert_int_equal(dkim_pubcache_hits(), h0 + 1);
+	test_same_key(p2, der, len);
+	/* one byte more: libcrypto decodes the key and leaves the byte; not
+	 * kept, and not answered from the entry for der */
+	memcpy(longer, der, (size_t)len);
+	longer[len] = 0;
+	p3 = test_d2i(longer, len + 1, &left);
+	assert_non_null(p3);
+	assert_int_equal(left, 1);
+	assert_ptr_not_equal(p3, p1);
+	assert_int_equal(dkim_pubcache_stored(), s0 + 1);
+	assert_int_equal(dkim_pubcache_hits(), h0 + 1);
+	EVP_PKEY_free(p3);
+	/* a caller's object to reuse: libcrypto's decode, nothing cached */
+	b = BIO_new_mem_buf(der, len);
+	assert_non_null(d2i_PUBKEY_bio(b, &reuse));
+	BIO_free(b);
+	assert_ptr_not_equal(reuse, p1);
+	assert_int_equal(dkim_pubcache_hits(), h0 + 1);
+	EVP_PKEY_free(reuse);
+	/* not a key: NULL, nothing kept */
+	p3 = test_d2i((const unsigned char *)"\x30\x03\x02\x01\x01", 5, &left);
+	assert_null(p3);
+	assert_int_equal(dkim_pubcache_stored(), s0 + 1);
+	/* the caller's references are its own */
+	EVP_PKEY_free(p1);
+	test_same_key(p2, der, len);
+	EVP_PKEY_free(p2);
+	free(longer);
+	free(der);
+}
+
+static void test_verify_uses_public_key_cache(void **state)
+{
+	unsigned long h0;
+
+	assert_true(test_sign_verify(test_pem_b, "b"));
+	h0 = dkim_pubcache_hits();
+	assert_true(test_sign_verify(test_pem_b, "b"));
+	assert_true(test_sign_verify(test_pem_a, "a"));
+	assert_true(test_sign_verify(test_pem_a, "a"));
+	assert_true(dkim_pubcache_hits() >= h0 + 2);
+}
+
+static void test_public_key_cache_bounded(void **state)
+{
+	for (int i = 0; i < 600; i++) {
+		int len;
+		unsigned char *der = test_pub_der(0, &len);
+		size_t left;
+		EVP_PKEY *pk = test_d2i(der, len, &left), *again;
+
+		assert_non_null(pk);
+		again = test_d2i(der, len, &left);
+		test_same_key(again, der, len);
+		EVP_PKEY_free(again);
+		EVP_PKEY_free(pk);
+		free(der);
+	}
+	assert_true(dkim_pubcache_entries() <= 256);
+	assert_true(dkim_pubcache_entries() > 100);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_exact_bytes_from_cache),
 	    cmocka_unit_test(test_not_a_key),
 	    cmocka_unit_test(test_threads_share_keys),
+	    cmocka_unit_test(test_public_key_cache),
+	    cmocka_unit_test(test_verify_uses_public_key_cache),
+	    cmocka_unit_test(test_public_key_cache_bounded),
 	};
 	return cmocka_run_group_tests(tests, test_setup, test_teardown);
 }
