@@ -72,6 +72,19 @@ def milters(start_program, tmp_path):
     }
 
 
+def up_to_body(c, addr="127.0.0.1"):
+    """An internal client's session on c up to the body: connect, HELO,
+    MAIL, HEADERS, end of header (queue ID ABC123)."""
+    c.connect(addr=addr, **{"{client_addr}": addr, "j": "mx.test"})
+    c.helo()
+    c.mail("a@example.com")
+    for name, value in HEADERS:
+        c.header(name, value)
+    c.macros(b"N", i="ABC123")
+    c.eoh()
+    return c
+
+
 def full_session(port, addr="127.0.0.1"):
     c = MilterClient(port)
     try:
@@ -316,13 +329,7 @@ def test_dkim_body_without_replies_when_the_mta_allows(milters):
     c = MilterClient(port, steps=0x1fffff & ~SMFIP["NR_BODY"])
     try:
         assert not c.proto & SMFIP["NR_BODY"] and not c.proto & SMFIP["SKIP"]
-        c.connect(addr="127.0.0.1", **{"{client_addr}": "127.0.0.1", "j": "mx.test"})
-        c.helo()
-        c.mail("a@example.com")
-        for name, value in HEADERS:
-            c.header(name, value)
-        c.macros(b"N", i="ABC123")
-        c.eoh()
+        up_to_body(c)
         assert c.body(b"body\r\n" * 40000)[0] == b"c"     # two chunks, each answered
         mods, final = c.eom()
         assert final[0] == b"c"
@@ -357,14 +364,7 @@ def test_dkim_body_hashed_as_on_the_wire(start_program, tmp_path, canon):
     if canon.endswith("/simple"):
         cases.append(([b"one\rtwo\r\n"], b"one\rtwo\r\n"))
     for chunks, wire in cases:
-        c = MilterClient(port)
-        c.connect(addr="127.0.0.1", **{"{client_addr}": "127.0.0.1", "j": "mx.test"})
-        c.helo()
-        c.mail("a@example.com")
-        for name, value in HEADERS:
-            c.header(name, value)
-        c.macros(b"N", i="ABC123")
-        c.eoh()
+        c = up_to_body(MilterClient(port))
         for chunk in chunks:
             c.body(chunk)
         mods, final = c.eom(i="ABC123")
