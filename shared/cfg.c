@@ -11,6 +11,7 @@
  */
 #include "cfg.h"
 #include "cfg_impl.h"
+#include "hash.h"
 #include "lines.h"
 
 #include <ctype.h>
@@ -155,20 +156,10 @@ const char *cfg_param_default(const struct cfg *c, const struct cfg_param *p)
 	return p->def ? p->def : "";
 }
 
-/* FNV-1a. */
-static size_t cfg_hash(const char *s)
-{
-	uint64_t h = 14695981039346656037ULL;
-
-	for (; *s; s++)
-		h = (h ^ (unsigned char)*s) * 1099511628211ULL;
-	return (size_t)h;
-}
-
 /* The index slot holding name, or the free slot where it belongs. */
 static size_t *cfg_index_slot(const struct cfg *c, const char *name)
 {
-	size_t mask = c->capindex - 1, i = cfg_hash(name) & mask;
+	size_t mask = c->capindex - 1, i = (size_t)hash_fnv1a_str(name) & mask;
 
 	while (c->index[i] && strcmp(c->set[c->index[i] - 1].name, name) != 0)
 		i = (i + 1) & mask;

@@ -25,6 +25,7 @@
 #include "spf.h"
 
 #include "log.h"
+#include "hash.h"
 #include "resolver.h"
 
 #include <sys/types.h>
@@ -249,11 +250,7 @@ static void spf_log_quiet(const char *file, int line, const char *msg)
 
 static uint32_t spf_hash(const char *s)
 {
-	uint32_t h = 2166136261u; /* FNV-1a */
-
-	for (; *s; s++)
-		h = (h ^ (unsigned char)*s) * 16777619u;
-	return h;
+	return (uint32_t)hash_fnv1a_str(s);
 }
 
 static void spf_cache_entry_free(struct spf_cache_entry *e)

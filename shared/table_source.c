@@ -5,6 +5,7 @@
  */
 #include "table_source.h"
 #include "casefold.h"
+#include "hash.h"
 #include "log.h"
 #include "table.h"
 
@@ -138,14 +139,10 @@ struct table_dict {
 	size_t count;
 };
 
-/* FNV-1a: tables are admin-written, not attacker-chosen, so no seed. */
+/* Tables are admin-written, not attacker-chosen: an unkeyed hash. */
 static size_t table_dict_hash(const char *key)
 {
-	uint64_t h = 14695981039346656037ULL;
-
-	for (; *key; key++)
-		h = (h ^ (unsigned char)*key) * 1099511628211ULL;
-	return (size_t)h;
+	return (size_t)hash_fnv1a_str(key);
 }
 
 struct table_dict *table_dict_new(void)

@@ -24,6 +24,7 @@
  */
 #define _GNU_SOURCE /* RTLD_NEXT */
 #include "dkim_milter.h"
+#include "hash.h"
 
 #include <dlfcn.h>
 #include <openssl/evp.h>
@@ -54,16 +55,6 @@ static atomic_ulong dkim_pubcache_nhits, dkim_pubcache_nstored;
 static void dkim_pubcache_init(void)
 {
 	dkim_pubcache_real = (dkim_d2i_pubkey_fn *)dlsym(RTLD_NEXT, "d2i_PUBKEY_bio");
-}
-
-/* FNV-1a, 64 bits. */
-static uint64_t dkim_pubcache_hash(const unsigned char *p, size_t n)
-{
-	uint64_t h = 14695981039346656037ULL;
-
-	while (n--)
-		h = (h ^ *p++) * 1099511628211ULL;
-	return h;
 }
 
 static EVP_PKEY *dkim_pubcache_find(struct dkim_pubcache_slot *s, uint64_t h,
@@ -118,7 +109,7 @@ EVP_PKEY *d2i_PUBKEY_bio(BIO *bp, EVP_PKEY **a)
 	if (bp == NULL || a != NULL || BIO_method_type(bp) != BIO_TYPE_MEM ||
 	    (n = BIO_get_mem_data(bp, (char **)&data)) <= 0 || n > DKIM_PUBCACHE_DER_MAX)
 		return dkim_pubcache_real(bp, a);
-	h = dkim_pubcache_hash(data, (size_t)n);
+	h = hash_fnv1a(data, (size_t)n);
 	s = &dkim_pubcache[h % DKIM_PUBCACHE_SLOTS];
 	if ((pk = dkim_pubcache_find(s, h, data, (size_t)n)) != NULL) {
 		/* The BIO ends read, as after libcrypto's decode. */

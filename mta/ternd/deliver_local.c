@@ -14,6 +14,7 @@
 #define _GNU_SOURCE /* pipe2, memfd_create */
 #include "deliver.h"
 #include "fileio.h"
+#include "hash.h"
 #include "pwent.h"
 
 #include "addr.h"
@@ -94,11 +95,7 @@ static __thread struct local_dups *local_dups_cur;
 
 static size_t local_dups_hash(const char *s)
 {
-	uint64_t h = 14695981039346656037ULL; /* FNV-1a */
-
-	for (; *s; s++)
-		h = (h ^ (unsigned char)*s) * 1099511628211ULL;
-	return (size_t)h;
+	return (size_t)hash_fnv1a_str(s);
 }
 
 /* local_dups_slot - where key is, or the free slot it would take. */

@@ -8,17 +8,14 @@
  * drives reclamation and compaction (queue_segment.c).
  */
 #include "queue_impl.h"
+#include "hash.h"
 
 #include <stdlib.h>
 #include <string.h>
 
 static size_t qidx_hash(const char *qid, size_t nbuckets)
 {
-	uint64_t h = 1469598103934665603ull; /* FNV-1a */
-
-	for (; *qid != '\0'; qid++)
-		h = (h ^ (unsigned char)*qid) * 1099511628211ull;
-	return (size_t)(h & (nbuckets - 1));
+	return (size_t)(hash_fnv1a_str(qid) & (nbuckets - 1));
 }
 
 void qidx_init(struct queue *q)
